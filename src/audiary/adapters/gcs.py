@@ -1,0 +1,166 @@
+"""`BlobStore` on Google Cloud Storage (or gcp-storage-emulator via STORAGE_EMULATOR_HOST)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Self
+
+from google.api_core import exceptions as gexc
+from google.auth.credentials import AnonymousCredentials, Credentials
+from google.cloud import storage
+
+from audiary.errors import NotFoundError
+from audiary.ports import BlobInfo, BlobStore
+from audiary.settings import Settings
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+def _endpoint_url(endpoint: str) -> str:
+    # STORAGE_EMULATOR_HOST is documented with a scheme, but host:port is common too.
+    return endpoint if "://" in endpoint else f"http://{endpoint}"
+
+
+class GcsBlobStore(BlobStore):
+    """Objects in GCS buckets. With `endpoint` (an emulator) requests are anonymous."""
+
+    def __init__(
+        self,
+        project: str,
+        *,
+        endpoint: str | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
+        if endpoint:
+            self._client = storage.Client(
+                project=project,
+                credentials=credentials or AnonymousCredentials(),
+                client_options={"api_endpoint": _endpoint_url(endpoint)},
+            )
+        else:
+            self._client = storage.Client(project=project, credentials=credentials)
+        self.project = project
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls(settings.project_id, endpoint=settings.storage_emulator_host)
+
+    @staticmethod
+    def _info(blob: Any) -> BlobInfo:
+        return BlobInfo(
+            bucket=blob.bucket.name,
+            key=blob.name,
+            size=int(blob.size or 0),
+            generation=str(blob.generation),
+            content_type=blob.content_type,
+            metadata=dict(blob.metadata or {}),
+        )
+
+    def ensure_bucket(self, bucket: str) -> None:
+        if self._client.lookup_bucket(bucket) is not None:
+            return
+        try:
+            self._client.create_bucket(bucket, project=self.project)
+        except gexc.Conflict:
+            pass  # created meanwhile by someone else: that is what we wanted
+
+    def _blob(self, bucket: str, key: str) -> Any:
+        return self._client.bucket(bucket).blob(key)
+
+    def put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> BlobInfo:
+        blob = self._blob(bucket, key)
+        blob.metadata = dict(metadata) if metadata else None
+        try:
+            blob.upload_from_string(data, content_type=content_type or DEFAULT_CONTENT_TYPE)
+        except gexc.NotFound as exc:
+            raise NotFoundError(f"bucket gs://{bucket} does not exist") from exc
+        return self._info(blob)
+
+    def upload_file(
+        self,
+        bucket: str,
+        key: str,
+        path: Path,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> BlobInfo:
+        blob = self._blob(bucket, key)
+        blob.metadata = dict(metadata) if metadata else None
+        try:
+            blob.upload_from_filename(str(path), content_type=content_type or DEFAULT_CONTENT_TYPE)
+        except gexc.NotFound as exc:
+            raise NotFoundError(f"bucket gs://{bucket} does not exist") from exc
+        return self._info(blob)
+
+    def get(self, bucket: str, key: str) -> bytes:
+        try:
+            data: bytes = self._blob(bucket, key).download_as_bytes()
+        except gexc.NotFound as exc:
+            raise NotFoundError(f"gs://{bucket}/{key} does not exist") from exc
+        return data
+
+    def download_file(self, bucket: str, key: str, path: Path) -> None:
+        try:
+            self._blob(bucket, key).download_to_filename(str(path))
+        except gexc.NotFound as exc:
+            path.unlink(missing_ok=True)
+            raise NotFoundError(f"gs://{bucket}/{key} does not exist") from exc
+
+    def read_range(self, bucket: str, key: str, start: int, end: int) -> bytes:
+        if start < 0 or end < start:
+            raise ValueError(f"bad byte range [{start}, {end})")
+        if start == end:
+            return b""
+        try:
+            # A ranged GET (Range: bytes=start-(end-1)); the library's `end` is inclusive.
+            data: bytes = self._blob(bucket, key).download_as_bytes(start=start, end=end - 1)
+        except gexc.NotFound as exc:
+            raise NotFoundError(f"gs://{bucket}/{key} does not exist") from exc
+        except gexc.RequestRangeNotSatisfiable:
+            return b""  # start at or past the end: an empty slice, as for a Python bytes
+        return data
+
+    def stat(self, bucket: str, key: str) -> BlobInfo | None:
+        try:
+            blob = self._client.bucket(bucket).get_blob(key)
+        except gexc.NotFound:
+            return None  # the bucket itself is missing
+        return None if blob is None else self._info(blob)
+
+    def copy(self, bucket: str, key: str, dest_bucket: str, dest_key: str) -> BlobInfo:
+        source = self._blob(bucket, key)
+        dest = self._blob(dest_bucket, dest_key)
+        try:
+            # rewrite, not copyTo: copyTo fails on large objects across locations or classes.
+            token, _, _ = dest.rewrite(source)
+            while token is not None:
+                token, _, _ = dest.rewrite(source, token=token)
+        except gexc.NotFound as exc:
+            raise NotFoundError(
+                f"cannot copy gs://{bucket}/{key} to gs://{dest_bucket}/{dest_key}: "
+                "the source object or a bucket does not exist"
+            ) from exc
+        return self._info(dest)
+
+    def list(self, bucket: str, prefix: str = "") -> list[BlobInfo]:
+        try:
+            blobs = [self._info(b) for b in self._client.list_blobs(bucket, prefix=prefix or None)]
+        except gexc.NotFound as exc:
+            raise NotFoundError(f"bucket gs://{bucket} does not exist") from exc
+        return sorted(blobs, key=lambda info: info.key)
+
+    def delete(self, bucket: str, key: str) -> None:
+        try:
+            self._blob(bucket, key).delete()
+        except gexc.NotFound:
+            pass  # already gone: deleting is idempotent

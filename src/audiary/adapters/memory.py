@@ -1,0 +1,384 @@
+"""In-memory adapters for unit tests: same contract as the real ones (tests/integration).
+
+They keep what they store as copies, so a caller mutating an object it passed in or got back
+cannot change the stored state, just as with a real server. All are thread-safe.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+from audiary.domain.jobs import (
+    Chunk,
+    ChunkStatus,
+    FanIn,
+    Job,
+    JobError,
+    JobStatus,
+    can_advance,
+    utcnow,
+)
+from audiary.errors import NotFoundError, StateError
+from audiary.ports import BlobInfo, BlobStore, JobStore, Publisher
+from audiary.settings import Settings
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class _Blob:
+    data: bytes
+    generation: str
+    content_type: str
+    metadata: Mapping[str, str]
+
+
+class MemoryBlobStore(BlobStore):
+    """Buckets as dicts. `list()` fills only key, size and generation, like S3 listings."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buckets: dict[str, dict[str, _Blob]] = {}
+        self._generations = itertools.count(1)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls()
+
+    def ensure_bucket(self, bucket: str) -> None:
+        with self._lock:
+            self._buckets.setdefault(bucket, {})
+
+    def _objects(self, bucket: str) -> dict[str, _Blob]:
+        try:
+            return self._buckets[bucket]
+        except KeyError:
+            raise NotFoundError(f"bucket {bucket!r} does not exist") from None
+
+    def _blob(self, bucket: str, key: str) -> _Blob:
+        blob = self._objects(bucket).get(key)
+        if blob is None:
+            raise NotFoundError(f"object {bucket}/{key} does not exist")
+        return blob
+
+    @staticmethod
+    def _info(bucket: str, key: str, blob: _Blob) -> BlobInfo:
+        return BlobInfo(
+            bucket=bucket,
+            key=key,
+            size=len(blob.data),
+            generation=blob.generation,
+            content_type=blob.content_type,
+            metadata=dict(blob.metadata),
+        )
+
+    def put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> BlobInfo:
+        with self._lock:
+            blob = _Blob(
+                data=bytes(data),
+                generation=str(next(self._generations)),
+                content_type=content_type or DEFAULT_CONTENT_TYPE,
+                metadata=dict(metadata or {}),
+            )
+            self._objects(bucket)[key] = blob
+            return self._info(bucket, key, blob)
+
+    def upload_file(
+        self,
+        bucket: str,
+        key: str,
+        path: Path,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> BlobInfo:
+        return self.put(
+            bucket, key, path.read_bytes(), content_type=content_type, metadata=metadata
+        )
+
+    def get(self, bucket: str, key: str) -> bytes:
+        with self._lock:
+            return self._blob(bucket, key).data
+
+    def download_file(self, bucket: str, key: str, path: Path) -> None:
+        path.write_bytes(self.get(bucket, key))
+
+    def read_range(self, bucket: str, key: str, start: int, end: int) -> bytes:
+        if start < 0 or end < start:
+            raise ValueError(f"bad byte range [{start}, {end})")
+        with self._lock:
+            return self._blob(bucket, key).data[start:end]
+
+    def stat(self, bucket: str, key: str) -> BlobInfo | None:
+        with self._lock:
+            blob = self._buckets.get(bucket, {}).get(key)
+            return None if blob is None else self._info(bucket, key, blob)
+
+    def copy(self, bucket: str, key: str, dest_bucket: str, dest_key: str) -> BlobInfo:
+        with self._lock:
+            source = self._blob(bucket, key)
+            blob = _Blob(
+                data=source.data,
+                generation=str(next(self._generations)),
+                content_type=source.content_type,
+                metadata=dict(source.metadata),
+            )
+            self._objects(dest_bucket)[dest_key] = blob
+            return self._info(dest_bucket, dest_key, blob)
+
+    def list(self, bucket: str, prefix: str = "") -> list[BlobInfo]:
+        with self._lock:
+            # Listings of S3 carry no content type or metadata; keep the fake no richer.
+            return [
+                BlobInfo(bucket=bucket, key=key, size=len(blob.data), generation=blob.generation)
+                for key, blob in sorted(self._objects(bucket).items())
+                if key.startswith(prefix)
+            ]
+
+    def delete(self, bucket: str, key: str) -> None:
+        with self._lock:
+            self._buckets.get(bucket, {}).pop(key, None)
+
+
+@dataclass(frozen=True)
+class PublishedMessage:
+    message_id: str
+    data: bytes
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+class MemoryPublisher(Publisher):
+    """Records every message; tests read them back with `messages(topic)`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._topics: dict[str, list[PublishedMessage]] = defaultdict(list)
+        self._ids = itertools.count(1)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls()
+
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str] | None = None) -> str:
+        attrs = dict(attributes or {})
+        # Pub/Sub only carries string attributes; fail here as the real client would.
+        for name, value in attrs.items():
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise TypeError(f"Pub/Sub attributes must be str -> str, got {name!r}: {value!r}")
+        with self._lock:
+            message = PublishedMessage(str(next(self._ids)), bytes(data), attrs)
+            self._topics[topic].append(message)
+            return message.message_id
+
+    def messages(self, topic: str) -> list[PublishedMessage]:
+        """Everything published to `topic`, oldest first."""
+        with self._lock:
+            return list(self._topics.get(topic, []))
+
+    def published(self, topic: str) -> list[tuple[bytes, dict[str, str]]]:
+        """(data, attributes) of everything published to `topic`, oldest first."""
+        return [(m.data, dict(m.attributes)) for m in self.messages(topic)]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._topics.clear()
+
+
+def set_path(doc: dict[str, Any], dotted: str, value: object) -> None:
+    """Set `a.b.c` inside nested dicts, as a Firestore update does with a field path."""
+    *parents, last = dotted.split(".")
+    node = doc
+    for name in parents:
+        child = node.get(name)
+        if not isinstance(child, dict):
+            child = node[name] = {}
+        node = child
+    node[last] = copy.deepcopy(value)
+
+
+def check_plain_fields(fields: Mapping[str, object]) -> None:
+    if any(name == "status" or name.startswith("status.") for name in fields):
+        raise StateError("the job status changes only through advance()")
+
+
+class MemoryJobStore(JobStore):
+    """Jobs and chunks as dicts under one lock, with the semantics of `FirestoreJobStore`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._jobs: dict[str, dict[str, Any]] = {}
+        self._chunks: dict[str, dict[int, dict[str, Any]]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls()
+
+    def _job_doc(self, job_id: str) -> dict[str, Any]:
+        doc = self._jobs.get(job_id)
+        if doc is None:
+            raise NotFoundError(f"job {job_id} does not exist")
+        return doc
+
+    def create_job(self, job: Job) -> tuple[Job, bool]:
+        with self._lock:
+            existing = self._jobs.get(job.job_id)
+            if existing is not None:
+                return Job.from_doc(copy.deepcopy(existing)), False
+            doc = new_job_doc(job)
+            self._jobs[job.job_id] = doc
+            return Job.from_doc(copy.deepcopy(doc)), True
+
+    def get_job(self, job_id: str) -> Job | None:
+        with self._lock:
+            doc = self._jobs.get(job_id)
+            return None if doc is None else Job.from_doc(copy.deepcopy(doc))
+
+    def update_job(self, job_id: str, fields: Mapping[str, object]) -> None:
+        check_plain_fields(fields)
+        with self._lock:
+            doc = self._job_doc(job_id)
+            for name, value in fields.items():
+                set_path(doc, name, value)
+
+    def advance(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        error: JobError | None = None,
+        fields: Mapping[str, object] | None = None,
+    ) -> bool:
+        check_plain_fields(fields or {})
+        with self._lock:
+            doc = self._job_doc(job_id)
+            if not can_advance(JobStatus(doc["status"]), status):
+                return False
+            for name, value in advance_updates(status, error, fields).items():
+                set_path(doc, name, value)
+            return True
+
+    def put_chunks(self, job_id: str, chunks: Sequence[Chunk]) -> None:
+        with self._lock:
+            doc = self._job_doc(job_id)
+            stored = self._chunks.setdefault(job_id, {})
+            for chunk in chunks:
+                stored.setdefault(chunk.index, chunk_doc(job_id, chunk))
+            doc["chunks_total"] = len(chunks)
+
+    def get_chunks(self, job_id: str) -> list[Chunk]:
+        with self._lock:
+            stored = self._chunks.get(job_id, {})
+            return [Chunk.from_doc(copy.deepcopy(stored[i])) for i in sorted(stored)]
+
+    def _chunk(self, job_id: str, index: int) -> dict[str, Any]:
+        doc = self._chunks.get(job_id, {}).get(index)
+        if doc is None:
+            raise NotFoundError(f"chunk {index} of job {job_id} does not exist")
+        return doc
+
+    def start_chunk(self, job_id: str, index: int) -> Chunk:
+        with self._lock:
+            doc = self._chunk(job_id, index)
+            doc["attempts"] = int(doc.get("attempts", 0)) + 1
+            return Chunk.from_doc(copy.deepcopy(doc))
+
+    def complete_chunk(
+        self,
+        job_id: str,
+        index: int,
+        *,
+        text: str,
+        segments: list[dict[str, object]] | None,
+        segments_uri: str | None,
+    ) -> FanIn:
+        with self._lock:
+            job = self._job_doc(job_id)
+            chunk = self._chunk(job_id, index)
+            done, total = int(job.get("chunks_done", 0)), int(job.get("chunks_total", 0))
+            if chunk["status"] == ChunkStatus.DONE:
+                return FanIn(counted=False, chunks_done=done, chunks_total=total)
+            chunk.update(chunk_result(text, segments, segments_uri))
+            job["chunks_done"] = done + 1
+            return FanIn(counted=True, chunks_done=done + 1, chunks_total=total)
+
+    def list_jobs(self, limit: int = 50) -> list[Job]:
+        with self._lock:
+            docs = sorted(
+                (d for d in self._jobs.values() if JobStatus.RECEIVED.value in d["timestamps"]),
+                key=lambda d: d["timestamps"][JobStatus.RECEIVED.value],
+                reverse=True,
+            )
+            return [Job.from_doc(copy.deepcopy(d)) for d in docs[:limit]]
+
+
+# Document shapes, shared with FirestoreJobStore so that both adapters store the same thing.
+
+
+def new_job_doc(job: Job) -> dict[str, Any]:
+    """The stored form of a new job; the time of its current state is recorded if missing.
+
+    RECEIVED is always stamped because `list_jobs` orders by it.
+    """
+    doc = job.to_doc()
+    now = utcnow()
+    timestamps: dict[str, Any] = doc.setdefault("timestamps", {})
+    timestamps.setdefault(JobStatus.RECEIVED.value, now)
+    timestamps.setdefault(job.status.value, now)
+    doc["status"] = job.status.value
+    stored: dict[str, Any] = plain(doc)
+    return stored
+
+
+def advance_updates(
+    status: JobStatus, error: JobError | None, fields: Mapping[str, object] | None
+) -> dict[str, object]:
+    updates: dict[str, object] = dict(fields or {})
+    updates["status"] = status.value
+    updates[f"timestamps.{status.value}"] = utcnow()
+    if error is not None:
+        updates["error"] = error.model_dump(mode="python")
+    return updates
+
+
+def chunk_doc(job_id: str, chunk: Chunk) -> dict[str, Any]:
+    doc = chunk.to_doc()
+    doc["job_id"] = job_id
+    stored: dict[str, Any] = plain(doc)
+    return stored
+
+
+def chunk_result(
+    text: str, segments: list[dict[str, object]] | None, segments_uri: str | None
+) -> dict[str, Any]:
+    return {
+        "status": ChunkStatus.DONE.value,
+        "text": text,
+        "segments": copy.deepcopy(segments),
+        "segments_uri": segments_uri,
+    }
+
+
+def plain(value: Any) -> Any:
+    """Enums to their values, recursively: what a document store gives back."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, JobStatus | ChunkStatus):
+        return value.value
+    return value

@@ -1,0 +1,149 @@
+"""Jobs, chunks and the job state machine (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from audiary.errors import StateError
+
+
+class JobStatus(enum.StrEnum):
+    RECEIVED = "RECEIVED"
+    QUEUED = "QUEUED"
+    TRANSCRIBING = "TRANSCRIBING"
+    TRANSCRIBED = "TRANSCRIBED"
+    SUMMARIZING = "SUMMARIZING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    REJECTED = "REJECTED"
+
+
+_ORDER = [
+    JobStatus.RECEIVED,
+    JobStatus.QUEUED,
+    JobStatus.TRANSCRIBING,
+    JobStatus.TRANSCRIBED,
+    JobStatus.SUMMARIZING,
+    JobStatus.DONE,
+]
+TERMINAL = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.REJECTED})
+
+
+def can_advance(current: JobStatus, target: JobStatus) -> bool:
+    """Whether a job in `current` may move to `target`: forward only, never out of an end state.
+
+    FAILED may follow any live state; REJECTED only RECEIVED (rejection happens at ingest).
+    """
+    if current in TERMINAL:
+        return False
+    if target is JobStatus.FAILED:
+        return True
+    if target is JobStatus.REJECTED:
+        return current is JobStatus.RECEIVED
+    return _ORDER.index(target) > _ORDER.index(current)
+
+
+def check_advance(current: JobStatus, target: JobStatus) -> None:
+    """Raise `StateError` unless `can_advance(current, target)`."""
+    if not can_advance(current, target):
+        raise StateError(f"a job cannot move from {current} to {target}")
+
+
+def job_id_for(bucket: str, name: str, generation: str) -> str:
+    """Stable job id of one upload: the same object generation always gives the same id."""
+    digest = hashlib.sha256(f"{bucket}/{name}#{generation}".encode()).hexdigest()
+    return digest[:24]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class SourceObject(BaseModel):
+    bucket: str
+    name: str
+    generation: str
+    size: int | None = None
+    content_type: str | None = None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    stage: str
+
+
+class Job(BaseModel):
+    job_id: str
+    source: SourceObject
+    status: JobStatus = JobStatus.RECEIVED
+    error: JobError | None = None
+    duration_s: float | None = None
+    language: str | None = None
+    model: str | None = None
+    chunks_total: int = 0
+    chunks_done: int = 0
+    ingest_attempts: int = 0
+    audio_uri: str | None = None
+    quarantine_uri: str | None = None
+    transcript_uri: str | None = None
+    text: str | None = None
+    owner: str | None = None
+    correlation_id: str = ""
+    timestamps: dict[str, datetime] = Field(default_factory=dict)
+
+    def to_doc(self) -> dict[str, Any]:
+        return self.model_dump(mode="python")
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Job:
+        return cls.model_validate(doc)
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Seconds spent in each state that has been left, read off the transition timestamps."""
+        seen = sorted(self.timestamps.items(), key=lambda kv: kv[1])
+        return {
+            state: (later - at).total_seconds()
+            for (state, at), (_, later) in zip(seen, seen[1:], strict=False)
+        }
+
+
+class ChunkStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    DONE = "DONE"
+
+
+class Chunk(BaseModel):
+    job_id: str
+    index: int
+    start_sample: int
+    end_sample: int
+    status: ChunkStatus = ChunkStatus.PENDING
+    attempts: int = 0
+    text: str | None = None
+    segments: list[dict[str, Any]] | None = None
+    segments_uri: str | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        return self.model_dump(mode="python")
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Chunk:
+        return cls.model_validate(doc)
+
+
+class FanIn(BaseModel):
+    """What recording one chunk result did to its job."""
+
+    counted: bool  # False when this chunk had already been recorded (a repeat delivery)
+    chunks_done: int
+    chunks_total: int
+
+    @property
+    def complete(self) -> bool:
+        return self.chunks_total > 0 and self.chunks_done >= self.chunks_total

@@ -1,0 +1,185 @@
+"""Long-form test audio built from the shared real-speech set (read at run time, never copied).
+
+The speech folder defaults to /work/shared/speech; `AUDIARY_SPEECH_DIR` overrides it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+__all__ = [
+    "DEFAULT_SPEECH_DIR",
+    "SAMPLE_RATE",
+    "LongForm",
+    "Utterance",
+    "UtteranceSpan",
+    "build_longform",
+    "decode_audio",
+    "load_manifest",
+    "speech_dir",
+    "write_wav",
+]
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+DEFAULT_SPEECH_DIR = Path("/work/shared/speech")
+# Between utterances: silence of seeded random length, with faint noise so it is not digital zero.
+SILENCE_RANGE_S = (0.3, 2.5)
+NOISE_RMS = 3e-5  # about -90 dBFS: one 16-bit step, below the quietest recording's own floor
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One manifest entry: an audio file and its reference transcript."""
+
+    utt_id: str
+    audio: Path
+    text: str
+    reference: str  # `text_normalized` where the manifest has it, else `text`
+    duration_s: float
+    corpus: str
+
+
+@dataclass(frozen=True)
+class UtteranceSpan:
+    """Where one utterance sits in a long-form file."""
+
+    utt_id: str
+    start_s: float
+    end_s: float
+    text: str
+
+
+@dataclass(frozen=True)
+class LongForm:
+    """Concatenated utterances: 16 kHz mono float32 samples, reference text and boundaries."""
+
+    samples: np.ndarray
+    reference: str
+    utterances: list[UtteranceSpan]
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def speech_dir() -> Path:
+    """The shared speech folder (`AUDIARY_SPEECH_DIR` or /work/shared/speech)."""
+    return Path(os.environ.get("AUDIARY_SPEECH_DIR") or DEFAULT_SPEECH_DIR)
+
+
+def load_manifest(path: Path | None = None) -> list[Utterance]:
+    """Read a manifest.jsonl; audio paths are resolved relative to its folder."""
+    manifest = path or speech_dir() / "manifest.jsonl"
+    if not manifest.is_file():
+        raise FileNotFoundError(
+            f"speech manifest {manifest} not found; set AUDIARY_SPEECH_DIR to the folder "
+            "holding manifest.jsonl"
+        )
+    utterances = []
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        audio = manifest.parent / entry["audio"]
+        utterances.append(
+            Utterance(
+                utt_id=str(entry.get("utt_id") or Path(entry["audio"]).stem).split(" (")[0],
+                audio=audio,
+                text=entry["text"],
+                reference=entry.get("text_normalized") or entry["text"],
+                duration_s=float(entry.get("duration_s", 0.0)),
+                corpus=str(entry.get("corpus", "")),
+            )
+        )
+    return utterances
+
+
+def decode_audio(path: Path) -> np.ndarray:
+    """Decode any audio file with PyAV to 16 kHz mono float32."""
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    pieces: list[np.ndarray] = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            for out in resampler.resample(frame):
+                pieces.append(out.to_ndarray().reshape(-1))
+        for out in resampler.resample(None):
+            pieces.append(out.to_ndarray().reshape(-1))
+    if not pieces:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(pieces).astype(np.float32, copy=False)
+
+
+@functools.cache
+def _cached_audio(path: Path) -> np.ndarray:
+    samples = decode_audio(path)
+    samples.setflags(write=False)
+    return samples
+
+
+def build_longform(
+    min_duration_s: float, seed: int = 0, manifest: Path | None = None
+) -> LongForm:
+    """Concatenate utterances with varied silences until at least `min_duration_s` long.
+
+    Each pass over the set uses a fresh seeded order, and the file starts and ends in silence.
+    """
+    utterances = load_manifest(manifest)
+    if not utterances:
+        raise ValueError("the speech manifest lists no utterances")
+    rng = np.random.default_rng(seed)
+
+    def silence() -> np.ndarray:
+        seconds = rng.uniform(*SILENCE_RANGE_S)
+        n = int(seconds * SAMPLE_RATE)
+        return (rng.standard_normal(n) * NOISE_RMS).astype(np.float32)
+
+    pieces = [silence()]
+    position = len(pieces[0])
+    spans: list[UtteranceSpan] = []
+    order: list[int] = []
+    while position < min_duration_s * SAMPLE_RATE:
+        if not order:
+            order = list(rng.permutation(len(utterances)))
+        utt = utterances[order.pop(0)]
+        audio = _cached_audio(utt.audio)
+        spans.append(
+            UtteranceSpan(
+                utt_id=utt.utt_id,
+                start_s=position / SAMPLE_RATE,
+                end_s=(position + len(audio)) / SAMPLE_RATE,
+                text=utt.reference,
+            )
+        )
+        gap = silence()
+        pieces += [audio, gap]
+        position += len(audio) + len(gap)
+    samples = np.concatenate(pieces)
+    logger.info("built %.1f s long-form audio from %d utterances", position / SAMPLE_RATE,
+                len(spans))
+    return LongForm(
+        samples=samples, reference=" ".join(s.text for s in spans), utterances=spans
+    )
+
+
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write float samples in [-1, 1] as 16-bit PCM mono WAV."""
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(pcm.tobytes())
+    return path

@@ -1,0 +1,244 @@
+"""The native local stack: real emulators and the real entry points as local processes.
+
+`up()` starts, in order: the Pub/Sub, Firestore and GCS emulators (in parallel), the
+buckets, topics, push subscriptions and dead-letter topics, the `ingest` function under
+functions-framework, the transcriber under gunicorn, and the bucket watcher. It returns once
+every piece answers. State (logs, the watcher's memory, `stack.json` with process ids and
+the variables that point clients at the emulators) lives under `settings.state_dir`.
+
+`make up` / `make down` run `audiary stack up` / `audiary stack down`, which leave the
+processes running between the two commands; tests use `NativeStack` as a context manager.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+
+from audiary import names
+from audiary.local.emulators import (
+    Emulator,
+    EmulatorError,
+    ManagedProcess,
+    start_firestore_emulator,
+    start_gcs_emulator,
+    start_pubsub_emulator,
+)
+from audiary.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+STATE_FILE = "stack.json"
+ACK_DEADLINE_S = 600  # the Pub/Sub maximum; one chunk of CPU inference must fit in it
+
+
+@dataclass
+class NativeStack:
+    settings: Settings
+    emulators: list[Emulator] = field(default_factory=list)
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.settings.state_dir.resolve()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Variables that point a client (the CLI, a test) at this stack."""
+        s = self.settings
+        env = {"GOOGLE_CLOUD_PROJECT": s.project_id}
+        for emulator in self.emulators:
+            env.update(emulator.env)
+        return env
+
+    def _service_env(self) -> dict[str, str]:
+        # Children see exactly the settings of this stack, plus the emulator variables.
+        s = self.settings
+        return {
+            **self.env,
+            "AUDIARY_STATE_DIR": str(self.state_dir),
+            "AUDIARY_CHUNK_TARGET_S": str(s.chunk_target_s),
+            "AUDIARY_CHUNK_SEARCH_S": str(s.chunk_search_s),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def up(self, timeout_s: float = 120.0) -> Self:
+        s = self.settings
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.emulators = [
+                start_pubsub_emulator(self.state_dir, host=s.host, port=s.pubsub_port, wait=False),
+                start_firestore_emulator(
+                    self.state_dir, host=s.host, port=s.firestore_port, wait=False
+                ),
+                start_gcs_emulator(
+                    self.state_dir, host=s.host, port=s.gcs_port, in_memory=False, wait=False
+                ),
+            ]
+            for emulator in self.emulators:
+                emulator.wait_ready(timeout_s)
+            self._provision()
+            self._start_services(timeout_s)
+        except BaseException:
+            self.down()
+            raise
+        self._write_state()
+        return self
+
+    def _provision(self) -> None:
+        """Buckets, topics, subscriptions and dead-letter topics, as Pulumi makes them on GCP."""
+        from audiary.adapters.gcs import GcsBlobStore
+        from audiary.adapters.pubsub import (
+            ensure_pull_subscription,
+            ensure_push_subscription,
+            ensure_topic,
+        )
+
+        s = self.settings
+        with _environ(self.env):
+            blobs = GcsBlobStore(project=s.project_id)
+            for bucket in (s.uploads_bucket, s.work_bucket, s.transcripts_bucket,
+                           s.feedback_bucket):
+                blobs.ensure_bucket(bucket)
+            for topic in (s.topic_audio_uploaded, s.topic_transcribe_chunk,
+                          s.topic_transcript_ready, s.topic_job_finished):
+                ensure_topic(s.project_id, topic)
+            pushes = [
+                (names.SUBSCRIPTION_INGEST, s.topic_audio_uploaded, s.ingest_port),
+                (names.SUBSCRIPTION_TRANSCRIBER, s.topic_transcribe_chunk, s.transcriber_port),
+            ]
+            for subscription, topic, port in pushes:
+                dead_letter = names.dead_letter_topic(subscription)
+                ensure_topic(s.project_id, dead_letter)
+                # Dead letters are kept on a pull subscription, for inspection and alerting.
+                ensure_pull_subscription(s.project_id, dead_letter, dead_letter)
+                ensure_push_subscription(
+                    s.project_id,
+                    subscription,
+                    topic,
+                    f"http://{s.host}:{port}/",
+                    ack_deadline_s=ACK_DEADLINE_S,
+                    dead_letter_topic=dead_letter,
+                    max_delivery_attempts=s.max_attempts,
+                )
+
+    def _start_services(self, timeout_s: float) -> None:
+        s = self.settings
+        env = self._service_env()
+        bin_dir = Path(sys.executable).parent
+        self.processes = [
+            ManagedProcess(
+                name="ingest",
+                argv=[str(bin_dir / "functions-framework"), "--target", "ingest",
+                      "--source", str(REPO_ROOT / "functions/ingest/main.py"),
+                      "--signature-type", "cloudevent",
+                      "--host", s.host, "--port", str(s.ingest_port)],
+                log_path=self.state_dir / "ingest.log",
+                # functions-framework has no health route; any HTTP answer means it serves.
+                ready_url=f"http://{s.host}:{s.ingest_port}/healthz-probe",
+                env={**env, "GUNICORN_LOG_LEVEL": "warning"},
+            ),
+            ManagedProcess(
+                name="transcriber",
+                argv=[str(bin_dir / "gunicorn"), "--chdir", str(REPO_ROOT / "containers/transcriber"),
+                      "--bind", f"{s.host}:{s.transcriber_port}", "--workers", "1",
+                      "--threads", "4", "--timeout", "0", "--graceful-timeout", "600",
+                      "main:create_app()"],
+                log_path=self.state_dir / "transcriber.log",
+                ready_url=f"http://{s.host}:{s.transcriber_port}/healthz",
+                env=env,
+            ),
+            ManagedProcess(
+                name="watcher",
+                argv=[sys.executable, "-m", "audiary.local.watcher"],
+                log_path=self.state_dir / "watcher.log",
+                env=env,
+            ),
+        ]
+        for process in self.processes:
+            process.start()
+        for process in self.processes:
+            process.wait_ready(timeout_s)
+
+    def _write_state(self) -> None:
+        groups = [e.process.pid for e in self.emulators] + [p.pid for p in self.processes]
+        state = {"env": self.env, "process_groups": [g for g in groups if g is not None]}
+        (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    def down(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        for emulator in reversed(self.emulators):
+            emulator.stop()
+        self.processes, self.emulators = [], []
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / STATE_FILE).unlink()
+
+    def __enter__(self) -> Self:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+
+def read_state(state_dir: Path) -> dict[str, object] | None:
+    """What `audiary stack up` recorded, or None when no stack is running."""
+    try:
+        state: dict[str, object] = json.loads((state_dir / STATE_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    return state
+
+
+def stop_recorded(state_dir: Path, grace_s: float = 10.0) -> int:
+    """Stop the process groups a detached `audiary stack up` recorded; returns how many."""
+    state = read_state(state_dir)
+    if state is None:
+        return 0
+    groups = [int(g) for g in state.get("process_groups", [])]  # type: ignore[attr-defined]
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(_alive(g) for g in groups) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pgid in groups:
+        if _alive(pgid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+    (state_dir / STATE_FILE).unlink()
+    return len(groups)
+
+
+def _alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):  # type: ignore[no-untyped-def]
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+__all__ = ["EmulatorError", "NativeStack", "read_state", "stop_recorded"]

@@ -1,0 +1,74 @@
+"""Messages between pipeline stages, and Pub/Sub push envelopes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from audiary.errors import BadEventError
+
+
+class ChunkTask(BaseModel):
+    """Published on `transcribe-chunk`: one chunk of one job."""
+
+    job_id: str
+    index: int
+    start_sample: int
+    end_sample: int
+    audio_bucket: str
+    audio_key: str
+
+
+class TranscriptReady(BaseModel):
+    """Published on `transcript-ready` when a job's transcript is stored."""
+
+    job_id: str
+    transcript_bucket: str
+    transcript_key: str
+
+
+def encode(message: BaseModel) -> bytes:
+    return message.model_dump_json().encode()
+
+
+def attributes_for(job_id: str, **extra: str) -> dict[str, str]:
+    """Message attributes: the job id travels as correlation id on every hop."""
+    return {"job_id": job_id, "correlation_id": job_id, **extra}
+
+
+def decode_push(body: Any) -> tuple[bytes, dict[str, str], str]:
+    """Check a Pub/Sub push envelope; returns (data, attributes, message id).
+
+    Raises `BadEventError` for anything that is not a push envelope, so the caller can
+    answer 400 and Pub/Sub does not retry a message that can never succeed.
+    """
+    if not isinstance(body, Mapping):
+        raise BadEventError("request body is not a JSON object")
+    message = body.get("message")
+    if not isinstance(message, Mapping):
+        raise BadEventError("push envelope has no 'message' object")
+    raw = message.get("data", "")
+    if not isinstance(raw, str):
+        raise BadEventError("push message 'data' is not a base64 string")
+    try:
+        data = base64.b64decode(raw, validate=True)
+    except binascii.Error as exc:
+        raise BadEventError("push message 'data' is not valid base64") from exc
+    attributes = message.get("attributes") or {}
+    if not isinstance(attributes, Mapping):
+        raise BadEventError("push message 'attributes' is not an object")
+    message_id = str(message.get("messageId") or message.get("message_id") or "")
+    return data, {str(k): str(v) for k, v in attributes.items()}, message_id
+
+
+def parse_chunk_task(data: bytes) -> ChunkTask:
+    """The chunk task in a message body; `BadEventError` when it is not one."""
+    try:
+        return ChunkTask.model_validate(json.loads(data))
+    except (ValueError, ValidationError) as exc:
+        raise BadEventError(f"message is not a chunk task: {exc}") from exc

@@ -1,0 +1,40 @@
+"""Default names of topics, subscriptions, buckets and collections.
+
+One source of truth shared by the settings, the native local stack and the Pulumi program.
+"""
+
+from __future__ import annotations
+
+TOPIC_AUDIO_UPLOADED = "audio-uploaded"
+TOPIC_TRANSCRIBE_CHUNK = "transcribe-chunk"
+TOPIC_TRANSCRIPT_READY = "transcript-ready"
+TOPIC_JOB_FINISHED = "job-finished"
+
+PIPELINE_TOPICS = (
+    TOPIC_AUDIO_UPLOADED,
+    TOPIC_TRANSCRIBE_CHUNK,
+    TOPIC_TRANSCRIPT_READY,
+    TOPIC_JOB_FINISHED,
+)
+
+SUBSCRIPTION_INGEST = "ingest"
+SUBSCRIPTION_TRANSCRIBER = "transcriber"
+
+
+def dead_letter_topic(subscription: str) -> str:
+    """Name of the dead-letter topic that belongs to `subscription`."""
+    return f"{subscription}-dead-letter"
+
+
+BUCKET_UPLOADS = "audiary-uploads"
+BUCKET_WORK = "audiary-work"
+BUCKET_TRANSCRIPTS = "audiary-transcripts"
+BUCKET_USERFEEDBACK = "audiary-userfeedback"
+
+PREFIX_INBOX = "inbox/"
+PREFIX_QUARANTINE = "quarantine/"
+
+COLLECTION_JOBS = "jobs"
+COLLECTION_CHUNKS = "chunks"
+COLLECTION_NOTES = "notes"
+COLLECTION_FEEDBACK = "feedback"

@@ -1,0 +1,168 @@
+"""Ports: the interfaces the services depend on. Adapters implement them for GCS, S3,
+Pub/Sub, Firestore, faster-whisper, and in memory for unit tests.
+
+The same contract tests (tests/integration/test_contracts.py) run against every adapter
+of a port, so the in-memory fakes can be trusted.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from audiary.domain.jobs import Chunk, FanIn, Job, JobError, JobStatus
+from audiary.domain.transcript import Segment
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    bucket: str
+    key: str
+    size: int
+    generation: str
+    content_type: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class BlobStore(ABC):
+    """Object storage: buckets of keys (GCS, S3/MinIO, memory)."""
+
+    @abstractmethod
+    def ensure_bucket(self, bucket: str) -> None:
+        """Create `bucket` if it does not exist (local stacks and tests)."""
+
+    @abstractmethod
+    def put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> BlobInfo:
+        """Write `data` to `bucket/key`, replacing what was there."""
+
+    @abstractmethod
+    def upload_file(
+        self,
+        bucket: str,
+        key: str,
+        path: Path,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> BlobInfo:
+        """Stream a local file to `bucket/key`."""
+
+    @abstractmethod
+    def get(self, bucket: str, key: str) -> bytes:
+        """The whole object; `NotFoundError` if absent."""
+
+    @abstractmethod
+    def download_file(self, bucket: str, key: str, path: Path) -> None:
+        """Stream the object into a local file; `NotFoundError` if absent."""
+
+    @abstractmethod
+    def read_range(self, bucket: str, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the object, without reading the rest."""
+
+    @abstractmethod
+    def stat(self, bucket: str, key: str) -> BlobInfo | None:
+        """Size, generation, content type and metadata, or None if absent."""
+
+    @abstractmethod
+    def copy(self, bucket: str, key: str, dest_bucket: str, dest_key: str) -> BlobInfo:
+        """Server-side copy; the source stays."""
+
+    @abstractmethod
+    def list(self, bucket: str, prefix: str = "") -> list[BlobInfo]:
+        """Objects whose key starts with `prefix`, sorted by key."""
+
+    @abstractmethod
+    def delete(self, bucket: str, key: str) -> None:
+        """Remove the object; absent objects are not an error."""
+
+
+class Publisher(ABC):
+    """Message publishing (Pub/Sub, memory)."""
+
+    @abstractmethod
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str] | None = None) -> str:
+        """Publish and wait until the broker has it; returns the message id."""
+
+
+class JobStore(ABC):
+    """Job and chunk documents (Firestore, memory). Every method is safe to repeat."""
+
+    @abstractmethod
+    def create_job(self, job: Job) -> tuple[Job, bool]:
+        """Create `job` unless one with its id exists; returns (stored job, created)."""
+
+    @abstractmethod
+    def get_job(self, job_id: str) -> Job | None:
+        """The job, or None."""
+
+    @abstractmethod
+    def update_job(self, job_id: str, fields: Mapping[str, object]) -> None:
+        """Set plain fields (not the status) on an existing job."""
+
+    @abstractmethod
+    def advance(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        error: JobError | None = None,
+        fields: Mapping[str, object] | None = None,
+    ) -> bool:
+        """Move the job to `status` in one transaction if the state machine allows it.
+
+        Records the transition time under `timestamps.<status>` and sets `fields` with it.
+        Returns False (and changes nothing) for a backward or repeated move.
+        """
+
+    @abstractmethod
+    def put_chunks(self, job_id: str, chunks: Sequence[Chunk]) -> None:
+        """Write the chunk plan and set `chunks_total`; existing chunk results are kept."""
+
+    @abstractmethod
+    def get_chunks(self, job_id: str) -> list[Chunk]:
+        """All chunks of the job, by index."""
+
+    @abstractmethod
+    def start_chunk(self, job_id: str, index: int) -> Chunk:
+        """Count one more attempt on the chunk and return it; `NotFoundError` if absent."""
+
+    @abstractmethod
+    def complete_chunk(
+        self,
+        job_id: str,
+        index: int,
+        *,
+        text: str,
+        segments: list[dict[str, object]] | None,
+        segments_uri: str | None,
+    ) -> FanIn:
+        """Store a chunk result and count it toward the job, in one transaction.
+
+        A chunk counts once: a repeat delivery returns `counted=False` and changes nothing.
+        """
+
+    @abstractmethod
+    def list_jobs(self, limit: int = 50) -> list[Job]:
+        """Most recently received jobs first."""
+
+
+class Transcriber(ABC):
+    """Speech recognition on 16 kHz mono float32 samples."""
+
+    model_name: str
+
+    @abstractmethod
+    def transcribe(self, samples: np.ndarray, *, language: str | None = None) -> list[Segment]:
+        """Segments with times relative to the first sample."""

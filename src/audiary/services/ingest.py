@@ -1,0 +1,184 @@
+"""Ingest: one new upload becomes a job, a canonical WAV, a chunk plan and chunk messages."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from audiary import messages
+from audiary.audio import AudioLimits, decode_to_canonical
+from audiary.domain.chunking import SAMPLE_RATE, plan_chunks
+from audiary.domain.events import ObjectEvent
+from audiary.domain.jobs import Chunk, Job, JobError, JobStatus, SourceObject, job_id_for, utcnow
+from audiary.errors import RejectedInput
+from audiary.wiring import Services
+
+log = logging.getLogger(__name__)
+
+STAGE = "ingest"
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    job_id: str | None
+    status: JobStatus | None
+    detail: str
+
+
+def canonical_key(job_id: str) -> str:
+    """Key of a job's canonical WAV in the work bucket."""
+    return f"{job_id}/audio.wav"
+
+
+def quarantine_key(quarantine_prefix: str, job_id: str, name: str) -> str:
+    return f"{quarantine_prefix}{job_id}/{PurePosixPath(name).name}"
+
+
+def ingest(svc: Services, event: ObjectEvent) -> IngestOutcome:
+    """Handle one finalized object. Safe to call again with the same event."""
+    s = svc.settings
+    if event.bucket != s.uploads_bucket or not event.name.startswith(s.inbox_prefix):
+        return IngestOutcome(None, None, f"ignored {event.bucket}/{event.name}: not in the inbox")
+    if event.name.endswith("/"):
+        return IngestOutcome(None, None, f"ignored folder placeholder {event.name}")
+
+    job_id = job_id_for(event.bucket, event.name, event.generation)
+    job, created = svc.jobs.create_job(
+        Job(
+            job_id=job_id,
+            correlation_id=job_id,
+            source=SourceObject(
+                bucket=event.bucket,
+                name=event.name,
+                generation=event.generation,
+                size=event.size,
+                content_type=event.content_type,
+            ),
+            timestamps={JobStatus.RECEIVED.value: utcnow()},
+        )
+    )
+    extra = {"job_id": job_id}
+    if job.status is not JobStatus.RECEIVED:
+        log.info("job already %s; nothing to do", job.status, extra=extra)
+        return IngestOutcome(job_id, job.status, "duplicate delivery")
+    if not created:
+        log.info("resuming ingest of a job left in RECEIVED", extra=extra)
+    if job.ingest_attempts >= s.max_attempts:
+        fail(svc, job_id, "ingest_failed", f"ingest failed {job.ingest_attempts} times", STAGE)
+        return IngestOutcome(job_id, JobStatus.FAILED, "retries exhausted")
+    svc.jobs.update_job(job_id, {"ingest_attempts": job.ingest_attempts + 1})
+
+    try:
+        chunks_total = _prepare(svc, job)
+    except RejectedInput as exc:
+        _reject(svc, job, exc)
+        return IngestOutcome(job_id, JobStatus.REJECTED, exc.code)
+    return IngestOutcome(job_id, JobStatus.QUEUED, f"{chunks_total} chunks queued")
+
+
+def _prepare(svc: Services, job: Job) -> int:
+    s = svc.settings
+    src = job.source
+    info = svc.blobs.stat(src.bucket, src.name)
+    if info is None:
+        raise RejectedInput(
+            "source_missing", f"{src.name} was deleted before it could be processed."
+        )
+    if info.generation != src.generation:
+        raise RejectedInput(
+            "source_replaced",
+            f"{src.name} was overwritten before it could be processed; the newer upload is "
+            "processed as its own job.",
+        )
+    if info.size == 0:
+        raise RejectedInput("empty_file", f"{src.name} is empty (0 bytes).")
+    if info.size > s.max_upload_bytes:
+        raise RejectedInput(
+            "too_large",
+            f"{src.name} is {info.size / 1e6:.1f} MB; the limit is "
+            f"{s.max_upload_bytes / 1e6:.0f} MB.",
+        )
+
+    with tempfile.TemporaryDirectory(prefix="audiary-ingest-") as tmp:
+        original = Path(tmp) / "original"
+        canonical = Path(tmp) / "audio.wav"
+        svc.blobs.download_file(src.bucket, src.name, original)
+        audio = decode_to_canonical(
+            original,
+            canonical,
+            AudioLimits(
+                max_duration_s=s.max_duration_s,
+                min_duration_s=s.min_duration_s,
+                silence_dbfs=s.silence_dbfs,
+            ),
+        )
+        key = canonical_key(job.job_id)
+        svc.blobs.upload_file(s.work_bucket, key, canonical, content_type="audio/wav")
+
+    spans = plan_chunks(
+        audio.levels_db, audio.samples, target_s=s.chunk_target_s, search_s=s.chunk_search_s
+    )
+    chunks = [
+        Chunk(job_id=job.job_id, index=i, start_sample=sp.start_sample, end_sample=sp.end_sample)
+        for i, sp in enumerate(spans)
+    ]
+    svc.jobs.put_chunks(job.job_id, chunks)
+    svc.jobs.update_job(
+        job.job_id,
+        {
+            "duration_s": audio.duration_s,
+            "audio_uri": f"{s.work_bucket}/{key}",
+            "source": src.model_copy(
+                update={"size": info.size, "content_type": info.content_type}
+            ).model_dump(),
+        },
+    )
+    for chunk in chunks:
+        task = messages.ChunkTask(
+            job_id=job.job_id,
+            index=chunk.index,
+            start_sample=chunk.start_sample,
+            end_sample=chunk.end_sample,
+            audio_bucket=s.work_bucket,
+            audio_key=key,
+        )
+        svc.publisher.publish(
+            s.topic_transcribe_chunk,
+            messages.encode(task),
+            messages.attributes_for(job.job_id, chunk=str(chunk.index)),
+        )
+    svc.jobs.advance(job.job_id, JobStatus.QUEUED)
+    log.info(
+        "queued %d chunks for %.1f s of %s audio",
+        len(chunks),
+        audio.samples / SAMPLE_RATE,
+        audio.source_format,
+        extra={"job_id": job.job_id},
+    )
+    return len(chunks)
+
+
+def _reject(svc: Services, job: Job, exc: RejectedInput) -> None:
+    s = svc.settings
+    src = job.source
+    quarantined: str | None = None
+    if svc.blobs.stat(src.bucket, src.name) is not None:
+        key = quarantine_key(s.quarantine_prefix, job.job_id, src.name)
+        svc.blobs.copy(src.bucket, src.name, src.bucket, key)
+        quarantined = f"{src.bucket}/{key}"
+    svc.jobs.advance(
+        job.job_id,
+        JobStatus.REJECTED,
+        error=JobError(code=exc.code, message=exc.message, stage=STAGE),
+        fields={"quarantine_uri": quarantined},
+    )
+    log.warning("rejected: %s (%s)", exc.message, exc.code, extra={"job_id": job.job_id})
+
+
+def fail(svc: Services, job_id: str, code: str, message: str, stage: str) -> bool:
+    """Move a job to FAILED with a reason; False if it had already ended."""
+    return svc.jobs.advance(
+        job_id, JobStatus.FAILED, error=JobError(code=code, message=message, stage=stage)
+    )

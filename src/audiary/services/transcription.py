@@ -1,0 +1,146 @@
+"""Chunk transcription and the fan-in that completes a job."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from audiary import messages
+from audiary.audio import pcm_to_float, sample_range_bytes
+from audiary.domain.chunking import SAMPLE_RATE
+from audiary.domain.jobs import TERMINAL, ChunkStatus, FanIn, JobError, JobStatus
+from audiary.domain.transcript import Segment, Transcript, assemble
+from audiary.ports import Transcriber
+from audiary.wiring import Services
+
+log = logging.getLogger(__name__)
+
+STAGE = "transcribe"
+# Firestore documents are capped at 1 MiB: chunk segments and job text beyond these sizes go
+# to GCS and the document keeps a pointer.
+INLINE_SEGMENTS_BYTES = 256 * 1024
+INLINE_TEXT_CHARS = 400_000
+
+
+@dataclass(frozen=True)
+class ChunkOutcome:
+    detail: str
+    fan_in: FanIn | None = None
+    transcript: Transcript | None = None
+
+
+def transcript_key(job_id: str) -> str:
+    """Key of a job's transcript in the transcripts bucket."""
+    return f"{job_id}.json"
+
+
+def handle_chunk(svc: Services, model: Transcriber, task: messages.ChunkTask) -> ChunkOutcome:
+    """Transcribe one chunk, record it once, and finish the job if it was the last one.
+
+    Repeat and out-of-order deliveries are expected; each is recognised and does no harm.
+    """
+    s = svc.settings
+    extra = {"job_id": task.job_id}
+    job = svc.jobs.get_job(task.job_id)
+    if job is None:
+        return ChunkOutcome(f"no job {task.job_id}; dropping the message")
+    if job.status in TERMINAL or job.status is JobStatus.TRANSCRIBED:
+        return ChunkOutcome(f"job is {job.status}; nothing to do")
+
+    chunk = svc.jobs.start_chunk(task.job_id, task.index)
+    if chunk.status is ChunkStatus.DONE:
+        # Recorded by an earlier delivery; if that delivery died before assembling, finish here.
+        fan_in = FanIn(counted=False, chunks_done=job.chunks_done, chunks_total=job.chunks_total)
+        if fan_in.complete:
+            return ChunkOutcome("repeat delivery", fan_in, _finish(svc, task.job_id, model))
+        return ChunkOutcome("repeat delivery", fan_in)
+    if chunk.attempts > s.max_attempts:
+        svc.jobs.advance(
+            task.job_id,
+            JobStatus.FAILED,
+            error=JobError(
+                code="transcription_failed",
+                message=f"chunk {task.index} failed {chunk.attempts - 1} times",
+                stage=STAGE,
+            ),
+        )
+        return ChunkOutcome("retries exhausted; job FAILED")
+
+    svc.jobs.advance(task.job_id, JobStatus.TRANSCRIBING)
+    start, end = sample_range_bytes(chunk.start_sample, chunk.end_sample)
+    samples = pcm_to_float(svc.blobs.read_range(task.audio_bucket, task.audio_key, start, end))
+    segments = model.transcribe(samples, language=s.language)
+    log.info(
+        "chunk %d: %.1f s of audio, %d segments", task.index, len(samples) / SAMPLE_RATE,
+        len(segments), extra=extra,
+    )
+
+    seg_docs = [seg.model_dump(mode="json", exclude_none=True) for seg in segments]
+    payload = json.dumps(seg_docs).encode()
+    inline: list[dict[str, object]] | None = seg_docs
+    uri: str | None = None
+    if len(payload) > INLINE_SEGMENTS_BYTES:
+        key = f"{task.job_id}/chunks/{task.index:05d}.json"
+        svc.blobs.put(s.work_bucket, key, payload, content_type="application/json")
+        inline, uri = None, f"{s.work_bucket}/{key}"
+    text = " ".join(seg.text.strip() for seg in segments if seg.text.strip())
+    fan_in = svc.jobs.complete_chunk(
+        task.job_id, task.index, text=text, segments=inline, segments_uri=uri
+    )
+    if fan_in.complete:
+        return ChunkOutcome("job complete", fan_in, _finish(svc, task.job_id, model))
+    return ChunkOutcome(f"{fan_in.chunks_done}/{fan_in.chunks_total} chunks done", fan_in)
+
+
+def _chunk_segments(svc: Services, segments: list[dict[str, object]] | None,
+                    uri: str | None) -> list[Segment]:
+    if uri is not None:
+        bucket, key = uri.split("/", 1)
+        segments = json.loads(svc.blobs.get(bucket, key))
+    return [Segment.model_validate(seg) for seg in segments or []]
+
+
+def _finish(svc: Services, job_id: str, model: Transcriber) -> Transcript:
+    """Assemble, store and announce the transcript. Idempotent: same chunks, same transcript."""
+    s = svc.settings
+    job = svc.jobs.get_job(job_id)
+    chunks = svc.jobs.get_chunks(job_id)
+    transcript = assemble(
+        job_id,
+        (
+            (c.start_sample / SAMPLE_RATE, _chunk_segments(svc, c.segments, c.segments_uri))
+            for c in chunks
+        ),
+        language=s.language,
+        model=model.model_name,
+        duration_s=job.duration_s if job else None,
+    )
+    key = transcript_key(job_id)
+    svc.blobs.put(
+        s.transcripts_bucket,
+        key,
+        transcript.model_dump_json(indent=2).encode(),
+        content_type="application/json",
+    )
+    text = transcript.text
+    svc.publisher.publish(
+        s.topic_transcript_ready,
+        messages.encode(
+            messages.TranscriptReady(job_id=job_id, transcript_bucket=s.transcripts_bucket,
+                                     transcript_key=key)
+        ),
+        messages.attributes_for(job_id),
+    )
+    svc.jobs.advance(
+        job_id,
+        JobStatus.TRANSCRIBED,
+        fields={
+            "transcript_uri": f"{s.transcripts_bucket}/{key}",
+            "text": text if len(text) <= INLINE_TEXT_CHARS else None,
+            "language": transcript.language,
+            "model": model.model_name,
+        },
+    )
+    log.info("transcript stored: %d segments", len(transcript.segments), extra={"job_id": job_id})
+    return transcript

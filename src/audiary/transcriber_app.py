@@ -1,0 +1,101 @@
+"""The transcriber service: Pub/Sub push endpoint around faster-whisper.
+
+- `POST /` takes a push envelope with a chunk task. A malformed envelope gets 400 (Pub/Sub
+  does not retry it); 204 only once the result is stored; an unexpected error gets 500 so
+  Pub/Sub redelivers within the subscription's retry policy.
+- `GET /healthz` answers 200 only once the model is loaded (startup probe), 503 before.
+- SIGTERM drains: the server (gunicorn) stops accepting and finishes requests in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from flask import Flask, Response, jsonify, request
+
+from audiary import messages
+from audiary.errors import BadEventError
+from audiary.logs import setup_logging
+from audiary.ports import Transcriber
+from audiary.services.transcription import handle_chunk
+from audiary.settings import Settings, load_settings
+from audiary.wiring import services
+
+log = logging.getLogger(__name__)
+
+
+def _load_whisper(settings: Settings) -> Transcriber:
+    from audiary.adapters.whisper import WhisperTranscriber
+
+    return WhisperTranscriber.from_settings(settings)
+
+
+class ModelHolder:
+    """Loads the model in the background so the server can answer health checks meanwhile."""
+
+    def __init__(self, load: Callable[[], Transcriber]) -> None:
+        self._model: Transcriber | None = None
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._load, args=(load,), daemon=True)
+        self._thread.start()
+
+    def _load(self, load: Callable[[], Transcriber]) -> None:
+        try:
+            self._model = load()
+            log.info("model %s loaded", self._model.model_name)
+        except BaseException as exc:  # reported by /healthz and every request
+            self._error = exc
+            log.exception("model failed to load")
+        finally:
+            self._ready.set()
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def get(self, timeout: float | None = None) -> Transcriber:
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the model is still loading")
+        if self._model is None:
+            raise RuntimeError(f"the model failed to load: {self._error}")
+        return self._model
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and self._model is not None
+
+
+def create_app(load_model: Callable[[], Transcriber] | None = None) -> Flask:
+    """Build the app; the model starts loading at once, in the background."""
+    setup_logging()
+    settings = load_settings()
+    holder = ModelHolder(load_model or (lambda: _load_whisper(settings)))
+    app = Flask("audiary-transcriber")
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        if holder.ready:
+            return jsonify(status="ok", model=holder.get().model_name), 200
+        if holder.error is not None:
+            return jsonify(status="error", error=str(holder.error)), 503
+        return jsonify(status="loading"), 503
+
+    @app.post("/")
+    def push() -> tuple[Response | str, int]:
+        try:
+            data, _attributes, message_id = messages.decode_push(request.get_json(silent=True))
+            task = messages.parse_chunk_task(data)
+        except BadEventError as exc:
+            log.warning("rejecting push: %s", exc)
+            return jsonify(error="bad_request", message=str(exc)), 400
+        outcome = handle_chunk(services(load_settings()), holder.get(), task)
+        log.info(
+            "chunk %d (message %s): %s", task.index, message_id, outcome.detail,
+            extra={"job_id": task.job_id},
+        )
+        return "", 204
+
+    return app
