@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
@@ -35,7 +36,7 @@ class GcsBlobStore(BlobStore):
         if endpoint:
             self._client = storage.Client(
                 project=project,
-                credentials=credentials or AnonymousCredentials(),
+                credentials=credentials or AnonymousCredentials(),  # type: ignore[no-untyped-call]
                 client_options={"api_endpoint": _endpoint_url(endpoint)},
             )
         else:
@@ -60,10 +61,9 @@ class GcsBlobStore(BlobStore):
     def ensure_bucket(self, bucket: str) -> None:
         if self._client.lookup_bucket(bucket) is not None:
             return
-        try:
+        # Conflict: created meanwhile by someone else, which is what we wanted.
+        with contextlib.suppress(gexc.Conflict):
             self._client.create_bucket(bucket, project=self.project)
-        except gexc.Conflict:
-            pass  # created meanwhile by someone else: that is what we wanted
 
     def _blob(self, bucket: str, key: str) -> Any:
         return self._client.bucket(bucket).blob(key)
@@ -160,7 +160,6 @@ class GcsBlobStore(BlobStore):
         return sorted(blobs, key=lambda info: info.key)
 
     def delete(self, bucket: str, key: str) -> None:
-        try:
+        # NotFound: already gone, and deleting is idempotent.
+        with contextlib.suppress(gexc.NotFound):
             self._blob(bucket, key).delete()
-        except gexc.NotFound:
-            pass  # already gone: deleting is idempotent
