@@ -2,7 +2,7 @@
 
 Validation is by content, never by file name: what PyAV cannot open, what has no audio
 stream, what is shorter than its own header says, silent, too short or too long is
-rejected with a `RejectedInput` whose code is stable and whose message a user understands.
+rejected with a `RejectedInputError` whose code is stable and whose message a user understands.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from audiary.domain.chunking import FRAME, SAMPLE_RATE, frame_db
-from audiary.errors import RejectedInput
+from audiary.errors import RejectedInputError
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,14 @@ def decode_to_canonical(source: Path, dest: Path, limits: AudioLimits) -> Canoni
     try:
         container = av.open(str(source))
     except av.error.FFmpegError as exc:
-        raise RejectedInput(
+        raise RejectedInputError(
             "not_audio",
             "The file is not a recognisable audio or video file (it could not be opened as "
             "any known format). Upload a WAV, FLAC, MP3, M4A/AAC, OGG/Opus or WebM file.",
         ) from exc
     with container:
         if not container.streams.audio:
-            raise RejectedInput(
+            raise RejectedInputError(
                 "no_audio_stream",
                 f"The file is a {container.format.name} container without any audio track.",
             )
@@ -126,26 +126,27 @@ def decode_to_canonical(source: Path, dest: Path, limits: AudioLimits) -> Canoni
                     if samples / SAMPLE_RATE > limits.max_duration_s:
                         raise _too_long(samples / SAMPLE_RATE, limits)
             except av.error.FFmpegError as exc:
-                raise RejectedInput(
+                raise RejectedInputError(
                     "corrupt_audio",
                     f"The audio could not be decoded after {samples / SAMPLE_RATE:.1f} s: "
                     f"the file is damaged ({exc.strerror or exc}).",
                 ) from exc
         duration = samples / SAMPLE_RATE
         if declared and duration < declared * _TRUNCATION_TOLERANCE:
-            raise RejectedInput(
+            raise RejectedInputError(
                 "truncated_audio",
                 f"The file is cut short: its header promises {declared:.1f} s of audio but only "
                 f"{duration:.1f} s is there. Upload the complete file.",
             )
         if duration < limits.min_duration_s:
-            raise RejectedInput(
+            raise RejectedInputError(
                 "too_short",
-                f"The audio lasts {duration:.2f} s; at least {limits.min_duration_s:g} s is needed.",
+                f"The audio lasts {duration:.2f} s; "
+                f"at least {limits.min_duration_s:g} s is needed.",
             )
         peak_dbfs = 20 * np.log10(max(peak, 1) / 32768.0)
         if peak_dbfs < limits.silence_dbfs:
-            raise RejectedInput(
+            raise RejectedInputError(
                 "silent_audio",
                 f"The audio is silent (loudest point {peak_dbfs:.0f} dBFS, below "
                 f"{limits.silence_dbfs:g} dBFS): there is nothing to transcribe.",
@@ -169,8 +170,8 @@ def _resampled(
     yield from resampler.resample(None)
 
 
-def _too_long(seconds: float, limits: AudioLimits) -> RejectedInput:
-    return RejectedInput(
+def _too_long(seconds: float, limits: AudioLimits) -> RejectedInputError:
+    return RejectedInputError(
         "too_long",
         f"The audio lasts {seconds / 60:.1f} min; the limit is {limits.max_duration_s / 60:g} min. "
         "Split the recording and upload the parts.",

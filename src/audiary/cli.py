@@ -23,13 +23,15 @@ from rich.table import Table
 from audiary.domain.jobs import TERMINAL, Job, JobStatus, job_id_for
 from audiary.domain.transcript import Transcript, TranscriptFormat, render
 from audiary.errors import AudiaryError, NotFoundError
+from audiary.ports import BlobInfo
 from audiary.services.transcription import transcript_key
 from audiary.settings import load_settings
 from audiary.wiring import Services, services
 
-AUDIO_SUFFIXES = frozenset(
-    ".wav .flac .mp3 .m4a .aac .ogg .oga .opus .webm .mp4 .mov .mkv .wma .aiff .aif".split()
-)
+AUDIO_SUFFIXES = frozenset({
+    ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".webm", ".mp4", ".mov",
+    ".mkv", ".wma", ".aiff", ".aif",
+})
 # A job has left the pipeline once it reaches one of these.
 FINISHED = TERMINAL | {JobStatus.TRANSCRIBED}
 
@@ -54,13 +56,13 @@ def _svc() -> Services:
     return services(load_settings())
 
 
-def upload(svc: Services, path: Path) -> str:
-    """Upload one file into the inbox; returns the id of the job it becomes."""
+def upload(svc: Services, path: Path) -> tuple[str, BlobInfo]:
+    """Upload one file into the inbox; returns the id of the job it becomes, and the object."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     key = f"{svc.settings.inbox_prefix}{stamp}-{path.name}"
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     info = svc.blobs.upload_file(svc.settings.uploads_bucket, key, path, content_type=content_type)
-    return job_id_for(info.bucket, info.key, info.generation)
+    return job_id_for(info.bucket, info.key, info.generation), info
 
 
 def wait_for(svc: Services, job_ids: list[str], timeout_s: float) -> dict[str, Job | None]:
@@ -70,13 +72,14 @@ def wait_for(svc: Services, job_ids: list[str], timeout_s: float) -> dict[str, J
     with Progress(
         TextColumn("{task.fields[job]}"),
         BarColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f} chunks"),
+        TextColumn("{task.fields[chunks]}"),
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
         console=console,
     ) as progress:
         tasks: dict[str, TaskID] = {
-            j: progress.add_task("", total=None, job=j[:12], status="uploaded") for j in job_ids
+            j: progress.add_task("", total=None, job=j[:12], status="uploaded", chunks="")
+            for j in job_ids
         }
         while time.monotonic() < deadline:
             for job_id, task in tasks.items():
@@ -88,6 +91,7 @@ def wait_for(svc: Services, job_ids: list[str], timeout_s: float) -> dict[str, J
                         total=job.chunks_total or None,
                         completed=job.chunks_done,
                         status=job.status.value,
+                        chunks=f"{job.chunks_done}/{job.chunks_total} chunks",
                     )
             if all(j is not None and j.status in FINISHED for j in latest.values()):
                 break
@@ -119,7 +123,7 @@ def drop(paths: tuple[Path, ...], wait: bool, watch: bool, timeout: float) -> No
         raise click.UsageError(f"not a file: {dirs[0]} (use --watch for a folder)")
     job_ids = []
     for path in files:
-        job_id = upload(svc, path)
+        job_id, _ = upload(svc, path)
         job_ids.append(job_id)
         click.echo(job_id)
     if wait:
@@ -158,7 +162,7 @@ def watch_folder(svc: Services, folder: Path, *, interval_s: float = 1.0,
             for path in stable_audio_files(folder, sizes):
                 if path not in done:
                     done.add(path)
-                    job_ids.append(upload(svc, path))
+                    job_ids.append(upload(svc, path)[0])
                     click.echo(f"{job_ids[-1]}  {path}")
             time.sleep(interval_s)
     except KeyboardInterrupt:
@@ -259,7 +263,7 @@ def demo(sample: Path, timeout: float) -> None:
         svc = services(load_settings())
         console.print(f"dropping {sample.name} into gs://{settings.uploads_bucket}/"
                       f"{settings.inbox_prefix}")
-        job_id = upload(svc, sample)
+        job_id, _ = upload(svc, sample)
         job = wait_for(svc, [job_id], timeout)[job_id]
         if job is None or job.status is not JobStatus.TRANSCRIBED:
             raise click.ClickException(f"job {job_id} did not finish: {job and job.status}")

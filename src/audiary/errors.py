@@ -19,7 +19,7 @@ class BadEventError(AudiaryError):
     """An incoming event or push envelope is malformed; retrying will not help."""
 
 
-class RejectedInput(AudiaryError):
+class RejectedInputError(AudiaryError):
     """Uploaded input is not acceptable audio.
 
     `code` is a stable machine-readable reason, the message is written for the user.

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -35,7 +37,7 @@ def test_spans_cover_everything_once(seed):
     spans = plan_chunks(frame_db(samples), len(samples), target_s=20, search_s=6)
     assert spans[0].start_sample == 0
     assert spans[-1].end_sample == len(samples)
-    assert all(a.end_sample == b.start_sample for a, b in zip(spans, spans[1:]))
+    assert all(a.end_sample == b.start_sample for a, b in itertools.pairwise(spans))
     assert all(14 <= s.duration_s <= 26 for s in spans[:-1])
 
 

@@ -65,9 +65,10 @@ def test_attributes_win_and_suffice_without_data():
     )
 
 
-@pytest.mark.parametrize("event_type", ["OBJECT_DELETE", "OBJECT_METADATA_UPDATE", "OBJECT_ARCHIVE"])
-def test_other_notification_types_are_ignored(event_type):
-    assert parse_storage_event(PUBSUB_PUBLISHED, _pubsub_data({**ATTRS, "eventType": event_type})) is None
+@pytest.mark.parametrize("kind", ["OBJECT_DELETE", "OBJECT_METADATA_UPDATE", "OBJECT_ARCHIVE"])
+def test_other_notification_types_are_ignored(kind):
+    data = _pubsub_data({**ATTRS, "eventType": kind})
+    assert parse_storage_event(PUBSUB_PUBLISHED, data) is None
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,8 @@ def test_every_format_becomes_canonical_16k_mono(svc, tmp_path, speech, suffix):
     tasks = [json.loads(m.data) for m in svc.publisher.messages("transcribe-chunk")]
     assert [t["index"] for t in tasks] == list(range(len(chunks)))
     assert tasks[-1]["end_sample"] == sum(c.end_sample - c.start_sample for c in chunks)
-    assert all(m.attributes["job_id"] == job.job_id for m in svc.publisher.messages("transcribe-chunk"))
+    messages = svc.publisher.messages("transcribe-chunk")
+    assert all(m.attributes["job_id"] == job.job_id for m in messages)
 
 
 def test_second_delivery_changes_nothing(svc, tmp_path, speech):

@@ -9,7 +9,7 @@ from typing import Any, Self
 
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials, Credentials
-from google.cloud import storage
+from google.cloud.storage import Client as StorageClient
 
 from audiary.errors import NotFoundError
 from audiary.ports import BlobInfo, BlobStore
@@ -34,13 +34,13 @@ class GcsBlobStore(BlobStore):
         credentials: Credentials | None = None,
     ) -> None:
         if endpoint:
-            self._client = storage.Client(
+            self._client = StorageClient(
                 project=project,
                 credentials=credentials or AnonymousCredentials(),  # type: ignore[no-untyped-call]
                 client_options={"api_endpoint": _endpoint_url(endpoint)},
             )
         else:
-            self._client = storage.Client(project=project, credentials=credentials)
+            self._client = StorageClient(project=project, credentials=credentials)
         self.project = project
 
     @classmethod

@@ -15,7 +15,7 @@ from typing import Any, Self
 
 import grpc  # type: ignore[import-untyped]  # no stubs installed; only insecure_channel is used
 from google.api_core import exceptions as gexc
-from google.cloud import pubsub_v1
+from google.cloud.pubsub_v1 import PublisherClient
 from google.pubsub_v1.services.publisher import PublisherClient as PublisherAdminClient
 from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 from google.pubsub_v1.services.subscriber import SubscriberClient
@@ -51,9 +51,7 @@ class PubSubPublisher(Publisher):
 
     def __init__(self, project: str, *, emulator_host: str | None = None) -> None:
         self.project = project
-        self._client = pubsub_v1.PublisherClient(
-            **_emulator_kwargs(emulator_host, PublisherGrpcTransport)
-        )
+        self._client = PublisherClient(**_emulator_kwargs(emulator_host, PublisherGrpcTransport))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -129,9 +127,7 @@ def _ensure_subscription(
         except gexc.AlreadyExists:
             if spec.push_config.push_endpoint:
                 # Local servers may listen on new ports after a restart: keep the endpoint current.
-                client.modify_push_config(
-                    subscription=spec.name, push_config=spec.push_config
-                )
+                client.modify_push_config(subscription=spec.name, push_config=spec.push_config)
         except gexc.NotFound as exc:
             raise NotFoundError(
                 f"cannot create subscription {spec.name}: topic {spec.topic} does not exist"
@@ -207,18 +203,19 @@ def pull_messages(
     timeout_s: float = 5.0,
     emulator_host: str | None = None,
 ) -> list[tuple[bytes, dict[str, str]]]:
-    """Pull and acknowledge what is waiting on a pull subscription: (data, attributes) pairs.
+    """Pull and acknowledge messages of a pull subscription: (data, attributes) pairs.
 
-    May return fewer messages than are waiting (Pub/Sub pull is best effort); call again.
+    Waits up to `timeout_s` for the first message; may return fewer messages than are
+    waiting (Pub/Sub pull is best effort), so call again until you have what you expect.
     """
     path = subscription_path(project, subscription)
     with _subscriber(emulator_host) as client:
-        response = client.pull(
-            subscription=path,
-            max_messages=max_messages,
-            return_immediately=True,
-            timeout=timeout_s,
-        )
+        try:
+            response = client.pull(
+                subscription=path, max_messages=max_messages, timeout=timeout_s, retry=None
+            )
+        except gexc.DeadlineExceeded:
+            return []  # nothing arrived in time
         received = list(response.received_messages)
         if received:
             client.acknowledge(subscription=path, ack_ids=[m.ack_id for m in received])

@@ -17,6 +17,7 @@ into few windows decoded in batches gives the speed.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -176,6 +177,11 @@ def plan_windows(
             pieces.append(
                 Piece(lo * _FRAME, min(hi * _FRAME, len(samples)), gain)
             )
+    return pack_windows(pieces, max_window_s)
+
+
+def pack_windows(pieces: Sequence[Piece], max_window_s: float) -> list[Window]:
+    """Consecutive pieces, in order, into as few windows of at most `max_window_s` as possible."""
     limit = int(max_window_s * SAMPLE_RATE)
     windows: list[Window] = []
     current: list[Piece] = []
@@ -187,6 +193,34 @@ def plan_windows(
     if current:
         windows.append(Window(tuple(current)))
     return windows
+
+
+def unread_pieces(
+    windows: Sequence[Window], segments: Sequence[Segment], *, min_rest_s: float = 1.0
+) -> list[Piece]:
+    """What a first pass left without text, to decode again.
+
+    Whisper stops a window at the last segment it thinks is complete, expecting the next
+    window to start there; batched decoding has no next window. So per window: the rest of
+    the piece where the last segment ends (if at least `min_rest_s` long), every piece after
+    it, and any piece that no segment overlaps by more than a tenth of its length.
+    """
+    starts = np.array([seg.start for seg in segments])
+    ends = np.array([seg.end for seg in segments])
+    unread: list[Piece] = []
+    for window in windows:
+        w_lo = window.pieces[0].start / SAMPLE_RATE
+        w_hi = window.pieces[-1].end / SAMPLE_RATE
+        inside = (ends > w_lo) & (starts < w_hi)
+        read_until = float(ends[inside].max()) if inside.any() else w_lo
+        for piece in window.pieces:
+            lo, hi = piece.start / SAMPLE_RATE, piece.end / SAMPLE_RATE
+            overlap = float(np.clip(np.minimum(ends, hi) - np.maximum(starts, lo), 0, None).sum())
+            if read_until <= lo or overlap <= 0.1 * (hi - lo):
+                unread.append(piece)
+            elif read_until < hi - min_rest_s:
+                unread.append(Piece(round(read_until * SAMPLE_RATE), piece.end, piece.gain))
+    return unread
 
 
 def render_windows(samples: np.ndarray, windows: Sequence[Window]) -> np.ndarray:
@@ -219,6 +253,34 @@ class _TimeMap:
         return (int(self.input_starts[index]) + inside) / SAMPLE_RATE
 
 
+def split_tokens(
+    tokens: Sequence[int], timestamp_begin: int, duration: float, precision: float = 0.02
+) -> list[tuple[float, float, list[int]]]:
+    """Split one window's tokens at timestamp tokens into (start, end, text tokens) segments.
+
+    Unlike faster-whisper's splitter, text after the last timestamp is kept (it ends at
+    `duration`): batched decoding never seeks back, so dropping it would lose those words.
+    """
+    segments: list[tuple[float, float, list[int]]] = []
+    start: float | None = None
+    last = 0.0
+    text: list[int] = []
+    for token in tokens:
+        if token < timestamp_begin:
+            text.append(token)
+            continue
+        t = min((token - timestamp_begin) * precision, duration)
+        if text:
+            segments.append((last if start is None else start, max(t, last), text))
+            text, start, last = [], None, max(t, last)
+        else:
+            start = t
+            last = max(last, t)
+    if text:
+        segments.append((last if start is None else start, max(duration, last), text))
+    return segments
+
+
 def resolve_device(device: str) -> str:
     """'auto' becomes 'cuda' when CTranslate2 sees a GPU, else 'cpu'."""
     if device != "auto":
@@ -232,6 +294,52 @@ def _resolve_compute_type(compute_type: str, device: str) -> str:
     if compute_type != "auto":
         return compute_type
     return "float16" if device == "cuda" else "int8"
+
+
+def _tail_keeping_pipeline(model: Any) -> Any:
+    """A `BatchedInferencePipeline` whose windows keep text after their last timestamp."""
+    from faster_whisper import BatchedInferencePipeline
+    from faster_whisper.transcribe import get_compression_ratio
+
+    class _Pipeline(BatchedInferencePipeline):  # type: ignore[misc]
+        def forward(
+            self, features: Any, tokenizer: Any, chunks_metadata: Any, options: Any
+        ) -> list[list[dict[str, Any]]]:
+            encoder_output, outputs = self.generate_segment_batched(features, tokenizer, options)
+            fps = self.model.frames_per_second
+            segmented, sizes = [], []
+            for meta, output in zip(chunks_metadata, outputs, strict=True):
+                duration, offset = meta["duration"], meta["offset"]
+                sizes.append(int(math.ceil(duration) * fps))
+                tokens = [t for t in output["tokens"] if t < tokenizer.eot or
+                          t >= tokenizer.timestamp_begin]
+                pieces = (
+                    [(0.0, duration, tokens)]
+                    if options.without_timestamps
+                    else split_tokens(tokens, tokenizer.timestamp_begin, duration)
+                )
+                segmented.append([
+                    {
+                        "text": tokenizer.decode(text),
+                        "avg_logprob": output["avg_logprob"],
+                        "no_speech_prob": output["no_speech_prob"],
+                        "tokens": text,
+                        "start": offset + start,
+                        "end": offset + end,
+                        "compression_ratio": get_compression_ratio(tokenizer.decode(text)),
+                        "seek": int(offset * fps),
+                    }
+                    for start, end, text in pieces
+                ])
+            if options.word_timestamps:
+                self.last_speech_timestamp = self.model.add_word_timestamps(
+                    segmented, tokenizer, encoder_output, sizes,
+                    options.prepend_punctuations, options.append_punctuations,
+                    self.last_speech_timestamp,
+                )
+            return segmented
+
+    return _Pipeline(model)
 
 
 class WhisperTranscriber(Transcriber):
@@ -258,8 +366,9 @@ class WhisperTranscriber(Transcriber):
         min_pause_s: float = 0.3,
         pad_s: float = 0.2,
         normalize: bool = True,
+        retry_missed: bool = True,
     ) -> None:
-        from faster_whisper import BatchedInferencePipeline, WhisperModel
+        from faster_whisper import WhisperModel
 
         self.device = resolve_device(device)
         self.compute_type = _resolve_compute_type(compute_type, self.device)
@@ -273,6 +382,7 @@ class WhisperTranscriber(Transcriber):
         self.min_pause_s = min_pause_s
         self.pad_s = pad_s
         self.normalize = normalize
+        self.retry_missed = retry_missed
         self._lock = threading.Lock()
         logger.info(
             "loading whisper model %s on %s (%s, %d cpu threads)",
@@ -282,7 +392,7 @@ class WhisperTranscriber(Transcriber):
             model_path, device=self.device, compute_type=self.compute_type,
             cpu_threads=cpu_threads,
         )
-        self._pipeline = BatchedInferencePipeline(self.model)
+        self._pipeline = _tail_keeping_pipeline(self.model)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WhisperTranscriber:
@@ -319,6 +429,26 @@ class WhisperTranscriber(Transcriber):
         windows = self.plan(samples)
         if not windows:
             return []
+        words = self.word_timestamps if word_timestamps is None else word_timestamps
+        language = language or self.language
+        duration = len(samples) / SAMPLE_RATE
+        with self._lock:
+            result = self._decode(samples, windows, language, words)
+            missed = unread_pieces(windows, result)
+            if missed and self.retry_missed:
+                retry = pack_windows(missed, self.max_window_s)
+                logger.debug("decoding %d pieces again that got no text", len(missed))
+                result += self._decode(samples, retry, language, words)
+        result.sort(key=lambda seg: seg.start)
+        logger.debug(
+            "transcribed %.1f s in %d windows (%d pieces again) into %d segments",
+            duration, len(windows), len(missed), len(result),
+        )
+        return result
+
+    def _decode(
+        self, samples: np.ndarray, windows: Sequence[Window], language: str | None, words: bool
+    ) -> list[Segment]:
         rendered = render_windows(samples, windows)
         clips, offset = [], 0
         for window in windows:
@@ -326,27 +456,19 @@ class WhisperTranscriber(Transcriber):
                 {"start": offset / SAMPLE_RATE, "end": (offset + window.length) / SAMPLE_RATE}
             )
             offset += window.length
-        words = self.word_timestamps if word_timestamps is None else word_timestamps
-        with self._lock:
-            segments, _ = self._pipeline.transcribe(
-                rendered,
-                language=language or self.language,
-                beam_size=self.beam_size,
-                batch_size=self.batch_size,
-                without_timestamps=self.without_timestamps,
-                word_timestamps=words,
-                vad_filter=False,
-                clip_timestamps=clips,
-            )
-            raw = list(segments)
+        segments, _ = self._pipeline.transcribe(
+            rendered,
+            language=language,
+            beam_size=self.beam_size,
+            batch_size=self.batch_size,
+            without_timestamps=self.without_timestamps,
+            word_timestamps=words,
+            vad_filter=False,
+            clip_timestamps=clips,
+        )
         time_map = _TimeMap(windows)
         duration = len(samples) / SAMPLE_RATE
-        result = [_to_segment(s, time_map, duration) for s in raw]
-        logger.debug(
-            "transcribed %.1f s in %d windows into %d segments",
-            duration, len(windows), len(result),
-        )
-        return result
+        return [_to_segment(s, time_map, duration) for s in segments if s.text.strip()]
 
     def transcribe_sequential(
         self, samples: np.ndarray, *, language: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,4 +63,4 @@ def plan_chunks(
         cuts.append(cut)
         pos = cut
     bounds = [0, *(c * FRAME for c in cuts), total_samples]
-    return [ChunkSpan(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return [ChunkSpan(a, b) for a, b in itertools.pairwise(bounds) if b > a]

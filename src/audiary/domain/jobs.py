@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,7 +110,7 @@ class Job(BaseModel):
         seen = sorted(self.timestamps.items(), key=lambda kv: kv[1])
         return {
             state: (later - at).total_seconds()
-            for (state, at), (_, later) in zip(seen, seen[1:], strict=False)
+            for (state, at), (_, later) in itertools.pairwise(seen)
         }
 
 

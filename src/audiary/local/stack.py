@@ -104,32 +104,35 @@ class NativeStack:
         )
 
         s = self.settings
-        with _environ(self.env):
-            blobs = GcsBlobStore(project=s.project_id)
-            for bucket in (s.uploads_bucket, s.work_bucket, s.transcripts_bucket,
-                           s.feedback_bucket):
-                blobs.ensure_bucket(bucket)
-            for topic in (s.topic_audio_uploaded, s.topic_transcribe_chunk,
-                          s.topic_transcript_ready, s.topic_job_finished):
-                ensure_topic(s.project_id, topic)
-            pushes = [
-                (names.SUBSCRIPTION_INGEST, s.topic_audio_uploaded, s.ingest_port),
-                (names.SUBSCRIPTION_TRANSCRIBER, s.topic_transcribe_chunk, s.transcriber_port),
-            ]
-            for subscription, topic, port in pushes:
-                dead_letter = names.dead_letter_topic(subscription)
-                ensure_topic(s.project_id, dead_letter)
-                # Dead letters are kept on a pull subscription, for inspection and alerting.
-                ensure_pull_subscription(s.project_id, dead_letter, dead_letter)
-                ensure_push_subscription(
-                    s.project_id,
-                    subscription,
-                    topic,
-                    f"http://{s.host}:{port}/",
-                    ack_deadline_s=ACK_DEADLINE_S,
-                    dead_letter_topic=dead_letter,
-                    max_delivery_attempts=s.max_attempts,
-                )
+        pubsub = self.env["PUBSUB_EMULATOR_HOST"]
+        blobs = GcsBlobStore(s.project_id, endpoint=self.env["STORAGE_EMULATOR_HOST"])
+        for bucket in (s.uploads_bucket, s.work_bucket, s.transcripts_bucket, s.feedback_bucket):
+            blobs.ensure_bucket(bucket)
+        for topic in (s.topic_audio_uploaded, s.topic_transcribe_chunk,
+                      s.topic_transcript_ready, s.topic_job_finished):
+            ensure_topic(s.project_id, topic, emulator_host=pubsub)
+        pushes = [
+            (names.SUBSCRIPTION_INGEST, s.topic_audio_uploaded, s.ingest_port),
+            (names.SUBSCRIPTION_TRANSCRIBER, s.topic_transcribe_chunk, s.transcriber_port),
+        ]
+        for subscription, topic, port in pushes:
+            dead_letter = names.dead_letter_topic(subscription)
+            ensure_topic(s.project_id, dead_letter, emulator_host=pubsub)
+            # Dead letters are kept on a pull subscription, for inspection and alerting.
+            ensure_pull_subscription(s.project_id, dead_letter, dead_letter, emulator_host=pubsub)
+            ensure_push_subscription(
+                s.project_id,
+                subscription,
+                topic,
+                f"http://{s.host}:{port}/",
+                ack_deadline_s=ACK_DEADLINE_S,
+                dead_letter_topic=dead_letter,
+                max_delivery_attempts=s.max_attempts,
+                # Locally a failed delivery is retried within seconds, not minutes.
+                min_backoff_s=1.0,
+                max_backoff_s=30.0,
+                emulator_host=pubsub,
+            )
 
     def _start_services(self, timeout_s: float) -> None:
         s = self.settings
@@ -144,12 +147,14 @@ class NativeStack:
                       "--host", s.host, "--port", str(s.ingest_port)],
                 log_path=self.state_dir / "ingest.log",
                 # functions-framework has no health route; any HTTP answer means it serves.
-                ready_url=f"http://{s.host}:{s.ingest_port}/healthz-probe",
+                ready_url=f"http://{s.host}:{s.ingest_port}/",
+                ready_any_status=True,
                 env={**env, "GUNICORN_LOG_LEVEL": "warning"},
             ),
             ManagedProcess(
                 name="transcriber",
-                argv=[str(bin_dir / "gunicorn"), "--chdir", str(REPO_ROOT / "containers/transcriber"),
+                argv=[str(bin_dir / "gunicorn"),
+                      "--chdir", str(REPO_ROOT / "containers/transcriber"),
                       "--bind", f"{s.host}:{s.transcriber_port}", "--workers", "1",
                       "--threads", "4", "--timeout", "0", "--graceful-timeout", "600",
                       "main:create_app()"],
@@ -225,20 +230,6 @@ def _alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-@contextlib.contextmanager
-def _environ(values: dict[str, str]):  # type: ignore[no-untyped-def]
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 __all__ = ["EmulatorError", "NativeStack", "read_state", "stop_recorded"]

@@ -12,7 +12,7 @@ from audiary.audio import AudioLimits, decode_to_canonical
 from audiary.domain.chunking import SAMPLE_RATE, plan_chunks
 from audiary.domain.events import ObjectEvent
 from audiary.domain.jobs import Chunk, Job, JobError, JobStatus, SourceObject, job_id_for, utcnow
-from audiary.errors import RejectedInput
+from audiary.errors import RejectedInputError
 from audiary.wiring import Services
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def ingest(svc: Services, event: ObjectEvent) -> IngestOutcome:
 
     try:
         chunks_total = _prepare(svc, job)
-    except RejectedInput as exc:
+    except RejectedInputError as exc:
         _reject(svc, job, exc)
         return IngestOutcome(job_id, JobStatus.REJECTED, exc.code)
     return IngestOutcome(job_id, JobStatus.QUEUED, f"{chunks_total} chunks queued")
@@ -83,19 +83,19 @@ def _prepare(svc: Services, job: Job) -> int:
     src = job.source
     info = svc.blobs.stat(src.bucket, src.name)
     if info is None:
-        raise RejectedInput(
+        raise RejectedInputError(
             "source_missing", f"{src.name} was deleted before it could be processed."
         )
     if info.generation != src.generation:
-        raise RejectedInput(
+        raise RejectedInputError(
             "source_replaced",
             f"{src.name} was overwritten before it could be processed; the newer upload is "
             "processed as its own job.",
         )
     if info.size == 0:
-        raise RejectedInput("empty_file", f"{src.name} is empty (0 bytes).")
+        raise RejectedInputError("empty_file", f"{src.name} is empty (0 bytes).")
     if info.size > s.max_upload_bytes:
-        raise RejectedInput(
+        raise RejectedInputError(
             "too_large",
             f"{src.name} is {info.size / 1e6:.1f} MB; the limit is "
             f"{s.max_upload_bytes / 1e6:.0f} MB.",
@@ -160,7 +160,7 @@ def _prepare(svc: Services, job: Job) -> int:
     return len(chunks)
 
 
-def _reject(svc: Services, job: Job, exc: RejectedInput) -> None:
+def _reject(svc: Services, job: Job, exc: RejectedInputError) -> None:
     s = svc.settings
     src = job.source
     quarantined: str | None = None

@@ -1,0 +1,247 @@
+"""`JobStore` on Cloud Firestore (or its emulator via FIRESTORE_EMULATOR_HOST).
+
+Documents: `<jobs>/{job_id}` and `<jobs>/{job_id}/<chunks>/{index:05d}`; the zero-padded id
+keeps chunk documents in index order in the console. Every read-modify-write runs in a
+Firestore transaction, so concurrent chunk completions count each chunk exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Self
+
+from google.api_core import exceptions as gexc
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import firestore
+from google.cloud.firestore_v1 import DocumentReference, DocumentSnapshot, Transaction
+
+from audiary import names
+from audiary.adapters.memory import (
+    advance_updates,
+    check_plain_fields,
+    chunk_doc,
+    chunk_result,
+    new_job_doc,
+)
+from audiary.domain.jobs import (
+    Chunk,
+    ChunkStatus,
+    FanIn,
+    Job,
+    JobError,
+    JobStatus,
+    can_advance,
+)
+from audiary.errors import NotFoundError
+from audiary.ports import JobStore
+from audiary.settings import Settings
+
+# The client retries a transaction that aborts on contention. Chunks of one job finishing at
+# once all write the job document, so allow more than the default 5 tries.
+TRANSACTION_ATTEMPTS = 25
+
+Snapshot = DocumentSnapshot[DocumentReference]
+
+
+def chunk_doc_id(index: int) -> str:
+    return f"{index:05d}"
+
+
+def _data(snapshot: Snapshot) -> dict[str, Any]:
+    return snapshot.to_dict() or {}
+
+
+class FirestoreJobStore(JobStore):
+    """Jobs and their chunks in Firestore; the client is created once."""
+
+    def __init__(
+        self,
+        project: str,
+        *,
+        database: str = "(default)",
+        jobs_collection: str = names.COLLECTION_JOBS,
+        chunks_collection: str = names.COLLECTION_CHUNKS,
+        emulator_host: str | None = None,
+    ) -> None:
+        if emulator_host:
+            self._client = firestore.Client(
+                project=project,
+                database=database,
+                credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            )
+            # The client only reads FIRESTORE_EMULATOR_HOST at construction; setting its
+            # emulator host directly gives the same plain-gRPC channel and "owner" token
+            # without changing the process environment.
+            self._client._emulator_host = emulator_host
+        else:
+            self._client = firestore.Client(project=project, database=database)
+        self._jobs = self._client.collection(jobs_collection)
+        self._chunks_collection = chunks_collection
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls(
+            settings.project_id,
+            database=settings.firestore_database,
+            jobs_collection=settings.jobs_collection,
+            emulator_host=settings.firestore_emulator_host,
+        )
+
+    def _job_ref(self, job_id: str) -> DocumentReference:
+        return self._jobs.document(job_id)
+
+    def _chunk_ref(self, job_id: str, index: int) -> DocumentReference:
+        chunks = self._job_ref(job_id).collection(self._chunks_collection)
+        ref: DocumentReference = chunks.document(chunk_doc_id(index))
+        return ref
+
+    def _transaction(self) -> Transaction:
+        return self._client.transaction(max_attempts=TRANSACTION_ATTEMPTS)
+
+    @staticmethod
+    def _read(txn: Transaction, ref: DocumentReference) -> Snapshot:
+        snapshot: Snapshot = ref.get(transaction=txn)
+        return snapshot
+
+    def _read_job(self, txn: Transaction, job_id: str) -> dict[str, Any]:
+        snapshot = self._read(txn, self._job_ref(job_id))
+        if not snapshot.exists:
+            raise NotFoundError(f"job {job_id} does not exist")
+        return _data(snapshot)
+
+    def create_job(self, job: Job) -> tuple[Job, bool]:
+        ref = self._job_ref(job.job_id)
+
+        @firestore.transactional
+        def run(txn: Transaction) -> tuple[Job, bool]:
+            snapshot = self._read(txn, ref)
+            if snapshot.exists:
+                return Job.from_doc(_data(snapshot)), False
+            doc = new_job_doc(job)
+            txn.create(ref, doc)
+            return Job.from_doc(doc), True
+
+        result: tuple[Job, bool] = run(self._transaction())
+        return result
+
+    def get_job(self, job_id: str) -> Job | None:
+        snapshot = self._job_ref(job_id).get()
+        return Job.from_doc(_data(snapshot)) if snapshot.exists else None
+
+    def update_job(self, job_id: str, fields: Mapping[str, object]) -> None:
+        check_plain_fields(fields)
+        try:
+            self._job_ref(job_id).update(dict(fields))
+        except gexc.NotFound as exc:
+            raise NotFoundError(f"job {job_id} does not exist") from exc
+
+    def advance(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        error: JobError | None = None,
+        fields: Mapping[str, object] | None = None,
+    ) -> bool:
+        check_plain_fields(fields or {})
+        ref = self._job_ref(job_id)
+
+        @firestore.transactional
+        def run(txn: Transaction) -> bool:
+            current = JobStatus(self._read_job(txn, job_id)["status"])
+            if not can_advance(current, status):
+                return False
+            txn.update(ref, advance_updates(status, error, fields))
+            return True
+
+        moved: bool = run(self._transaction())
+        return moved
+
+    def put_chunks(self, job_id: str, chunks: Sequence[Chunk]) -> None:
+        job_ref = self._job_ref(job_id)
+        refs = {chunk.index: self._chunk_ref(job_id, chunk.index) for chunk in chunks}
+
+        @firestore.transactional
+        def run(txn: Transaction) -> None:
+            self._read_job(txn, job_id)
+            existing = {s.reference.id for s in txn.get_all(list(refs.values())) if s.exists}
+            for chunk in chunks:
+                ref = refs[chunk.index]
+                # A retried ingest must not wipe results the transcriber already stored.
+                if ref.id not in existing:
+                    txn.set(ref, chunk_doc(job_id, chunk))
+            txn.update(job_ref, {"chunks_total": len(chunks)})
+
+        run(self._transaction())
+
+    def get_chunks(self, job_id: str) -> list[Chunk]:
+        docs = self._job_ref(job_id).collection(self._chunks_collection).order_by("index").stream()
+        return [Chunk.from_doc(_data(doc)) for doc in docs]
+
+    def start_chunk(self, job_id: str, index: int) -> Chunk:
+        ref = self._chunk_ref(job_id, index)
+
+        @firestore.transactional
+        def run(txn: Transaction) -> Chunk:
+            snapshot = self._read(txn, ref)
+            if not snapshot.exists:
+                raise NotFoundError(f"chunk {index} of job {job_id} does not exist")
+            doc = _data(snapshot)
+            doc["attempts"] = int(doc.get("attempts", 0)) + 1
+            txn.update(ref, {"attempts": doc["attempts"]})
+            return Chunk.from_doc(doc)
+
+        chunk: Chunk = run(self._transaction())
+        return chunk
+
+    def complete_chunk(
+        self,
+        job_id: str,
+        index: int,
+        *,
+        text: str,
+        segments: list[dict[str, object]] | None,
+        segments_uri: str | None,
+    ) -> FanIn:
+        job_ref = self._job_ref(job_id)
+        chunk_ref = self._chunk_ref(job_id, index)
+
+        # The transaction reads only the chunk and bumps the job's counter with a server-side
+        # increment. Reading the job document too would make every chunk's transaction
+        # contend for it: the emulator then stalls on lock timeouts and real Firestore aborts
+        # and retries. The commit returns the counter's new value, so exactly one caller sees
+        # the last chunk land.
+        @firestore.transactional
+        def run(txn: Transaction) -> bool:
+            chunk = self._read(txn, chunk_ref)
+            if not chunk.exists:
+                raise NotFoundError(f"chunk {index} of job {job_id} does not exist")
+            if _data(chunk).get("status") == ChunkStatus.DONE.value:
+                return False
+            txn.update(chunk_ref, chunk_result(text, segments, segments_uri))
+            txn.update(job_ref, {"chunks_done": firestore.Increment(1)})
+            return True
+
+        txn = self._transaction()
+        try:
+            counted: bool = run(txn)
+        except gexc.NotFound as exc:
+            raise NotFoundError(f"job {job_id} does not exist") from exc
+        job = job_ref.get()
+        if not job.exists:
+            raise NotFoundError(f"job {job_id} does not exist")
+        total = int(_data(job).get("chunks_total", 0))
+        if not counted:
+            return FanIn(
+                counted=False, chunks_done=int(_data(job).get("chunks_done", 0)), chunks_total=total
+            )
+        # Writes come back in order: [chunk update, job update with its increment].
+        results = txn.write_results or []
+        done = int(results[1].transform_results[0].integer_value)
+        return FanIn(counted=True, chunks_done=done, chunks_total=total)
+
+    def list_jobs(self, limit: int = 50) -> list[Job]:
+        query = self._jobs.order_by(
+            f"timestamps.{JobStatus.RECEIVED.value}", direction=firestore.Query.DESCENDING
+        ).limit(limit)
+        return [Job.from_doc(_data(doc)) for doc in query.stream()]

@@ -1,0 +1,66 @@
+"""The whole native stack on free ports, started once for the e2e tests and stopped after."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+from audiary.domain.jobs import Job, JobStatus
+from audiary.local.emulators import free_port
+from audiary.local.stack import NativeStack
+from audiary.settings import Settings
+from audiary.wiring import Services, services
+
+CHUNK_TARGET_S = 20.0
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeStack]:
+    settings = Settings(
+        state_dir=tmp_path_factory.mktemp("stack"),
+        pubsub_port=free_port(),
+        firestore_port=free_port(),
+        gcs_port=free_port(),
+        ingest_port=free_port(),
+        transcriber_port=free_port(),
+        chunk_target_s=CHUNK_TARGET_S,
+        chunk_search_s=5.0,
+        project_id="audiary-e2e",
+    )
+    with NativeStack(settings) as running:
+        yield running
+
+
+@pytest.fixture
+def svc(stack: NativeStack, monkeypatch: pytest.MonkeyPatch) -> Services:
+    """Clients of the running stack, configured exactly like the CLI's."""
+    for key, value in stack.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AUDIARY_STATE_DIR", str(stack.state_dir))
+    return services(Settings())
+
+
+def poll(check: Callable[[], T], done: Callable[[T], bool], timeout_s: float) -> T:
+    """Call `check` every 0.2 s until `done(result)`; AssertionError with the last result."""
+    retrying = Retrying(
+        stop=stop_after_delay(timeout_s),
+        wait=wait_fixed(0.2),
+        retry=retry_if_result(lambda result: not done(result)),
+    )
+    try:
+        return retrying(check)
+    except RetryError as exc:
+        last = exc.last_attempt.result()
+        raise AssertionError(f"not reached in {timeout_s:.0f} s; last seen: {last}") from None
+
+
+def wait_for_status(svc: Services, job_id: str, statuses: set[JobStatus],
+                    timeout_s: float = 300) -> Job:
+    job = poll(lambda: svc.jobs.get_job(job_id),
+               lambda j: j is not None and j.status in statuses, timeout_s)
+    assert job is not None
+    return job

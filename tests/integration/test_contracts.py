@@ -1,0 +1,634 @@
+"""One contract per port, run against the in-memory fake and every real adapter.
+
+Real adapters talk to real local servers (tests/integration/conftest.py) and are marked
+`integration`; the memory variants need nothing and also run under `-m "not integration"`.
+Every test works in its own bucket, topic or collection, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from audiary.adapters.memory import MemoryBlobStore, MemoryJobStore, MemoryPublisher
+from audiary.domain.jobs import (
+    TERMINAL,
+    Chunk,
+    ChunkStatus,
+    FanIn,
+    Job,
+    JobError,
+    JobStatus,
+    SourceObject,
+    utcnow,
+)
+from audiary.errors import NotFoundError, StateError
+from audiary.ports import BlobStore, JobStore, Publisher
+from audiary.settings import Settings
+
+from .conftest import PROJECT, LocalServers
+
+real = pytest.mark.integration
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+# BlobStore ------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", pytest.param("gcs", marks=real), pytest.param("s3", marks=real)])
+def blobs(request: pytest.FixtureRequest) -> BlobStore:
+    if request.param == "memory":
+        return MemoryBlobStore()
+    request.getfixturevalue("emulator_env")
+    if request.param == "gcs":
+        from audiary.adapters.gcs import GcsBlobStore
+
+        return GcsBlobStore.from_settings(Settings())
+    from audiary.adapters.s3 import S3BlobStore
+
+    return S3BlobStore.from_settings(Settings(blob_backend="s3"))
+
+
+@pytest.fixture
+def bucket(blobs: BlobStore) -> str:
+    name = unique("audiary-test")
+    blobs.ensure_bucket(name)
+    return name
+
+
+def test_put_get_round_trip_keeps_content_type_and_metadata(blobs: BlobStore, bucket: str) -> None:
+    data = b"RIFF" + bytes(range(256)) * 8
+    metadata = {"owner": "ana", "correlation-id": "c-1"}
+
+    info = blobs.put(bucket, "inbox/a.wav", data, content_type="audio/wav", metadata=metadata)
+
+    assert (info.bucket, info.key, info.size) == (bucket, "inbox/a.wav", len(data))
+    assert info.content_type == "audio/wav"
+    assert dict(info.metadata) == metadata
+    assert info.generation
+    assert blobs.get(bucket, "inbox/a.wav") == data
+    assert blobs.stat(bucket, "inbox/a.wav") == info
+
+
+def test_put_without_content_type_stores_octet_stream(blobs: BlobStore, bucket: str) -> None:
+    info = blobs.put(bucket, "x.bin", b"\x00\x01")
+
+    stat = blobs.stat(bucket, "x.bin")
+    assert stat is not None
+    assert info.content_type == stat.content_type == "application/octet-stream"
+    assert dict(stat.metadata) == {}
+
+
+def test_upload_file_and_download_file(blobs: BlobStore, bucket: str, tmp_path: Path) -> None:
+    data = random.Random(7).randbytes(300_000)
+    source = tmp_path / "in.flac"
+    source.write_bytes(data)
+
+    info = blobs.upload_file(
+        bucket, "inbox/in.flac", source, content_type="audio/flac", metadata={"k": "v"}
+    )
+    target = tmp_path / "out.flac"
+    blobs.download_file(bucket, "inbox/in.flac", target)
+
+    assert target.read_bytes() == data
+    assert info.size == len(data)
+    assert info.content_type == "audio/flac"
+    assert blobs.stat(bucket, "inbox/in.flac") == info
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (0, 1),
+        (100, 4196),
+        (10_000, 10_240),
+        (4096, 4097),
+        (7, 7),
+        (10_230, 20_000),
+        (20_000, 20_010),
+    ],
+)
+def test_read_range_returns_exactly_the_slice(
+    blobs: BlobStore, bucket: str, start: int, end: int
+) -> None:
+    data = bytes(range(256)) * 40  # 10 240 bytes, every offset distinguishable mod 256
+    blobs.put(bucket, "work/audio.wav", data)
+
+    assert blobs.read_range(bucket, "work/audio.wav", start, end) == data[start:end]
+
+
+def test_missing_objects(blobs: BlobStore, bucket: str, tmp_path: Path) -> None:
+    target = tmp_path / "never.wav"
+
+    assert blobs.stat(bucket, "nope") is None
+    with pytest.raises(NotFoundError):
+        blobs.get(bucket, "nope")
+    with pytest.raises(NotFoundError):
+        blobs.read_range(bucket, "nope", 0, 10)
+    with pytest.raises(NotFoundError):
+        blobs.download_file(bucket, "nope", target)
+    assert not target.exists()
+    with pytest.raises(NotFoundError):
+        blobs.copy(bucket, "nope", bucket, "copy")
+    assert blobs.stat(bucket, "copy") is None
+
+
+def test_copy_keeps_the_source(blobs: BlobStore, bucket: str) -> None:
+    other = unique("audiary-test")
+    blobs.ensure_bucket(other)
+    source = blobs.put(
+        bucket, "inbox/a.mp3", b"ID3abc", content_type="audio/mpeg", metadata={"k": "v"}
+    )
+
+    copied = blobs.copy(bucket, "inbox/a.mp3", other, "quarantine/a.mp3")
+
+    assert blobs.get(bucket, "inbox/a.mp3") == b"ID3abc"
+    assert blobs.stat(bucket, "inbox/a.mp3") == source
+    assert blobs.get(other, "quarantine/a.mp3") == b"ID3abc"
+    assert (copied.bucket, copied.key, copied.size) == (other, "quarantine/a.mp3", 6)
+    assert copied.content_type == "audio/mpeg"
+    assert dict(copied.metadata) == {"k": "v"}
+    assert blobs.stat(other, "quarantine/a.mp3") == copied
+
+
+def test_generation_changes_on_overwrite(blobs: BlobStore, bucket: str) -> None:
+    first = blobs.put(bucket, "inbox/a.wav", b"first take")
+    second = blobs.put(bucket, "inbox/a.wav", b"second take")
+
+    assert first.generation != second.generation
+    stat = blobs.stat(bucket, "inbox/a.wav")
+    assert stat is not None
+    assert stat.generation == second.generation
+    assert blobs.get(bucket, "inbox/a.wav") == b"second take"
+
+
+def test_list_by_prefix_is_sorted(blobs: BlobStore, bucket: str) -> None:
+    keys = ["inbox/b.wav", "other/d.wav", "inbox/sub/c.wav", "inboxx.wav", "inbox/a.wav"]
+    for n, key in enumerate(keys):
+        blobs.put(bucket, key, b"x" * (n + 1))
+
+    listed = blobs.list(bucket, "inbox/")
+
+    assert [i.key for i in listed] == ["inbox/a.wav", "inbox/b.wav", "inbox/sub/c.wav"]
+    assert [i.size for i in listed] == [5, 1, 3]
+    for item in listed:
+        stat = blobs.stat(bucket, item.key)
+        assert stat is not None
+        assert (item.bucket, item.generation) == (bucket, stat.generation)
+    assert [i.key for i in blobs.list(bucket)] == sorted(keys)
+    assert blobs.list(bucket, "nothing/") == []
+
+
+def test_delete_is_idempotent(blobs: BlobStore, bucket: str) -> None:
+    blobs.put(bucket, "inbox/a.wav", b"abc")
+
+    blobs.delete(bucket, "inbox/a.wav")
+    blobs.delete(bucket, "inbox/a.wav")
+    blobs.delete(bucket, "never/was.wav")
+
+    assert blobs.stat(bucket, "inbox/a.wav") is None
+    assert blobs.list(bucket) == []
+
+
+def test_ensure_bucket_is_idempotent(blobs: BlobStore, bucket: str) -> None:
+    blobs.put(bucket, "keep.txt", b"kept")
+
+    blobs.ensure_bucket(bucket)
+
+    assert blobs.get(bucket, "keep.txt") == b"kept"
+
+
+# Publisher ------------------------------------------------------------------------------
+
+
+class PublisherProbe(Protocol):
+    publisher: Publisher
+
+    def new_topic(self) -> str:
+        """A fresh topic whose messages `received` can read."""
+
+    def received(self, topic: str, count: int) -> list[tuple[bytes, dict[str, str]]]:
+        """`count` messages published to `topic`, in any order."""
+
+
+class MemoryProbe:
+    def __init__(self) -> None:
+        self.publisher = self.memory = MemoryPublisher()
+
+    def new_topic(self) -> str:
+        return unique("topic")
+
+    def received(self, topic: str, count: int) -> list[tuple[bytes, dict[str, str]]]:
+        return self.memory.published(topic)
+
+
+class PubSubProbe:
+    """Reads back through a pull subscription made before anything is published."""
+
+    def __init__(self, emulator_host: str) -> None:
+        from audiary.adapters.pubsub import PubSubPublisher
+
+        self.emulator_host = emulator_host
+        self.publisher = PubSubPublisher.from_settings(Settings())
+
+    def new_topic(self) -> str:
+        from audiary.adapters.pubsub import ensure_pull_subscription, ensure_topic
+
+        topic = unique("topic")
+        ensure_topic(PROJECT, topic, emulator_host=self.emulator_host)
+        ensure_pull_subscription(PROJECT, topic, topic, emulator_host=self.emulator_host)
+        return topic
+
+    def received(self, topic: str, count: int) -> list[tuple[bytes, dict[str, str]]]:
+        return pull_until(topic, count, self.emulator_host)
+
+
+def pull_until(topic: str, count: int, emulator_host: str) -> list[tuple[bytes, dict[str, str]]]:
+    """Pull from the subscription named like `topic` until `count` messages came, or 30 s."""
+    from audiary.adapters.pubsub import pull_messages
+
+    messages: list[tuple[bytes, dict[str, str]]] = []
+    deadline = time.monotonic() + 30
+    while len(messages) < count and time.monotonic() < deadline:
+        messages += pull_messages(PROJECT, topic, timeout_s=5, emulator_host=emulator_host)
+    return messages
+
+
+@pytest.fixture(params=["memory", pytest.param("pubsub", marks=real)])
+def probe(request: pytest.FixtureRequest) -> PublisherProbe:
+    if request.param == "memory":
+        return MemoryProbe()
+    servers: LocalServers = request.getfixturevalue("emulator_env")
+    return PubSubProbe(servers.pubsub.address)
+
+
+def test_publish_delivers_data_and_attributes(probe: PublisherProbe) -> None:
+    topic = probe.new_topic()
+    sent = [
+        (b'{"job_id": "j1", "index": 0}', {"job_id": "j1", "index": "0"}),
+        (b'{"job_id": "j1", "index": 1}', {"job_id": "j1", "index": "1"}),
+        (b"\x00binary\xff", {}),
+    ]
+
+    ids = [probe.publisher.publish(topic, data, attributes or None) for data, attributes in sent]
+
+    assert all(isinstance(i, str) and i for i in ids)
+    assert len(set(ids)) == len(ids)
+    assert sorted(probe.received(topic, len(sent))) == sorted(sent)
+
+
+# JobStore -------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", pytest.param("firestore", marks=real)])
+def jobs(request: pytest.FixtureRequest) -> JobStore:
+    if request.param == "memory":
+        return MemoryJobStore()
+    request.getfixturevalue("emulator_env")
+    from audiary.adapters.firestore import FirestoreJobStore
+
+    # A collection per test, so that list_jobs sees only this test's jobs.
+    return FirestoreJobStore.from_settings(Settings(jobs_collection=unique("jobs")))
+
+
+def new_job(**fields: object) -> Job:
+    job_id = unique("job")
+    source = SourceObject(bucket="uploads", name=f"inbox/{job_id}.wav", generation="17", size=42)
+    return Job.model_validate({"job_id": job_id, "source": source, **fields})
+
+
+def plan(job_id: str, count: int) -> list[Chunk]:
+    return [
+        Chunk(job_id=job_id, index=i, start_sample=i * 16_000, end_sample=(i + 1) * 16_000)
+        for i in range(count)
+    ]
+
+
+def test_create_job_twice_keeps_the_first(jobs: JobStore) -> None:
+    job = new_job(owner="ana", correlation_id="c-1")
+
+    stored, created = jobs.create_job(job)
+    again, created_again = jobs.create_job(job.model_copy(update={"owner": "eve"}))
+
+    assert created
+    assert not created_again
+    assert stored.owner == again.owner == "ana"
+    assert JobStatus.RECEIVED.value in stored.timestamps
+    assert stored.model_copy(update={"timestamps": {}}) == job
+    assert jobs.get_job(job.job_id) == stored == again
+
+
+def test_get_missing_job_is_none(jobs: JobStore) -> None:
+    assert jobs.get_job("no-such-job") is None
+
+
+def test_advance_forward_records_the_time(jobs: JobStore) -> None:
+    job, _ = jobs.create_job(new_job())
+    before = utcnow() - timedelta(seconds=1)
+
+    assert jobs.advance(job.job_id, JobStatus.QUEUED, fields={"chunks_total": 3})
+    assert jobs.advance(job.job_id, JobStatus.TRANSCRIBED)
+
+    stored = jobs.get_job(job.job_id)
+    assert stored is not None
+    assert stored.status is JobStatus.TRANSCRIBED
+    assert stored.chunks_total == 3
+    queued = stored.timestamps[JobStatus.QUEUED.value]
+    transcribed = stored.timestamps[JobStatus.TRANSCRIBED.value]
+    assert before <= queued <= transcribed <= utcnow() + timedelta(seconds=1)
+    assert stored.timestamps[JobStatus.RECEIVED.value] == job.timestamps[JobStatus.RECEIVED.value]
+    assert set(stored.stage_seconds()) == {JobStatus.RECEIVED.value, JobStatus.QUEUED.value}
+
+
+def test_backward_or_repeated_moves_change_nothing(jobs: JobStore) -> None:
+    job, _ = jobs.create_job(new_job())
+    assert jobs.advance(job.job_id, JobStatus.TRANSCRIBING)
+    before = jobs.get_job(job.job_id)
+
+    for status in (JobStatus.TRANSCRIBING, JobStatus.QUEUED, JobStatus.RECEIVED):
+        assert not jobs.advance(job.job_id, status, fields={"model": "changed"})
+
+    assert jobs.get_job(job.job_id) == before
+
+
+def test_rejected_only_from_received(jobs: JobStore) -> None:
+    error = JobError(code="not_audio", message="This file is not audio.", stage="ingest")
+    fresh, _ = jobs.create_job(new_job())
+    queued, _ = jobs.create_job(new_job())
+    jobs.advance(queued.job_id, JobStatus.QUEUED)
+
+    assert jobs.advance(fresh.job_id, JobStatus.REJECTED, error=error)
+    assert not jobs.advance(queued.job_id, JobStatus.REJECTED, error=error)
+
+    rejected = jobs.get_job(fresh.job_id)
+    assert rejected is not None
+    assert (rejected.status, rejected.error) == (JobStatus.REJECTED, error)
+    still = jobs.get_job(queued.job_id)
+    assert still is not None
+    assert (still.status, still.error) == (JobStatus.QUEUED, None)
+
+
+@pytest.mark.parametrize("end", sorted(TERMINAL))
+def test_nothing_leaves_a_terminal_state(jobs: JobStore, end: JobStatus) -> None:
+    job, _ = jobs.create_job(new_job())
+    error = JobError(code="boom", message="it broke", stage="transcribe")
+    assert jobs.advance(job.job_id, end, error=None if end is JobStatus.DONE else error)
+    before = jobs.get_job(job.job_id)
+
+    for status in JobStatus:
+        assert not jobs.advance(job.job_id, status, error=error)
+
+    assert jobs.get_job(job.job_id) == before
+
+
+def test_update_job_sets_plain_fields_only(jobs: JobStore) -> None:
+    job, _ = jobs.create_job(new_job())
+
+    jobs.update_job(job.job_id, {"duration_s": 12.5, "language": "en"})
+
+    stored = jobs.get_job(job.job_id)
+    assert stored is not None
+    assert (stored.duration_s, stored.language, stored.status) == (12.5, "en", JobStatus.RECEIVED)
+    with pytest.raises(StateError):
+        jobs.update_job(job.job_id, {"status": JobStatus.DONE.value})
+    with pytest.raises(NotFoundError):
+        jobs.update_job("no-such-job", {"language": "en"})
+    with pytest.raises(NotFoundError):
+        jobs.advance("no-such-job", JobStatus.QUEUED)
+    with pytest.raises(NotFoundError):
+        jobs.put_chunks("no-such-job", plan("no-such-job", 1))
+
+
+def test_chunks_come_back_in_index_order(jobs: JobStore) -> None:
+    job, _ = jobs.create_job(new_job())
+    chunks = plan(job.job_id, 12)
+
+    jobs.put_chunks(job.job_id, random.Random(3).sample(chunks, len(chunks)))
+
+    assert jobs.get_chunks(job.job_id) == chunks
+    stored = jobs.get_job(job.job_id)
+    assert stored is not None
+    assert (stored.chunks_total, stored.chunks_done) == (12, 0)
+
+
+def test_start_chunk_counts_attempts(jobs: JobStore) -> None:
+    job, _ = jobs.create_job(new_job())
+    jobs.put_chunks(job.job_id, plan(job.job_id, 2))
+
+    jobs.start_chunk(job.job_id, 1)
+    chunk = jobs.start_chunk(job.job_id, 1)
+
+    assert chunk.attempts == 2
+    assert [c.attempts for c in jobs.get_chunks(job.job_id)] == [0, 2]
+    with pytest.raises(NotFoundError):
+        jobs.start_chunk(job.job_id, 5)
+
+
+def test_complete_chunk_counts_once(jobs: JobStore) -> None:
+    job, _ = jobs.create_job(new_job())
+    jobs.put_chunks(job.job_id, plan(job.job_id, 3))
+    segments: list[dict[str, object]] = [{"start": 0.0, "end": 1.5, "text": "hello"}]
+
+    first = jobs.complete_chunk(job.job_id, 0, text="hello", segments=segments, segments_uri=None)
+    repeat = jobs.complete_chunk(job.job_id, 0, text="other", segments=None, segments_uri="gs://x")
+
+    assert first == FanIn(counted=True, chunks_done=1, chunks_total=3)
+    assert repeat == FanIn(counted=False, chunks_done=1, chunks_total=3)
+    chunk = jobs.get_chunks(job.job_id)[0]
+    assert (chunk.status, chunk.text, chunk.segments, chunk.segments_uri) == (
+        ChunkStatus.DONE,
+        "hello",
+        segments,
+        None,
+    )
+    with pytest.raises(NotFoundError):
+        jobs.complete_chunk(job.job_id, 9, text="", segments=None, segments_uri=None)
+
+
+def test_out_of_order_completion_completes_exactly_once(jobs: JobStore) -> None:
+    job, _ = jobs.create_job(new_job())
+    jobs.put_chunks(job.job_id, plan(job.job_id, 4))
+
+    results = [
+        jobs.complete_chunk(job.job_id, i, text=f"t{i}", segments=None, segments_uri=None)
+        for i in (2, 0, 3, 0, 1, 2, 1)
+    ]
+
+    assert [r.counted for r in results] == [True, True, True, False, True, False, False]
+    assert [r.complete for r in results if r.counted] == [False, False, False, True]
+    stored = jobs.get_job(job.job_id)
+    assert stored is not None
+    assert stored.chunks_done == 4
+
+
+def test_concurrent_completion_counts_every_chunk(jobs: JobStore) -> None:
+    total, threads = 8, 8
+    job, _ = jobs.create_job(new_job())
+    jobs.put_chunks(job.job_id, plan(job.job_id, total))
+    # Every chunk delivered twice (at-least-once delivery), in two waves of 8 calls that a
+    # barrier releases at once, so that the transactions really contend.
+    work = [i % total for i in range(2 * total)]
+    barrier = threading.Barrier(threads)
+
+    def complete(index: int) -> FanIn:
+        barrier.wait(timeout=30)
+        return jobs.complete_chunk(
+            job.job_id, index, text=f"t{index}", segments=None, segments_uri=None
+        )
+
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(complete, work))
+
+    assert sum(r.counted for r in results) == total
+    assert sum(r.counted and r.complete for r in results) == 1
+    stored = jobs.get_job(job.job_id)
+    assert stored is not None
+    assert stored.chunks_done == total
+    assert all(c.status is ChunkStatus.DONE for c in jobs.get_chunks(job.job_id))
+
+
+def test_put_chunks_again_keeps_existing_results(jobs: JobStore) -> None:
+    job, _ = jobs.create_job(new_job())
+    chunks = plan(job.job_id, 3)
+    jobs.put_chunks(job.job_id, chunks)
+    jobs.complete_chunk(job.job_id, 1, text="kept", segments=None, segments_uri=None)
+    jobs.start_chunk(job.job_id, 2)
+
+    jobs.put_chunks(job.job_id, chunks)
+
+    stored = jobs.get_chunks(job.job_id)
+    assert [(c.status, c.text, c.attempts) for c in stored] == [
+        (ChunkStatus.PENDING, None, 0),
+        (ChunkStatus.DONE, "kept", 0),
+        (ChunkStatus.PENDING, None, 1),
+    ]
+    after = jobs.get_job(job.job_id)
+    assert after is not None
+    assert (after.chunks_total, after.chunks_done) == (3, 1)
+
+
+def test_list_jobs_newest_first(jobs: JobStore) -> None:
+    t0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    made = {}
+    for offset in (1, 3, 2):
+        job = new_job(timestamps={JobStatus.RECEIVED.value: t0 + timedelta(seconds=offset)})
+        made[offset] = jobs.create_job(job)[0]
+
+    listed = jobs.list_jobs()
+
+    assert [j.job_id for j in listed] == [made[3].job_id, made[2].job_id, made[1].job_id]
+    assert listed[0] == made[3]
+    assert [j.job_id for j in jobs.list_jobs(limit=2)] == [made[3].job_id, made[2].job_id]
+
+
+# Adapter specifics: explicit endpoints (no environment variables) and stored layout -----
+
+
+@real
+def test_adapters_reach_servers_given_explicitly(
+    local_servers: LocalServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from audiary.adapters.firestore import FirestoreJobStore
+    from audiary.adapters.gcs import GcsBlobStore
+    from audiary.adapters.pubsub import PubSubPublisher, ensure_pull_subscription, ensure_topic
+
+    for name in ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "STORAGE_EMULATOR_HOST"):
+        monkeypatch.delenv(name, raising=False)
+
+    blobs = GcsBlobStore(PROJECT, endpoint=local_servers.gcs.address)  # no scheme: still works
+    bucket = unique("audiary-test")
+    blobs.ensure_bucket(bucket)
+    assert blobs.put(bucket, "k", b"v").size == 1
+
+    store = FirestoreJobStore(
+        PROJECT, jobs_collection=unique("jobs"), emulator_host=local_servers.firestore.address
+    )
+    job, created = store.create_job(new_job())
+    assert created
+    assert store.get_job(job.job_id) == job
+
+    host = local_servers.pubsub.address
+    topic = unique("topic")
+    ensure_topic(PROJECT, topic, emulator_host=host)
+    ensure_topic(PROJECT, topic, emulator_host=host)  # idempotent
+    ensure_pull_subscription(PROJECT, topic, topic, emulator_host=host)
+    PubSubPublisher(PROJECT, emulator_host=host).publish(topic, b"hi", {"a": "b"})
+    assert pull_until(topic, 1, host) == [(b"hi", {"a": "b"})]
+    assert "PUBSUB_EMULATOR_HOST" not in os.environ
+
+
+@real
+def test_publish_to_missing_topic_says_so(emulator_env: LocalServers) -> None:
+    from audiary.adapters.pubsub import PubSubPublisher
+
+    with pytest.raises(NotFoundError, match="does not exist"):
+        PubSubPublisher.from_settings(Settings()).publish(unique("topic"), b"x")
+
+
+@real
+def test_push_subscription_with_dead_letter_policy(emulator_env: LocalServers) -> None:
+    from google.pubsub_v1.services.subscriber import SubscriberClient
+
+    from audiary.adapters.pubsub import ensure_push_subscription, ensure_topic
+
+    topic, subscription = unique("topic"), unique("sub")
+    ensure_topic(PROJECT, topic)
+
+    def ensure(endpoint: str) -> str:
+        return ensure_push_subscription(
+            PROJECT,
+            subscription,
+            topic,
+            endpoint,
+            ack_deadline_s=30,
+            dead_letter_topic=f"{subscription}-dead-letter",
+            max_delivery_attempts=5,
+            min_backoff_s=1,
+            max_backoff_s=5,
+        )
+
+    ensure("http://127.0.0.1:9/old")
+    path = ensure("http://127.0.0.1:9/new")  # repeat: AlreadyExists, endpoint updated
+
+    with SubscriberClient() as client:
+        sub = client.get_subscription(subscription=path)
+    assert sub.push_config.push_endpoint == "http://127.0.0.1:9/new"
+    assert sub.ack_deadline_seconds == 30
+    assert sub.dead_letter_policy.dead_letter_topic.endswith(f"/topics/{subscription}-dead-letter")
+    assert sub.dead_letter_policy.max_delivery_attempts == 5
+    assert sub.retry_policy.minimum_backoff.total_seconds() == 1
+    assert sub.retry_policy.maximum_backoff.total_seconds() == 5
+
+
+@real
+def test_firestore_document_layout(emulator_env: LocalServers) -> None:
+    from google.cloud import firestore
+
+    from audiary.adapters.firestore import FirestoreJobStore
+
+    collection = unique("jobs")
+    store = FirestoreJobStore.from_settings(Settings(jobs_collection=collection))
+    job, _ = store.create_job(new_job())
+    store.put_chunks(job.job_id, plan(job.job_id, 8))
+
+    client = firestore.Client(project=PROJECT)
+    doc = client.collection(collection).document(job.job_id).get().to_dict()
+    chunk_ids = [d.id for d in client.collection(collection, job.job_id, "chunks").stream()]
+
+    assert doc is not None
+    assert doc["status"] == "RECEIVED"
+    assert type(doc["status"]) is str
+    assert isinstance(doc["timestamps"]["RECEIVED"], datetime)
+    assert sorted(chunk_ids) == [f"{i:05d}" for i in range(8)]
