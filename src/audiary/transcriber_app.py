@@ -18,6 +18,7 @@ from flask import Flask, Response, jsonify, request
 from audiary import messages
 from audiary.errors import BadEventError
 from audiary.logs import setup_logging
+from audiary.models import materialize
 from audiary.ports import Transcriber
 from audiary.services.transcription import handle_chunk
 from audiary.settings import Settings, load_settings
@@ -29,7 +30,10 @@ log = logging.getLogger(__name__)
 def _load_whisper(settings: Settings) -> Transcriber:
     from audiary.adapters.whisper import WhisperTranscriber
 
-    return WhisperTranscriber.from_settings(settings)
+    location = materialize(
+        settings.resolved_model_path(), services(settings).blobs, settings.state_dir
+    )
+    return WhisperTranscriber.from_settings(settings.model_copy(update={"model_path": location}))
 
 
 class ModelHolder:

@@ -84,11 +84,17 @@ def _frame_db(samples: np.ndarray, smooth_frames: int = 1) -> np.ndarray:
     return db
 
 
-def _rolling_min(values: np.ndarray, half_width: int) -> np.ndarray:
-    padded = np.pad(values, half_width, mode="edge")
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half_width + 1)
-    result: np.ndarray = windows.min(axis=1)
-    return result
+def _noise_floor(db: np.ndarray, half_width: int, step: int = 10) -> np.ndarray:
+    """Local noise floor: the 10th percentile of frame levels within +/- `half_width` frames.
+
+    A percentile rather than the minimum, so that stretches of digital zero inside a
+    recording do not drag the floor far below the real background.
+    """
+    padded = np.pad(db, half_width, mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half_width + 1)[::step]
+    coarse = np.percentile(windows, 10, axis=1)
+    floor: np.ndarray = np.interp(np.arange(len(db)), np.arange(len(coarse)) * step, coarse)
+    return floor
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -107,7 +113,7 @@ def _speech_regions(
     A frame is quiet when it is within `margin_db` of the local noise floor (the lowest level
     within 3 s). Regions whose loudest frame is not `min_peak_db` above the floor are noise.
     """
-    floor = _rolling_min(db, int(3.0 / _FRAME_S))
+    floor = _noise_floor(db, int(3.0 / _FRAME_S))
     quiet = db < floor + margin_db
     min_pause = max(1, round(min_pause_s / _FRAME_S))
     pauses = [(a, b) for a, b in _runs(quiet) if b - a >= min_pause]
@@ -197,18 +203,20 @@ def pack_windows(pieces: Sequence[Piece], max_window_s: float) -> list[Window]:
 
 def unread_pieces(
     windows: Sequence[Window], segments: Sequence[Segment], *, min_rest_s: float = 1.0
-) -> list[Piece]:
+) -> list[list[Piece]]:
     """What a first pass left without text, to decode again.
 
     Whisper stops a window at the last segment it thinks is complete, expecting the next
     window to start there; batched decoding has no next window. So per window: the rest of
     the piece where the last segment ends (if at least `min_rest_s` long), every piece after
     it, and any piece that no segment overlaps by more than a tenth of its length.
+    Returns one list per window that has something unread.
     """
     starts = np.array([seg.start for seg in segments])
     ends = np.array([seg.end for seg in segments])
-    unread: list[Piece] = []
+    result: list[list[Piece]] = []
     for window in windows:
+        unread: list[Piece] = []
         w_lo = window.pieces[0].start / SAMPLE_RATE
         w_hi = window.pieces[-1].end / SAMPLE_RATE
         inside = (ends > w_lo) & (starts < w_hi)
@@ -220,7 +228,9 @@ def unread_pieces(
                 unread.append(piece)
             elif read_until < hi - min_rest_s:
                 unread.append(Piece(round(read_until * SAMPLE_RATE), piece.end, piece.gain))
-    return unread
+        if unread:
+            result.append(unread)
+    return result
 
 
 def render_windows(samples: np.ndarray, windows: Sequence[Window]) -> np.ndarray:
@@ -436,8 +446,10 @@ class WhisperTranscriber(Transcriber):
             result = self._decode(samples, windows, language, words)
             missed = unread_pieces(windows, result)
             if missed and self.retry_missed:
-                retry = pack_windows(missed, self.max_window_s)
-                logger.debug("decoding %d pieces again that got no text", len(missed))
+                # Unread pieces of different windows never share a window: a segment
+                # spanning them would land at the wrong time.
+                retry = [w for group in missed for w in pack_windows(group, self.max_window_s)]
+                logger.debug("decoding %d windows again for pieces that got no text", len(retry))
                 result += self._decode(samples, retry, language, words)
         result.sort(key=lambda seg: seg.start)
         logger.debug(

@@ -39,6 +39,12 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[3]
 STATE_FILE = "stack.json"
 ACK_DEADLINE_S = 600  # the Pub/Sub maximum; one chunk of CPU inference must fit in it
+# How the transcriber is served, here and in containers/transcriber/Dockerfile (a test keeps
+# the two in step): one worker holds the model, threads accept pushes, SIGTERM drains.
+TRANSCRIBER_APP = "main:create_app()"
+TRANSCRIBER_GUNICORN_ARGS = (
+    "--workers", "1", "--threads", "4", "--timeout", "0", "--graceful-timeout", "600",
+)
 
 
 @dataclass
@@ -155,9 +161,8 @@ class NativeStack:
                 name="transcriber",
                 argv=[str(bin_dir / "gunicorn"),
                       "--chdir", str(REPO_ROOT / "containers/transcriber"),
-                      "--bind", f"{s.host}:{s.transcriber_port}", "--workers", "1",
-                      "--threads", "4", "--timeout", "0", "--graceful-timeout", "600",
-                      "main:create_app()"],
+                      "--bind", f"{s.host}:{s.transcriber_port}",
+                      *TRANSCRIBER_GUNICORN_ARGS, TRANSCRIBER_APP],
                 log_path=self.state_dir / "transcriber.log",
                 ready_url=f"http://{s.host}:{s.transcriber_port}/healthz",
                 env=env,

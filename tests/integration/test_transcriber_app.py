@@ -1,0 +1,152 @@
+"""The transcriber service over HTTP: health while loading, push envelope checks, draining."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from audiary.adapters.memory import MemoryPublisher
+from audiary.adapters.pubsub import ensure_topic
+from audiary.domain.events import ObjectEvent
+from audiary.domain.jobs import ChunkStatus
+from audiary.local.emulators import ManagedProcess, free_port
+from audiary.local.stack import REPO_ROOT, TRANSCRIBER_APP, TRANSCRIBER_GUNICORN_ARGS
+from audiary.services.ingest import ingest
+from audiary.settings import Settings
+from audiary.transcriber_app import create_app
+from audiary.wiring import Services, services
+from tests.e2e.conftest import poll
+from tests.media import DEMO_SAMPLE, decode, encode
+
+
+def envelope(data: bytes, **attributes: str) -> dict[str, object]:
+    return {
+        "message": {
+            "data": base64.b64encode(data).decode(),
+            "attributes": attributes,
+            "messageId": "1",
+        },
+        "subscription": "projects/p/subscriptions/transcriber",
+    }
+
+
+@pytest.fixture
+def memory_backends(monkeypatch):
+    for port in ("JOB", "BLOB", "PUBLISHER"):
+        monkeypatch.setenv(f"AUDIARY_{port}_BACKEND", "memory")
+
+
+class SlowModel:
+    model_name = "never-used"
+
+    def transcribe(self, samples, *, language=None):
+        raise AssertionError("not called in these tests")
+
+
+@pytest.mark.usefixtures("memory_backends")
+def test_healthz_answers_ready_only_once_the_model_is_loaded():
+    release = threading.Event()
+
+    def load():
+        release.wait(10)
+        return SlowModel()
+
+    client = create_app(load).test_client()
+    loading = client.get("/healthz")
+    assert (loading.status_code, loading.json["status"]) == (503, "loading")
+    release.set()
+    ready = poll(lambda: client.get("/healthz"), lambda r: r.status_code == 200, 10)
+    assert ready.json == {"status": "ok", "model": "never-used"}
+
+
+@pytest.mark.usefixtures("memory_backends")
+def test_model_that_fails_to_load_is_reported():
+
+    def load():
+        raise FileNotFoundError("no model at /nowhere")
+
+    client = create_app(load).test_client()
+    response = poll(lambda: client.get("/healthz"), lambda r: r.json["status"] != "loading", 10)
+    assert response.status_code == 503
+    assert "no model at /nowhere" in response.json["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (None, "not a JSON object"),
+        ({"subscription": "s"}, "no 'message'"),
+        ({"message": {"data": "***"}}, "not valid base64"),
+        ({"message": {"data": 5}}, "not a base64 string"),
+        (envelope(b"not json"), "not a chunk task"),
+        (envelope(json.dumps({"job_id": "j"}).encode()), "not a chunk task"),
+    ],
+)
+@pytest.mark.usefixtures("memory_backends")
+def test_malformed_push_gets_400_with_the_reason(body, needle):
+    client = create_app(SlowModel).test_client()
+    response = client.post("/", data=b"{" if body is None else json.dumps(body),
+                           content_type="application/json")
+    assert response.status_code == 400
+    assert response.json["error"] == "bad_request"
+    assert needle in response.json["message"]
+
+
+@pytest.mark.usefixtures("memory_backends")
+def test_task_for_an_unknown_job_is_acknowledged_not_retried():
+    client = create_app(SlowModel).test_client()
+    task = {"job_id": "gone", "index": 0, "start_sample": 0, "end_sample": 16000,
+            "audio_bucket": "w", "audio_key": "k"}
+    assert client.post("/", json=envelope(json.dumps(task).encode())).status_code == 204
+
+
+@pytest.mark.integration
+def test_sigterm_lets_the_request_in_flight_finish(emulator_env, tmp_path):
+    """Cloud Run sends SIGTERM on scale-in: the chunk being transcribed is still stored."""
+    settings = Settings(chunk_target_s=20.0, chunk_search_s=5.0)
+    real = services(settings)
+    for bucket in (settings.uploads_bucket, settings.work_bucket, settings.transcripts_bucket):
+        real.blobs.ensure_bucket(bucket)
+    ensure_topic(settings.project_id, settings.topic_transcript_ready,
+                 emulator_host=settings.pubsub_emulator_host)
+    held = MemoryPublisher()
+    svc = Services(settings, real.blobs, held, real.jobs)
+    path = encode(decode(DEMO_SAMPLE, seconds=60.0), tmp_path / "drain.flac")
+    info = real.blobs.upload_file(settings.uploads_bucket, "inbox/drain.flac", path)
+    job_id = ingest(svc, ObjectEvent(info.bucket, info.key, info.generation)).job_id
+    first_task = held.messages(settings.topic_transcribe_chunk)[0].data
+
+    port = free_port()
+    server = ManagedProcess(
+        name="transcriber",
+        argv=[str(Path(sys.executable).parent / "gunicorn"),
+              "--chdir", str(REPO_ROOT / "containers/transcriber"),
+              "--bind", f"127.0.0.1:{port}", *TRANSCRIBER_GUNICORN_ARGS, TRANSCRIBER_APP],
+        log_path=tmp_path / "transcriber.log",
+        ready_url=f"http://127.0.0.1:{port}/healthz",
+        env={**emulator_env.env, "AUDIARY_STATE_DIR": str(tmp_path)},
+    )
+    with server.start(), ThreadPoolExecutor(1) as pool:
+        server.wait_ready(120)
+        pending = pool.submit(httpx.post, f"http://127.0.0.1:{port}/",
+                              json=envelope(first_task), timeout=300)
+        poll(lambda: real.jobs.get_chunks(job_id)[0].attempts, lambda n: n >= 1, 60)
+        os.kill(server.pid, signal.SIGTERM)  # to the server process only, as Cloud Run does
+        response = pending.result(timeout=300)
+        exit_code = server._proc.wait(timeout=60)  # noqa: SLF001 - the exit code is the point
+
+    assert response.status_code == 204
+    chunk = real.jobs.get_chunks(job_id)[0]
+    assert chunk.status is ChunkStatus.DONE
+    assert chunk.text
+    assert exit_code == 0
+    assert "Shutting down" in (tmp_path / "transcriber.log").read_text()
