@@ -142,7 +142,7 @@ def test_sigterm_lets_the_request_in_flight_finish(emulator_env, tmp_path):
         poll(lambda: real.jobs.get_chunks(job_id)[0].attempts, lambda n: n >= 1, 60)
         os.kill(server.pid, signal.SIGTERM)  # to the server process only, as Cloud Run does
         response = pending.result(timeout=300)
-        exit_code = server._proc.wait(timeout=60)  # noqa: SLF001 - the exit code is the point
+        exit_code = server._proc.wait(timeout=60)  # the exit code is the point
 
     assert response.status_code == 204
     chunk = real.jobs.get_chunks(job_id)[0]
