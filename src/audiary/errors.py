@@ -33,3 +33,26 @@ class RejectedInputError(AudiaryError):
 
 class StateError(AudiaryError):
     """A job state transition that the state machine does not allow."""
+
+
+class ProviderError(AudiaryError):
+    """An LLM provider failed after its own retries.
+
+    `retryable` says whether another try later could succeed (rate limit, overload, timeout)
+    as opposed to a request that is wrong (bad key, bad model, refused content).
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+        self.retryable = retryable
+        self.status = status
+        self.retry_after_s = retry_after_s

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -166,3 +167,30 @@ class Transcriber(ABC):
     @abstractmethod
     def transcribe(self, samples: np.ndarray, *, language: str | None = None) -> list[Segment]:
         """Segments with times relative to the first sample."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A model's answer: JSON text (not yet validated) and what it cost in tokens."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    model: str
+
+
+class LlmClient(ABC):
+    """A chat model that answers with JSON for a given schema (OpenAI, Anthropic, compatible).
+
+    Transport retries (429 with Retry-After, 5xx, 529, timeouts) happen inside, with the SDK's
+    exponential backoff and jitter; what still fails raises `ProviderError`.
+    """
+
+    provider: str
+    model: str
+
+    @abstractmethod
+    def complete_json(
+        self, *, system: str, user: str, schema_name: str, schema: dict[str, Any]
+    ) -> Completion:
+        """Ask for one JSON object following `schema`."""

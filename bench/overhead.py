@@ -1,0 +1,104 @@
+"""`overhead`: drop → TRANSCRIBED on the native stack ÷ raw faster-whisper on the same file.
+
+Both sides use the same model, device, compute type, threads and beam size, measured in the
+same run. The stack is started first and its model loaded (its `/healthz` is green) so that the
+ratio is about the pipeline — upload, notification, ingest, fan-out, range reads, fan-in,
+transcript — not about process start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from audiary.cli import upload
+from audiary.domain.jobs import JobStatus
+from audiary.evaluation.longform import build_longform, write_wav
+from audiary.local.emulators import free_port
+from audiary.local.stack import NativeStack
+from audiary.settings import Settings
+from audiary.wiring import services
+from bench.results import write_result
+
+TARGET = 1.10
+
+
+def raw_seconds(settings: Settings, path: Path) -> tuple[float, int]:
+    """Plain `WhisperModel.transcribe` on the file, as its README shows; model load excluded."""
+    from faster_whisper import WhisperModel
+
+    from audiary.adapters.whisper import resolve_compute_type, resolve_device
+
+    device = resolve_device(settings.device)
+    model = WhisperModel(
+        settings.resolved_model_path(),
+        device=device,
+        compute_type=resolve_compute_type(settings.compute_type, device),
+        cpu_threads=settings.cpu_threads,
+    )
+    start = time.perf_counter()
+    segments, _ = model.transcribe(str(path), beam_size=settings.beam_size)
+    count = len(list(segments))
+    return time.perf_counter() - start, count
+
+
+def pipeline_seconds(settings: Settings, path: Path) -> tuple[float, dict[str, float], int]:
+    with NativeStack(settings) as stack:
+        svc = services(settings.model_copy(update={
+            "pubsub_emulator_host": stack.env["PUBSUB_EMULATOR_HOST"],
+            "firestore_emulator_host": stack.env["FIRESTORE_EMULATOR_HOST"],
+            "storage_emulator_host": stack.env["STORAGE_EMULATOR_HOST"],
+        }))
+        start = time.perf_counter()
+        job_id, _ = upload(svc, path)
+        while True:
+            job = svc.jobs.get_job(job_id)
+            if job is not None and job.status in {JobStatus.TRANSCRIBED, JobStatus.FAILED,
+                                                  JobStatus.REJECTED}:
+                break
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - start
+        if job.status is not JobStatus.TRANSCRIBED:
+            raise RuntimeError(f"benchmark job ended {job.status}: {job.error}")
+        return elapsed, job.stage_seconds(), job.chunks_total
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--minutes", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="audiary-bench-") as tmp:
+        longform = build_longform(args.minutes * 60, seed=3)
+        path = write_wav(Path(tmp) / "overhead.wav", longform.samples)
+        settings = Settings(
+            state_dir=Path(tmp) / "stack",
+            project_id="audiary-bench",
+            pubsub_port=free_port(), firestore_port=free_port(), gcs_port=free_port(),
+            ingest_port=free_port(), transcriber_port=free_port(),
+        )
+        raw, raw_segments = raw_seconds(settings, path)
+        wall, stages, chunks = pipeline_seconds(settings, path)
+    write_result(
+        "overhead",
+        value=wall / raw,
+        unit="x raw",
+        target=f"<= {TARGET}",
+        details={
+            "audio_s": round(longform.samples.size / 16000, 1),
+            "pipeline_wall_s": round(wall, 2),
+            "raw_faster_whisper_s": round(raw, 2),
+            "raw_segments": raw_segments,
+            "chunks": chunks,
+            "chunk_target_s": settings.chunk_target_s,
+            "stage_s": {k: round(v, 2) for k, v in stages.items()},
+            "model": Path(settings.resolved_model_path()).name,
+            "beam_size": settings.beam_size,
+            "cpu_threads": settings.cpu_threads,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
