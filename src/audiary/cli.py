@@ -23,6 +23,7 @@ from rich.table import Table
 from audiary.domain.jobs import TERMINAL, Job, JobStatus, job_id_for
 from audiary.domain.transcript import Transcript, TranscriptFormat, render
 from audiary.errors import AudiaryError, NotFoundError
+from audiary.notes.render import to_markdown
 from audiary.ports import BlobInfo
 from audiary.services.transcription import transcript_key
 from audiary.settings import load_settings
@@ -33,7 +34,7 @@ AUDIO_SUFFIXES = frozenset({
     ".mkv", ".wma", ".aiff", ".aif",
 })
 # A job has left the pipeline once it reaches one of these.
-FINISHED = TERMINAL | {JobStatus.TRANSCRIBED}
+FINISHED = TERMINAL
 
 console = Console(stderr=True)
 
@@ -61,7 +62,12 @@ def upload(svc: Services, path: Path) -> tuple[str, BlobInfo]:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     key = f"{svc.settings.inbox_prefix}{stamp}-{path.name}"
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    info = svc.blobs.upload_file(svc.settings.uploads_bucket, key, path, content_type=content_type)
+    # The file's modification time is the best guess of when it was recorded: the note's date.
+    recorded = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat()
+    info = svc.blobs.upload_file(
+        svc.settings.uploads_bucket, key, path, content_type=content_type,
+        metadata={"recorded-at": recorded},
+    )
     return job_id_for(info.bucket, info.key, info.generation), info
 
 
@@ -252,7 +258,7 @@ def stack_down() -> None:
               show_default=True)
 @click.option("--timeout", default=900.0, show_default=True)
 def demo(sample: Path, timeout: float) -> None:
-    """Start the local stack, drop a sample, print its transcript, stop the stack."""
+    """Start the local stack, drop a sample, print its transcript and note, stop the stack."""
     from audiary.local.stack import NativeStack
 
     settings = load_settings()
@@ -265,17 +271,40 @@ def demo(sample: Path, timeout: float) -> None:
                       f"{settings.inbox_prefix}")
         job_id, _ = upload(svc, sample)
         job = wait_for(svc, [job_id], timeout)[job_id]
-        if job is None or job.status is not JobStatus.TRANSCRIBED:
-            raise click.ClickException(f"job {job_id} did not finish: {job and job.status}")
+        if job is None or job.status is not JobStatus.DONE:
+            why = job.error.message if job and job.error else "timed out"
+            raise click.ClickException(f"job {job_id} did not finish ({why})")
         raw = svc.blobs.get(settings.transcripts_bucket, transcript_key(job_id))
         result = Transcript.model_validate_json(raw)
         console.rule(f"transcript of {sample.name} ({job.chunks_total} chunks)")
         click.echo(render(result, "txt"))
+        record = svc.notes.get_note(job_id)
+        if record is not None:
+            console.rule("diary note")
+            click.echo(to_markdown(record))
         timings = ", ".join(f"{k} {v:.1f} s" for k, v in job.stage_seconds().items())
         console.print(f"job {job_id}: {timings}")
     finally:
         with console.status("stopping the local stack"):
             running.down()
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md",
+              show_default=True)
+def notes(job_id: str, fmt: str) -> None:
+    """Print a job's diary note."""
+    svc = _svc()
+    job = _job(svc, job_id)
+    record = svc.notes.get_note(job_id)
+    if record is None:
+        why = f"{job.status}: {job.error.message}" if job.error else f"status {job.status}"
+        raise click.ClickException(f"job {job_id} has no diary note yet ({why})")
+    if fmt == "json":
+        click.echo(record.model_dump_json(indent=2))
+    else:
+        click.echo(to_markdown(record), nl=False)
 
 
 def main() -> None:

@@ -32,6 +32,20 @@ class TranscriptReady(BaseModel):
     transcript_key: str
 
 
+class JobFinished(BaseModel):
+    """Published on `job-finished` when a job reaches DONE."""
+
+    job_id: str
+    status: str
+
+
+def parse_transcript_ready(data: bytes) -> TranscriptReady:
+    try:
+        return TranscriptReady.model_validate(json.loads(data))
+    except (ValueError, ValidationError) as exc:
+        raise BadEventError(f"message is not a transcript-ready event: {exc}") from exc
+
+
 def encode(message: BaseModel) -> bytes:
     return message.model_dump_json().encode()
 

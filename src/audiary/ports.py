@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from audiary.domain.jobs import Chunk, FanIn, Job, JobError, JobStatus
+from audiary.domain.notes import NoteRecord
 from audiary.domain.transcript import Segment
 
 
@@ -157,6 +158,26 @@ class JobStore(ABC):
     @abstractmethod
     def list_jobs(self, limit: int = 50) -> list[Job]:
         """Most recently received jobs first."""
+
+
+class NoteStore(ABC):
+    """Diary notes by job, and the LLM result cache by content key (Firestore, memory)."""
+
+    @abstractmethod
+    def get_note(self, job_id: str) -> NoteRecord | None:
+        """The job's note, or None."""
+
+    @abstractmethod
+    def put_note(self, record: NoteRecord) -> None:
+        """Write (or replace) the job's note."""
+
+    @abstractmethod
+    def get_cached(self, cache_key: str) -> NoteRecord | None:
+        """A note already paid for with this content key, or None."""
+
+    @abstractmethod
+    def put_cached(self, record: NoteRecord) -> None:
+        """Remember a note under its `cache_key`."""
 
 
 class Transcriber(ABC):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from audiary import names
@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     topic_job_finished: str = names.TOPIC_JOB_FINISHED
 
     jobs_collection: str = names.COLLECTION_JOBS
+    notes_collection: str = names.COLLECTION_NOTES
+    llm_cache_collection: str = names.COLLECTION_LLM_CACHE
 
     # What ingest accepts.
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
@@ -91,6 +93,43 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=8, ge=1)
     language: str | None = None
 
+    # Diary notes: providers are tried in this order; one without its key (or base URL) is
+    # skipped, so with no key at all the offline extractive writer does the work.
+    llm_providers: str = "openai,anthropic,openai-compatible,extractive"
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AUDIARY_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    openai_model: str = "gpt-4o-mini"
+    openai_base_url: str | None = None
+    anthropic_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AUDIARY_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+    )
+    anthropic_model: str = "claude-haiku-4-5"
+    anthropic_base_url: str | None = None
+    compatible_base_url: str | None = Field(
+        default=None, description="An OpenAI-compatible server (vLLM, Ollama, LM Studio)."
+    )
+    compatible_api_key: SecretStr | None = None
+    compatible_model: str = "llama3.1"
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    llm_max_retries: int = Field(default=3, ge=0)
+    breaker_failures: int = Field(default=3, ge=1, description="Consecutive failures to open.")
+    breaker_cooldown_s: float = Field(default=60.0, gt=0)
+    llm_token_budget: int = Field(
+        default=12_000, gt=0, description="Above this many transcript tokens: map-reduce."
+    )
+    llm_group_tokens: int = Field(default=6_000, gt=0)
+    llm_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "gpt-4o-mini": (0.15, 0.60),
+            "gpt-4o": (2.50, 10.00),
+            "claude-haiku-4-5": (1.00, 5.00),
+            "claude-sonnet-4-5": (3.00, 15.00),
+        },
+        description="USD per million (input, output) tokens, by model name.",
+    )
+
     # Native local stack.
     state_dir: Path = Path(".audiary")
     host: str = "127.0.0.1"
@@ -99,13 +138,23 @@ class Settings(BaseSettings):
     gcs_port: int = 9023
     ingest_port: int = 8091
     transcriber_port: int = 8092
+    summarize_port: int = 8093
     watch_interval_s: float = Field(default=0.5, gt=0)
 
     @model_validator(mode="after")
     def _check_backends(self) -> Settings:
         if self.blob_backend == "s3" and not self.s3_endpoint_url:
             raise ValueError("AUDIARY_BLOB_BACKEND=s3 needs AUDIARY_S3_ENDPOINT_URL")
+        known = {"openai", "anthropic", "openai-compatible", "extractive"}
+        if unknown := [p for p in self.provider_order if p not in known]:
+            raise ValueError(
+                f"AUDIARY_LLM_PROVIDERS names unknown providers {unknown}; use {sorted(known)}"
+            )
         return self
+
+    @property
+    def provider_order(self) -> list[str]:
+        return [p.strip() for p in self.llm_providers.split(",") if p.strip()]
 
     def resolved_model_path(self) -> str:
         """The model location, defaulting to the packaged Whisper tiny.en."""

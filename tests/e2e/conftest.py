@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import pytest
+from pydantic import SecretStr
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from audiary.domain.jobs import Job, JobStatus
@@ -13,13 +15,35 @@ from audiary.local.emulators import free_port
 from audiary.local.stack import NativeStack
 from audiary.settings import Settings
 from audiary.wiring import Services, services
+from tests.fakes.llm_server import FakeLlmServer, answer_with
 
 CHUNK_TARGET_S = 20.0
 T = TypeVar("T")
 
 
+def model_reading_the_transcript(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The fake model's answer: a valid note built from the first transcript line it was sent,
+    so a test can tell that the note came from this job's transcript."""
+    prompt = body["messages"][-1]["content"]
+    first = re.search(r"\[([\d.]+)-([\d.]+)\] (.+)", prompt)
+    assert first is not None, prompt
+    start, end, text = float(first[1]), float(first[2]), first[3]
+    return {
+        "schema_version": "1", "title": "A day", "date": None, "summary": text,
+        "mood": None, "people": [], "places": [], "action_items": [], "tags": ["e2e"],
+        "highlights": [{"text": text, "source": {"start": start, "end": end}}],
+    }
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeStack]:
+def llm_server() -> Iterator[FakeLlmServer]:
+    with FakeLlmServer(default=answer_with(model_reading_the_transcript)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory,
+          llm_server: FakeLlmServer) -> Iterator[NativeStack]:
     settings = Settings(
         state_dir=tmp_path_factory.mktemp("stack"),
         pubsub_port=free_port(),
@@ -29,7 +53,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeStack]:
         transcriber_port=free_port(),
         chunk_target_s=CHUNK_TARGET_S,
         chunk_search_s=5.0,
+        summarize_port=free_port(),
         project_id="audiary-e2e",
+        # Notes come from the real OpenAI SDK talking to the local fake server.
+        llm_providers="openai,extractive",
+        openai_api_key=SecretStr("sk-e2e"),
+        openai_base_url=llm_server.openai_base_url,
+        llm_max_retries=0,
     )
     with NativeStack(settings) as running:
         yield running

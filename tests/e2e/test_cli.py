@@ -35,7 +35,7 @@ def test_drop_wait_status_and_every_transcript_format(run, tmp_path):
     assert len(job_id) == 24
 
     status = run("status", job_id)
-    assert "TRANSCRIBED" in status.output
+    assert "DONE" in status.output
     assert "TRANSCRIBING" in status.output  # a stage timing row
 
     as_json = json.loads(run("transcript", job_id, "--format", "json").output)
@@ -48,13 +48,21 @@ def test_drop_wait_status_and_every_transcript_format(run, tmp_path):
     assert srt.count(" --> ") == vtt.count(" --> ") == len(segments)
     assert vtt.startswith("WEBVTT")
 
+    note = json.loads(run("notes", job_id, "--format", "json").output)
+    assert (note["provider"], note["model"], note["extractive"]) == ("openai", "gpt-4o-mini", False)
+    assert note["input_tokens"] > 0
+    assert note["note"]["summary"] == segments[0]["text"].strip()
+    markdown = run("notes", job_id).output
+    assert markdown.startswith("# A day")
+    assert "Written by openai gpt-4o-mini" in markdown
+
 
 def test_unknown_job_and_bad_file_give_clear_errors(run, tmp_path):
     missing = run("status", "0" * 24)
     assert missing.exit_code == 1
     assert "no job 000000000000000000000000" in missing.output
 
-    path, code = bad_inputs(tmp_path)["text renamed .wav"]
+    path, _ = bad_inputs(tmp_path)["text renamed .wav"]
     dropped = run("drop", str(path), "--wait", "--timeout", "60")
     assert dropped.exit_code == 1
     assert "REJECTED" in dropped.output
@@ -78,6 +86,6 @@ def test_hot_folder_uploads_audio_files_that_appear(svc, tmp_path):
     assert not watcher.is_alive()
     assert len(job_ids) == 2
     for job_id in job_ids:
-        assert wait_for_status(svc, job_id, {JobStatus.TRANSCRIBED}).status is JobStatus.TRANSCRIBED
+        assert wait_for_status(svc, job_id, {JobStatus.DONE}).status is JobStatus.DONE
     names = sorted(svc.jobs.get_job(j).source.name.rsplit("-", 1)[-1] for j in job_ids)
     assert names == ["one.flac", "two.opus"]

@@ -13,7 +13,7 @@ from audiary.adapters.pubsub import ensure_pull_subscription, ensure_topic, pull
 from audiary.adapters.whisper import WhisperTranscriber
 from audiary.cli import upload
 from audiary.domain.events import ObjectEvent, notification_message
-from audiary.domain.jobs import ChunkStatus, JobStatus
+from audiary.domain.jobs import TERMINAL, ChunkStatus, JobStatus
 from audiary.domain.transcript import Transcript
 from audiary.evaluation.longform import build_longform, write_wav
 from audiary.evaluation.wer import wer
@@ -25,7 +25,7 @@ from tests.media import DEMO_SAMPLE, bad_inputs, decode, encode
 
 pytestmark = pytest.mark.e2e
 
-FINISHED = {JobStatus.TRANSCRIBED, JobStatus.FAILED, JobStatus.REJECTED}
+FINISHED = TERMINAL
 
 
 def transcript_of(svc, job_id: str) -> Transcript:
@@ -38,7 +38,7 @@ def test_long_form_speech_is_no_worse_than_raw_faster_whisper(svc, tmp_path):
     path = write_wav(tmp_path / "longform.wav", longform.samples)
     job_id, _ = upload(svc, path)
     job = wait_for_status(svc, job_id, FINISHED, timeout_s=600)
-    assert job.status is JobStatus.TRANSCRIBED, job.error
+    assert job.status is JobStatus.DONE, job.error
     assert job.chunks_total >= longform.samples.size / 16000 / (CHUNK_TARGET_S + 5)
     assert job.chunks_done == job.chunks_total
 
@@ -47,6 +47,13 @@ def test_long_form_speech_is_no_worse_than_raw_faster_whisper(svc, tmp_path):
     assert starts == sorted(starts)
     assert transcript.segments[-1].end <= job.duration_s + 0.5
     assert job.text == transcript.text
+    record = svc.notes.get_note(job_id)
+    assert record.provider == "openai"
+    # The prompt gives times to 0.1 s.
+    assert record.note.highlights[0].source.start == pytest.approx(
+        transcript.segments[0].start, abs=0.05)
+    assert job.cost_usd == pytest.approx(record.cost_usd)
+    assert job.cost_per_audio_hour_usd == pytest.approx(record.cost_usd / (job.duration_s / 3600))
 
     raw = WhisperTranscriber.from_settings(svc.settings)
     sequential = " ".join(s.text for s in raw.transcribe_sequential(longform.samples))
@@ -60,7 +67,7 @@ def test_same_notification_twice_gives_one_job_and_one_transcript(svc, tmp_path)
     path = encode(decode(DEMO_SAMPLE, seconds=25.0), tmp_path / "twice.m4a")
     job_id, info = upload(svc, path)
     first = wait_for_status(svc, job_id, FINISHED)
-    assert first.status is JobStatus.TRANSCRIBED
+    assert first.status is JobStatus.DONE
     transcript_before = svc.blobs.stat(svc.settings.transcripts_bucket, transcript_key(job_id))
 
     # Redeliver the very notification GCS (here: the watcher) sent, twice, through Pub/Sub.
@@ -139,7 +146,7 @@ def test_chunks_delivered_twice_and_out_of_order_count_once(stack, svc, tmp_path
     assert statuses == [204] * len(deliveries)
 
     job = svc.jobs.get_job(job_id)
-    assert job.status is JobStatus.TRANSCRIBED
+    assert job.status in {JobStatus.TRANSCRIBED, JobStatus.SUMMARIZING, JobStatus.DONE}
     assert job.chunks_done == job.chunks_total == len(tasks)
     chunks = svc.jobs.get_chunks(job_id)
     assert all(c.status is ChunkStatus.DONE for c in chunks)
@@ -163,4 +170,4 @@ def test_bad_files_are_rejected_and_kept_and_the_stack_keeps_working(svc, tmp_pa
 
     good = encode(decode(DEMO_SAMPLE, seconds=8.0), tmp_path / "after.mp3")
     good_id, _ = upload(svc, good)
-    assert wait_for_status(svc, good_id, FINISHED).status is JobStatus.TRANSCRIBED
+    assert wait_for_status(svc, good_id, FINISHED).status is JobStatus.DONE

@@ -19,7 +19,12 @@ from typing import Protocol
 
 import pytest
 
-from audiary.adapters.memory import MemoryBlobStore, MemoryJobStore, MemoryPublisher
+from audiary.adapters.memory import (
+    MemoryBlobStore,
+    MemoryJobStore,
+    MemoryNoteStore,
+    MemoryPublisher,
+)
 from audiary.domain.jobs import (
     TERMINAL,
     Chunk,
@@ -31,8 +36,9 @@ from audiary.domain.jobs import (
     SourceObject,
     utcnow,
 )
+from audiary.domain.notes import ActionItem, DiaryNote, NoteRecord, Statement, TimeRange
 from audiary.errors import NotFoundError, StateError
-from audiary.ports import BlobStore, JobStore, Publisher
+from audiary.ports import BlobStore, JobStore, NoteStore, Publisher
 from audiary.settings import Settings
 
 from .conftest import PROJECT, LocalServers
@@ -632,3 +638,56 @@ def test_firestore_document_layout(emulator_env: LocalServers) -> None:
     assert type(doc["status"]) is str
     assert isinstance(doc["timestamps"]["RECEIVED"], datetime)
     assert sorted(chunk_ids) == [f"{i:05d}" for i in range(8)]
+
+
+# NoteStore ------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", pytest.param("firestore", marks=real)])
+def notes(request: pytest.FixtureRequest) -> NoteStore:
+    if request.param == "memory":
+        return MemoryNoteStore()
+    request.getfixturevalue("emulator_env")
+    from audiary.adapters.firestore import FirestoreNoteStore
+
+    return FirestoreNoteStore.from_settings(
+        Settings(notes_collection=unique("notes"), llm_cache_collection=unique("cache"))
+    )
+
+
+def note_record(job_id: str, cache_key: str, title: str = "A day") -> NoteRecord:
+    note = DiaryNote(
+        schema_version="1", title=title, date="2026-11-03", summary="It went well.",
+        mood="calm", highlights=[Statement(text="It went well.",
+                                           source=TimeRange(start=1.5, end=3.0))],
+        people=["Sarah"], places=["Boston"],
+        action_items=[ActionItem(text="Order the seeds", due="2026-11-07", source=None)],
+        tags=["garden"],
+    )
+    return NoteRecord(
+        job_id=job_id, note=note, extractive=False, provider="openai", model="gpt-4o-mini",
+        prompt_version="p1", input_tokens=1200, output_tokens=300, cost_usd=0.00036,
+        cache_key=cache_key, calls=1, created_at=datetime(2026, 11, 3, 8, 0, tzinfo=UTC),
+    )
+
+
+def test_notes_round_trip_and_replace(notes: NoteStore) -> None:
+    job_id = unique("job")
+    assert notes.get_note(job_id) is None
+    record = note_record(job_id, "k1")
+    notes.put_note(record)
+    assert notes.get_note(job_id) == record
+    notes.put_note(note_record(job_id, "k1", title="Another day"))
+    stored = notes.get_note(job_id)
+    assert stored is not None
+    assert stored.note.title == "Another day"
+
+
+def test_cache_is_keyed_by_content_key(notes: NoteStore) -> None:
+    key = unique("key")
+    assert notes.get_cached(key) is None
+    record = note_record("job-a", key)
+    notes.put_cached(record)
+    assert notes.get_cached(key) == record
+    assert notes.get_cached(unique("other")) is None
+    assert notes.get_note("job-a") is None  # the cache is not the notes collection

@@ -119,7 +119,7 @@ def test_sigterm_lets_the_request_in_flight_finish(emulator_env, tmp_path):
     ensure_topic(settings.project_id, settings.topic_transcript_ready,
                  emulator_host=settings.pubsub_emulator_host)
     held = MemoryPublisher()
-    svc = Services(settings, real.blobs, held, real.jobs)
+    svc = Services(settings, real.blobs, held, real.jobs, real.notes)
     path = encode(decode(DEMO_SAMPLE, seconds=60.0), tmp_path / "drain.flac")
     info = real.blobs.upload_file(settings.uploads_bucket, "inbox/drain.flac", path)
     job_id = ingest(svc, ObjectEvent(info.bucket, info.key, info.generation)).job_id

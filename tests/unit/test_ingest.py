@@ -5,7 +5,12 @@ import wave
 
 import pytest
 
-from audiary.adapters.memory import MemoryBlobStore, MemoryJobStore, MemoryPublisher
+from audiary.adapters.memory import (
+    MemoryBlobStore,
+    MemoryJobStore,
+    MemoryNoteStore,
+    MemoryPublisher,
+)
 from audiary.domain.events import ObjectEvent
 from audiary.domain.jobs import JobStatus
 from audiary.services.ingest import canonical_key, ingest
@@ -20,7 +25,9 @@ def svc():
         blob_backend="memory", job_backend="memory", publisher_backend="memory",
         chunk_target_s=4.0, chunk_search_s=1.0,
     )
-    s = Services(settings, MemoryBlobStore(), MemoryPublisher(), MemoryJobStore())
+    s = Services(
+        settings, MemoryBlobStore(), MemoryPublisher(), MemoryJobStore(), MemoryNoteStore()
+    )
     for bucket in (settings.uploads_bucket, settings.work_bucket, settings.transcripts_bucket):
         s.blobs.ensure_bucket(bucket)
     return s
@@ -114,12 +121,12 @@ def test_bad_input_is_rejected_with_a_reason_and_kept(svc, tmp_path, case):
 
 def test_size_and_duration_caps(svc, tmp_path, speech):
     small = svc.settings.model_copy(update={"max_upload_bytes": 1000})
-    capped = Services(small, svc.blobs, svc.publisher, svc.jobs)
+    capped = Services(small, svc.blobs, svc.publisher, svc.jobs, svc.notes)
     outcome = ingest(capped, drop(svc, encode(speech, tmp_path / "a.flac")))
     assert svc.jobs.get_job(outcome.job_id).error.code == "too_large"
 
     short = svc.settings.model_copy(update={"max_duration_s": 5.0})
-    capped = Services(short, svc.blobs, svc.publisher, svc.jobs)
+    capped = Services(short, svc.blobs, svc.publisher, svc.jobs, svc.notes)
     outcome = ingest(capped, drop(svc, encode(speech, tmp_path / "b.mp3")))
     job = svc.jobs.get_job(outcome.job_id)
     assert job.error.code == "too_long"

@@ -32,8 +32,9 @@ from audiary.domain.jobs import (
     JobStatus,
     can_advance,
 )
+from audiary.domain.notes import NoteRecord
 from audiary.errors import NotFoundError
-from audiary.ports import JobStore
+from audiary.ports import JobStore, NoteStore
 from audiary.settings import Settings
 
 # The client retries a transaction that aborts on contention. Chunks of one job finishing at
@@ -41,6 +42,21 @@ from audiary.settings import Settings
 TRANSACTION_ATTEMPTS = 25
 
 Snapshot = DocumentSnapshot[DocumentReference]
+
+
+def firestore_client(project: str, database: str, emulator_host: str | None) -> firestore.Client:
+    if not emulator_host:
+        return firestore.Client(project=project, database=database)
+    client = firestore.Client(
+        project=project,
+        database=database,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+    )
+    # The client only reads FIRESTORE_EMULATOR_HOST at construction; setting its emulator host
+    # directly gives the same plain-gRPC channel and "owner" token without changing the
+    # process environment.
+    client._emulator_host = emulator_host
+    return client
 
 
 def chunk_doc_id(index: int) -> str:
@@ -63,18 +79,7 @@ class FirestoreJobStore(JobStore):
         chunks_collection: str = names.COLLECTION_CHUNKS,
         emulator_host: str | None = None,
     ) -> None:
-        if emulator_host:
-            self._client = firestore.Client(
-                project=project,
-                database=database,
-                credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-            )
-            # The client only reads FIRESTORE_EMULATOR_HOST at construction; setting its
-            # emulator host directly gives the same plain-gRPC channel and "owner" token
-            # without changing the process environment.
-            self._client._emulator_host = emulator_host
-        else:
-            self._client = firestore.Client(project=project, database=database)
+        self._client = firestore_client(project, database, emulator_host)
         self._jobs = self._client.collection(jobs_collection)
         self._chunks_collection = chunks_collection
 
@@ -245,3 +250,46 @@ class FirestoreJobStore(JobStore):
             f"timestamps.{JobStatus.RECEIVED.value}", direction=firestore.Query.DESCENDING
         ).limit(limit)
         return [Job.from_doc(_data(doc)) for doc in query.stream()]
+
+
+class FirestoreNoteStore(NoteStore):
+    """Notes in `<notes>/{job_id}`, the LLM cache in `<llm-cache>/{cache_key}`."""
+
+    def __init__(
+        self,
+        project: str,
+        *,
+        database: str = "(default)",
+        notes_collection: str = names.COLLECTION_NOTES,
+        cache_collection: str = names.COLLECTION_LLM_CACHE,
+        emulator_host: str | None = None,
+    ) -> None:
+        client = firestore_client(project, database, emulator_host)
+        self._notes = client.collection(notes_collection)
+        self._cache = client.collection(cache_collection)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls(
+            settings.project_id,
+            database=settings.firestore_database,
+            notes_collection=settings.notes_collection,
+            cache_collection=settings.llm_cache_collection,
+            emulator_host=settings.firestore_emulator_host,
+        )
+
+    @staticmethod
+    def _record(snapshot: Snapshot) -> NoteRecord | None:
+        return NoteRecord.model_validate(snapshot.to_dict()) if snapshot.exists else None
+
+    def get_note(self, job_id: str) -> NoteRecord | None:
+        return self._record(self._notes.document(job_id).get())
+
+    def put_note(self, record: NoteRecord) -> None:
+        self._notes.document(record.job_id).set(record.model_dump(mode="python"))
+
+    def get_cached(self, cache_key: str) -> NoteRecord | None:
+        return self._record(self._cache.document(cache_key).get())
+
+    def put_cached(self, record: NoteRecord) -> None:
+        self._cache.document(record.cache_key).set(record.model_dump(mode="python"))

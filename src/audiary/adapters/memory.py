@@ -25,8 +25,9 @@ from audiary.domain.jobs import (
     can_advance,
     utcnow,
 )
+from audiary.domain.notes import NoteRecord
 from audiary.errors import NotFoundError, StateError
-from audiary.ports import BlobInfo, BlobStore, JobStore, Publisher
+from audiary.ports import BlobInfo, BlobStore, JobStore, NoteStore, Publisher
 from audiary.settings import Settings
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -382,3 +383,34 @@ def plain(value: Any) -> Any:
     if isinstance(value, JobStatus | ChunkStatus):
         return value.value
     return value
+
+
+class MemoryNoteStore(NoteStore):
+    """Notes and the LLM cache in dictionaries (copies in and out, like a real store)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._notes: dict[str, str] = {}
+        self._cache: dict[str, str] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls()
+
+    def get_note(self, job_id: str) -> NoteRecord | None:
+        with self._lock:
+            raw = self._notes.get(job_id)
+        return NoteRecord.model_validate_json(raw) if raw else None
+
+    def put_note(self, record: NoteRecord) -> None:
+        with self._lock:
+            self._notes[record.job_id] = record.model_dump_json()
+
+    def get_cached(self, cache_key: str) -> NoteRecord | None:
+        with self._lock:
+            raw = self._cache.get(cache_key)
+        return NoteRecord.model_validate_json(raw) if raw else None
+
+    def put_cached(self, record: NoteRecord) -> None:
+        with self._lock:
+            self._cache[record.cache_key] = record.model_dump_json()

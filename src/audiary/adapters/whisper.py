@@ -19,9 +19,9 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -32,11 +32,14 @@ from audiary.settings import Settings
 __all__ = [
     "SAMPLE_RATE",
     "Piece",
-    "Window",
     "WhisperTranscriber",
+    "Window",
     "plan_windows",
     "render_windows",
+    "resolve_compute_type",
     "resolve_device",
+    "split_at_pieces",
+    "unread_pieces",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,12 +109,18 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _speech_regions(
-    db: np.ndarray, *, min_pause_s: float, margin_db: float, min_peak_db: float
+    db: np.ndarray,
+    raw_db: np.ndarray,
+    *,
+    min_pause_s: float,
+    margin_db: float,
+    min_peak_db: float,
 ) -> list[tuple[int, int]]:
     """Frame ranges of speech, separated by pauses of at least `min_pause_s`.
 
-    A frame is quiet when it is within `margin_db` of the local noise floor (the lowest level
-    within 3 s). Regions whose loudest frame is not `min_peak_db` above the floor are noise.
+    A frame is quiet when its smoothed level `db` is within `margin_db` of the local noise
+    floor. A region whose loudest raw frame is not `min_peak_db` above the floor is noise.
+    Both are kept small on purpose: a missed pause only costs speed, a false one words.
     """
     floor = _noise_floor(db, int(3.0 / _FRAME_S))
     quiet = db < floor + margin_db
@@ -120,7 +129,7 @@ def _speech_regions(
     regions = []
     position = 0
     for a, b in [*pauses, (len(db), len(db))]:
-        if a > position and np.max(db[position:a] - floor[position:a]) >= min_peak_db:
+        if a > position and np.max(raw_db[position:a] - floor[position:a]) >= min_peak_db:
             regions.append((position, a))
         position = b
     return regions
@@ -146,24 +155,26 @@ def plan_windows(
     max_window_s: float = 30.0,
     min_pause_s: float = 0.3,
     pad_s: float = 0.2,
-    margin_db: float = 6.0,
-    min_peak_db: float = 10.0,
+    margin_db: float = 4.0,
+    min_peak_db: float = 6.0,
     target_db: float = -20.0,
+    tolerance_db: float = 10.0,
     max_gain_db: float = 40.0,
     normalize: bool = True,
 ) -> list[Window]:
     """Split samples at pauses into speech pieces and pack them into windows.
 
     Each piece keeps `pad_s` of the pause on either side, so no word is cut; pauses longer than
-    that are left out. With `normalize`, each piece is scaled so that its loud frames sit at
-    `target_db` dBFS (gain limited to +/- `max_gain_db`).
+    that are left out. With `normalize`, a piece whose loud frames are more than
+    `tolerance_db` away from `target_db` dBFS is scaled to the edge of that band, so quiet
+    talkers are brought up while normal speech keeps its natural level.
     """
     if len(samples) == 0:
         return []
     db = _frame_db(samples, smooth_frames=5)
     raw_db = _frame_db(samples)
     regions = _speech_regions(
-        db, min_pause_s=min_pause_s, margin_db=margin_db, min_peak_db=min_peak_db
+        db, raw_db, min_pause_s=min_pause_s, margin_db=margin_db, min_peak_db=min_peak_db
     )
     pad = round(pad_s / _FRAME_S)
     max_frames = int((max_window_s - 2 * pad_s) / _FRAME_S)
@@ -177,27 +188,47 @@ def plan_windows(
             hi = min(part_b + pad, (part_b + next_start) // 2) if part_b == b else part_b
             gain = 1.0
             if normalize:
-                level = float(np.percentile(raw_db[part_a:part_b], 95))
-                gain_db = float(np.clip(target_db - level, -max_gain_db, max_gain_db))
-                gain = 10.0 ** (gain_db / 20.0)
-            pieces.append(
-                Piece(lo * _FRAME, min(hi * _FRAME, len(samples)), gain)
-            )
+                off = target_db - float(np.percentile(raw_db[part_a:part_b], 95))
+                gain_db = np.sign(off) * min(max(abs(off) - tolerance_db, 0.0), max_gain_db)
+                gain = float(10.0 ** (gain_db / 20.0))
+            pieces.append(Piece(lo * _FRAME, min(hi * _FRAME, len(samples)), gain))
     return pack_windows(pieces, max_window_s)
 
 
-def pack_windows(pieces: Sequence[Piece], max_window_s: float) -> list[Window]:
-    """Consecutive pieces, in order, into as few windows of at most `max_window_s` as possible."""
+def pack_windows(
+    pieces: Sequence[Piece],
+    max_window_s: float,
+    *,
+    min_fill: float = 0.6,
+    long_pause_s: float = 1.0,
+) -> list[Window]:
+    """Consecutive pieces, in order, into windows of at most `max_window_s`.
+
+    A window ends at the last piece that fits, unless an earlier one (with the window at
+    least `min_fill` full) is followed by a longer pause: cutting between sentences rather
+    than inside one keeps each window's speech complete. Pauses of `long_pause_s` or more
+    count as equally good.
+    """
     limit = int(max_window_s * SAMPLE_RATE)
+    long_pause = int(long_pause_s * SAMPLE_RATE)
     windows: list[Window] = []
-    current: list[Piece] = []
-    for piece in pieces:
-        if current and sum(p.length for p in current) + piece.length > limit:
-            windows.append(Window(tuple(current)))
-            current = []
-        current.append(piece)
-    if current:
-        windows.append(Window(tuple(current)))
+    i = 0
+    while i < len(pieces):
+        total, j = 0, i
+        best, best_pause = i, -1
+        while j < len(pieces) and (j == i or total + pieces[j].length <= limit):
+            total += pieces[j].length
+            if j + 1 == len(pieces):
+                best, best_pause = j, long_pause + 1
+            else:
+                pause = min(pieces[j + 1].start - pieces[j].end, long_pause)
+                if total >= min_fill * limit and pause >= best_pause:
+                    best, best_pause = j, pause
+            j += 1
+        if best_pause < 0:
+            best = j - 1
+        windows.append(Window(tuple(pieces[i : best + 1])))
+        i = best + 1
     return windows
 
 
@@ -233,6 +264,38 @@ def unread_pieces(
     return result
 
 
+def split_at_pieces(
+    segments: Sequence[Segment], pieces: Sequence[Piece], *, keep_words: bool
+) -> list[Segment]:
+    """Split segments (with word times) so that each holds words of one piece only."""
+    starts = np.array([p.start / SAMPLE_RATE for p in pieces])
+    result: list[Segment] = []
+    for segment in segments:
+        if not segment.words:
+            result.append(segment)
+            continue
+        groups: list[list[Word]] = []
+        previous = -1
+        for word in segment.words:
+            index = max(0, int(np.searchsorted(starts, word.start, side="right")) - 1)
+            if index != previous:
+                groups.append([])
+                previous = index
+            groups[-1].append(word)
+        for words in groups:
+            result.append(
+                segment.model_copy(
+                    update={
+                        "start": words[0].start if len(groups) > 1 else segment.start,
+                        "end": words[-1].end if len(groups) > 1 else segment.end,
+                        "text": "".join(w.word for w in words).strip(),
+                        "words": words if keep_words else None,
+                    }
+                )
+            )
+    return result
+
+
 def render_windows(samples: np.ndarray, windows: Sequence[Window]) -> np.ndarray:
     """The windows' pieces, scaled and laid end to end (the audio the model decodes)."""
     parts = [
@@ -257,7 +320,7 @@ class _TimeMap:
 
     def __call__(self, t: float, *, is_end: bool = False) -> float:
         sample = round(t * SAMPLE_RATE)
-        side = "left" if is_end else "right"
+        side: Literal["left", "right"] = "left" if is_end else "right"
         index = max(0, int(np.searchsorted(self.rendered_starts, sample, side=side)) - 1)
         inside = min(max(sample - int(self.rendered_starts[index]), 0), int(self.lengths[index]))
         return (int(self.input_starts[index]) + inside) / SAMPLE_RATE
@@ -300,7 +363,8 @@ def resolve_device(device: str) -> str:
     return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
 
 
-def _resolve_compute_type(compute_type: str, device: str) -> str:
+def resolve_compute_type(compute_type: str, device: str) -> str:
+    """'auto' becomes float16 on CUDA and int8 on CPU."""
     if compute_type != "auto":
         return compute_type
     return "float16" if device == "cuda" else "int8"
@@ -321,31 +385,41 @@ def _tail_keeping_pipeline(model: Any) -> Any:
             for meta, output in zip(chunks_metadata, outputs, strict=True):
                 duration, offset = meta["duration"], meta["offset"]
                 sizes.append(int(math.ceil(duration) * fps))
-                tokens = [t for t in output["tokens"] if t < tokenizer.eot or
-                          t >= tokenizer.timestamp_begin]
+                tokens = [
+                    t
+                    for t in output["tokens"]
+                    if t < tokenizer.eot or t >= tokenizer.timestamp_begin
+                ]
                 pieces = (
                     [(0.0, duration, tokens)]
                     if options.without_timestamps
                     else split_tokens(tokens, tokenizer.timestamp_begin, duration)
                 )
-                segmented.append([
-                    {
-                        "text": tokenizer.decode(text),
-                        "avg_logprob": output["avg_logprob"],
-                        "no_speech_prob": output["no_speech_prob"],
-                        "tokens": text,
-                        "start": offset + start,
-                        "end": offset + end,
-                        "compression_ratio": get_compression_ratio(tokenizer.decode(text)),
-                        "seek": int(offset * fps),
-                    }
-                    for start, end, text in pieces
-                ])
+                segmented.append(
+                    [
+                        {
+                            "text": tokenizer.decode(text),
+                            "avg_logprob": output["avg_logprob"],
+                            "no_speech_prob": output["no_speech_prob"],
+                            "tokens": text,
+                            "start": offset + start,
+                            "end": offset + end,
+                            "compression_ratio": get_compression_ratio(tokenizer.decode(text)),
+                            "seek": int(offset * fps),
+                        }
+                        for start, end, text in pieces
+                    ]
+                )
             if options.word_timestamps:
+                last_speech: float = getattr(self, "last_speech_timestamp", 0.0)
                 self.last_speech_timestamp = self.model.add_word_timestamps(
-                    segmented, tokenizer, encoder_output, sizes,
-                    options.prepend_punctuations, options.append_punctuations,
-                    self.last_speech_timestamp,
+                    segmented,
+                    tokenizer,
+                    encoder_output,
+                    sizes,
+                    options.prepend_punctuations,
+                    options.append_punctuations,
+                    last_speech,
                 )
             return segmented
 
@@ -355,9 +429,8 @@ def _tail_keeping_pipeline(model: Any) -> Any:
 class WhisperTranscriber(Transcriber):
     """faster-whisper behind the `Transcriber` port; the model is loaded once, here.
 
-    Not safe for concurrent calls on one instance: `BatchedInferencePipeline` keeps state
-    between batches, so every call holds an instance lock. Use one instance per worker
-    process (or thread) for parallelism.
+    Concurrent calls on one instance are serialised by a lock: the batched pipeline keeps
+    state between batches. For parallel work use one instance per worker.
     """
 
     def __init__(
@@ -367,39 +440,42 @@ class WhisperTranscriber(Transcriber):
         device: str = "auto",
         compute_type: str = "auto",
         cpu_threads: int = 0,
-        beam_size: int = 5,
-        batch_size: int = 8,
+        beam_size: int = 1,
+        batch_size: int = 16,
         language: str | None = None,
         word_timestamps: bool = False,
-        without_timestamps: bool = False,
         max_window_s: float = 30.0,
         min_pause_s: float = 0.3,
-        pad_s: float = 0.2,
+        pad_s: float = 0.5,
         normalize: bool = True,
-        retry_missed: bool = True,
+        retries: int = 2,
     ) -> None:
         from faster_whisper import WhisperModel
 
         self.device = resolve_device(device)
-        self.compute_type = _resolve_compute_type(compute_type, self.device)
+        self.compute_type = resolve_compute_type(compute_type, self.device)
         self.model_name = model_path
         self.beam_size = beam_size
         self.batch_size = batch_size
         self.language = language
         self.word_timestamps = word_timestamps
-        self.without_timestamps = without_timestamps
         self.max_window_s = max_window_s
         self.min_pause_s = min_pause_s
         self.pad_s = pad_s
         self.normalize = normalize
-        self.retry_missed = retry_missed
+        self.retries = retries
         self._lock = threading.Lock()
         logger.info(
             "loading whisper model %s on %s (%s, %d cpu threads)",
-            model_path, self.device, self.compute_type, cpu_threads,
+            model_path,
+            self.device,
+            self.compute_type,
+            cpu_threads,
         )
         self.model = WhisperModel(
-            model_path, device=self.device, compute_type=self.compute_type,
+            model_path,
+            device=self.device,
+            compute_type=self.compute_type,
             cpu_threads=cpu_threads,
         )
         self._pipeline = _tail_keeping_pipeline(self.model)
@@ -418,9 +494,9 @@ class WhisperTranscriber(Transcriber):
         )
 
     def plan(self, samples: np.ndarray) -> list[Window]:
-        """The windows `transcribe` would decode for these samples."""
+        """The windows `transcribe` decodes first for these samples."""
         return plan_windows(
-            samples,
+            np.asarray(samples, dtype=np.float32).reshape(-1),
             max_window_s=self.max_window_s,
             min_pause_s=self.min_pause_s,
             pad_s=self.pad_s,
@@ -434,90 +510,118 @@ class WhisperTranscriber(Transcriber):
         language: str | None = None,
         word_timestamps: bool | None = None,
     ) -> list[Segment]:
-        """Segments of 16 kHz mono float32 `samples`, times relative to the first sample."""
+        """Segments of 16 kHz mono float32 `samples`, times relative to the first sample.
+
+        Windows of speech pieces are decoded in batches; what a window left without text is
+        decoded once more (see `unread_pieces`).
+        """
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         windows = self.plan(samples)
         if not windows:
             return []
         words = self.word_timestamps if word_timestamps is None else word_timestamps
         language = language or self.language
-        duration = len(samples) / SAMPLE_RATE
+        rounds = 0
         with self._lock:
             result = self._decode(samples, windows, language, words)
-            missed = unread_pieces(windows, result)
-            if missed and self.retry_missed:
-                # Unread pieces of different windows never share a window: a segment
-                # spanning them would land at the wrong time.
-                retry = [w for group in missed for w in pack_windows(group, self.max_window_s)]
-                logger.debug("decoding %d windows again for pieces that got no text", len(retry))
-                result += self._decode(samples, retry, language, words)
+            pending, unread = windows, self._unread(windows, result)
+            while unread and rounds < self.retries:
+                # Pieces from far apart share these windows; word times tell which piece
+                # each word came from, so no text lands at another piece's time.
+                pending = pack_windows(unread, self.max_window_s)
+                again = split_at_pieces(
+                    self._decode(samples, pending, language, True), unread, keep_words=words
+                )
+                result += again
+                unread = self._unread(pending, again)
+                rounds += 1
         result.sort(key=lambda seg: seg.start)
         logger.debug(
-            "transcribed %.1f s in %d windows (%d pieces again) into %d segments",
-            duration, len(windows), len(missed), len(result),
+            "transcribed %.1f s: %d windows, %d retry rounds, %d segments",
+            len(samples) / SAMPLE_RATE,
+            len(windows),
+            rounds,
+            len(result),
         )
         return result
 
+    def _unread(self, windows: Sequence[Window], segments: Sequence[Segment]) -> list[Piece]:
+        return [piece for group in unread_pieces(windows, segments) for piece in group]
+
     def _decode(
-        self, samples: np.ndarray, windows: Sequence[Window], language: str | None, words: bool
+        self,
+        samples: np.ndarray,
+        windows: Sequence[Window],
+        language: str | None,
+        word_timestamps: bool,
     ) -> list[Segment]:
         rendered = render_windows(samples, windows)
         clips, offset = [], 0
         for window in windows:
-            clips.append(
-                {"start": offset / SAMPLE_RATE, "end": (offset + window.length) / SAMPLE_RATE}
-            )
-            offset += window.length
+            end = offset + window.length
+            clips.append({"start": offset / SAMPLE_RATE, "end": end / SAMPLE_RATE})
+            offset = end
         segments, _ = self._pipeline.transcribe(
             rendered,
             language=language,
             beam_size=self.beam_size,
             batch_size=self.batch_size,
-            without_timestamps=self.without_timestamps,
-            word_timestamps=words,
+            without_timestamps=False,
+            word_timestamps=word_timestamps,
             vad_filter=False,
             clip_timestamps=clips,
         )
         time_map = _TimeMap(windows)
         duration = len(samples) / SAMPLE_RATE
-        return [_to_segment(s, time_map, duration) for s in segments if s.text.strip()]
+        return [
+            _to_segment(seg, time_map, duration)
+            for seg in segments
+            if seg.text.strip() and not _is_silence(seg)
+        ]
 
     def transcribe_sequential(
-        self, samples: np.ndarray, *, language: str | None = None
+        self, samples: np.ndarray, *, language: str | None = None, beam_size: int = 5
     ) -> list[Segment]:
-        """Plain `WhisperModel.transcribe` over the whole array (the baseline)."""
+        """Plain `WhisperModel.transcribe` over the whole array, the baseline.
+
+        Uses faster-whisper's defaults (beam 5, no VAD), not this instance's decoding options.
+        """
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         with self._lock:
             segments, _ = self.model.transcribe(
                 samples,
                 language=language or self.language,
-                beam_size=self.beam_size,
+                beam_size=beam_size,
                 word_timestamps=self.word_timestamps,
                 vad_filter=False,
             )
             raw = list(segments)
-        duration = len(samples) / SAMPLE_RATE
-        return [_to_segment(s, lambda t, is_end=False: t, duration) for s in raw]
+        return [_to_segment(seg, _identity, len(samples) / SAMPLE_RATE) for seg in raw]
 
 
-def _to_segment(segment: Any, time_map: Any, duration: float) -> Segment:
+def _is_silence(segment: Any) -> bool:
+    """Whisper's own rule for a window that holds no speech."""
+    return bool(segment.no_speech_prob > 0.6 and segment.avg_logprob < -1.0)
+
+
+def _identity(t: float, *, is_end: bool = False) -> float:
+    return t
+
+
+def _to_segment(segment: Any, time_map: Callable[..., float], duration: float) -> Segment:
     def clamp(t: float) -> float:
         return round(min(max(t, 0.0), duration), 3)
 
     start = clamp(time_map(segment.start))
     end = max(start, clamp(time_map(segment.end, is_end=True)))
-    words: list[Word] | None = None
+    words = None
     if segment.words:
         words = []
-        for w in _iter_words(segment.words):
-            w_start = clamp(time_map(w.start))
+        for word in segment.words:
+            word_start = clamp(time_map(word.start))
+            word_end = max(word_start, clamp(time_map(word.end, is_end=True)))
             words.append(
-                Word(
-                    start=w_start,
-                    end=max(w_start, clamp(time_map(w.end, is_end=True))),
-                    word=w.word,
-                    probability=w.probability,
-                )
+                Word(start=word_start, end=word_end, word=word.word, probability=word.probability)
             )
     return Segment(
         start=start,
@@ -527,7 +631,3 @@ def _to_segment(segment: Any, time_map: Any, duration: float) -> Segment:
         no_speech_prob=segment.no_speech_prob,
         words=words,
     )
-
-
-def _iter_words(words: Iterable[Any]) -> Iterable[Any]:
-    return words

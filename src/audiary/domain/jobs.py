@@ -90,6 +90,10 @@ class Job(BaseModel):
     chunks_total: int = 0
     chunks_done: int = 0
     ingest_attempts: int = 0
+    summarize_attempts: int = 0
+    note_provider: str | None = None
+    cost_usd: float | None = None
+    cost_per_audio_hour_usd: float | None = None
     audio_uri: str | None = None
     quarantine_uri: str | None = None
     transcript_uri: str | None = None

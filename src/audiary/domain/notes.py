@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NOTE_SCHEMA_VERSION = "1"
 
@@ -13,6 +13,15 @@ NOTE_SCHEMA_VERSION = "1"
 class _Strict(BaseModel):
     # Unknown keys are an error: a model that invents fields has not followed the schema.
     model_config = ConfigDict(extra="forbid")
+
+
+def _iso_date(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            date.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an ISO date (YYYY-MM-DD)") from exc
+    return value
 
 
 class TimeRange(_Strict):
@@ -32,6 +41,8 @@ class ActionItem(_Strict):
     due: str | None = Field(description="ISO date YYYY-MM-DD if a due date was said, else null.")
     source: TimeRange | None
 
+    _due_is_iso = field_validator("due")(_iso_date)
+
 
 class DiaryNote(_Strict):
     """What one recording says, as a diary entry."""
@@ -49,6 +60,8 @@ class DiaryNote(_Strict):
     places: list[str]
     action_items: list[ActionItem]
     tags: list[str]
+
+    _date_is_iso = field_validator("date")(_iso_date)
 
 
 class NoteRecord(BaseModel):

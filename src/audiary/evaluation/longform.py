@@ -128,9 +128,7 @@ def _cached_audio(path: Path) -> np.ndarray:
     return samples
 
 
-def build_longform(
-    min_duration_s: float, seed: int = 0, manifest: Path | None = None
-) -> LongForm:
+def build_longform(min_duration_s: float, seed: int = 0, manifest: Path | None = None) -> LongForm:
     """Concatenate utterances with varied silences until at least `min_duration_s` long.
 
     Each pass over the set uses a fresh seeded order, and the file starts and ends in silence.
@@ -166,11 +164,10 @@ def build_longform(
         pieces += [audio, gap]
         position += len(audio) + len(gap)
     samples = np.concatenate(pieces)
-    logger.info("built %.1f s long-form audio from %d utterances", position / SAMPLE_RATE,
-                len(spans))
-    return LongForm(
-        samples=samples, reference=" ".join(s.text for s in spans), utterances=spans
+    logger.info(
+        "built %.1f s long-form audio from %d utterances", position / SAMPLE_RATE, len(spans)
     )
+    return LongForm(samples=samples, reference=" ".join(s.text for s in spans), utterances=spans)
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:

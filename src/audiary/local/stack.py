@@ -1,10 +1,11 @@
 """The native local stack: real emulators and the real entry points as local processes.
 
 `up()` starts, in order: the Pub/Sub, Firestore and GCS emulators (in parallel), the
-buckets, topics, push subscriptions and dead-letter topics, the `ingest` function under
-functions-framework, the transcriber under gunicorn, and the bucket watcher. It returns once
-every piece answers. State (logs, the watcher's memory, `stack.json` with process ids and
-the variables that point clients at the emulators) lives under `settings.state_dir`.
+buckets, topics, push subscriptions and dead-letter topics, the `ingest` and `summarize`
+functions under functions-framework, the transcriber under gunicorn, and the bucket watcher.
+It returns once every piece answers. State (logs, the watcher's memory, `stack.json` with
+process ids and the variables that point clients at the emulators) lives under
+`settings.state_dir`.
 
 `make up` / `make down` run `audiary stack up` / `audiary stack down`, which leave the
 processes running between the two commands; tests use `NativeStack` as a context manager.
@@ -22,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
+
+from pydantic import SecretStr
 
 from audiary import names
 from audiary.local.emulators import (
@@ -68,12 +71,10 @@ class NativeStack:
 
     def _service_env(self) -> dict[str, str]:
         # Children see exactly the settings of this stack, plus the emulator variables.
-        s = self.settings
         return {
+            **settings_env(self.settings),
             **self.env,
             "AUDIARY_STATE_DIR": str(self.state_dir),
-            "AUDIARY_CHUNK_TARGET_S": str(s.chunk_target_s),
-            "AUDIARY_CHUNK_SEARCH_S": str(s.chunk_search_s),
             "PYTHONUNBUFFERED": "1",
         }
 
@@ -120,6 +121,7 @@ class NativeStack:
         pushes = [
             (names.SUBSCRIPTION_INGEST, s.topic_audio_uploaded, s.ingest_port),
             (names.SUBSCRIPTION_TRANSCRIBER, s.topic_transcribe_chunk, s.transcriber_port),
+            (names.SUBSCRIPTION_SUMMARIZE, s.topic_transcript_ready, s.summarize_port),
         ]
         for subscription, topic, port in pushes:
             dead_letter = names.dead_letter_topic(subscription)
@@ -144,19 +146,23 @@ class NativeStack:
         s = self.settings
         env = self._service_env()
         bin_dir = Path(sys.executable).parent
-        self.processes = [
+        functions = [
             ManagedProcess(
-                name="ingest",
-                argv=[str(bin_dir / "functions-framework"), "--target", "ingest",
-                      "--source", str(REPO_ROOT / "functions/ingest/main.py"),
+                name=name,
+                argv=[str(bin_dir / "functions-framework"), "--target", name,
+                      "--source", str(REPO_ROOT / f"functions/{name}/main.py"),
                       "--signature-type", "cloudevent",
-                      "--host", s.host, "--port", str(s.ingest_port)],
-                log_path=self.state_dir / "ingest.log",
+                      "--host", s.host, "--port", str(port)],
+                log_path=self.state_dir / f"{name}.log",
                 # functions-framework has no health route; any HTTP answer means it serves.
-                ready_url=f"http://{s.host}:{s.ingest_port}/",
+                ready_url=f"http://{s.host}:{port}/",
                 ready_any_status=True,
                 env={**env, "GUNICORN_LOG_LEVEL": "warning"},
-            ),
+            )
+            for name, port in (("ingest", s.ingest_port), ("summarize", s.summarize_port))
+        ]
+        self.processes = [
+            *functions,
             ManagedProcess(
                 name="transcriber",
                 argv=[str(bin_dir / "gunicorn"),
@@ -198,6 +204,21 @@ class NativeStack:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """`AUDIARY_*` variables that reproduce every explicitly set field of `settings`."""
+    env = {}
+    for name in sorted(settings.model_fields_set):
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, dict):
+            value = json.dumps(value)
+        env[f"AUDIARY_{name.upper()}"] = str(value)
+    return env
 
 
 def read_state(state_dir: Path) -> dict[str, object] | None:

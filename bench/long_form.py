@@ -1,0 +1,230 @@
+"""`long_form`: WhisperTranscriber's windowed, batched decoding vs plain faster-whisper.
+
+A >= 10-minute file is built from the shared real speech (utterances with varied silences).
+In one run, with one model instance and the same threads, it measures WER and time of:
+sequential `WhisperModel.transcribe` on the whole file (the baseline, beam 5), the same
+greedy (beam 1, for context), `BatchedInferencePipeline` (batch 8, its default VAD), each
+utterance alone (the quality reference) and `WhisperTranscriber.transcribe`.
+
+Targets: the strategy >= 2x faster than sequential, and its WER <= 1.2 x one-by-one WER.
+
+    .venv/bin/python -m bench.long_form --minutes 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from audiary.adapters.whisper import WhisperTranscriber
+from audiary.domain.transcript import Segment
+from audiary.evaluation.longform import SAMPLE_RATE, LongForm, build_longform
+from audiary.evaluation.wer import WerResult, wer
+from audiary.settings import Settings
+from bench.results import print_results, write_result
+
+logger = logging.getLogger(__name__)
+
+SPEEDUP_TARGET = 2.0
+WER_RATIO_TARGET = 1.2
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One method's quality and cost on the long-form file."""
+
+    name: str
+    wer: WerResult
+    wall_s: float
+    cpu_s: float
+
+    def as_dict(self, baseline_wall_s: float) -> dict[str, Any]:
+        return {
+            "wer": round(self.wer.wer, 4),
+            "errors": self.wer.errors,
+            "words": self.wer.words,
+            "substitutions": self.wer.substitutions,
+            "deletions": self.wer.deletions,
+            "insertions": self.wer.insertions,
+            "wall_s": round(self.wall_s, 2),
+            "cpu_s": round(self.cpu_s, 2),
+            "speedup_vs_sequential": round(baseline_wall_s / self.wall_s, 3),
+        }
+
+
+def _timed(fn: Callable[[], list[str]]) -> tuple[list[str], float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    texts = fn()
+    return texts, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _text(segments: list[Segment]) -> str:
+    return " ".join(s.text for s in segments)
+
+
+def measure(
+    transcriber: WhisperTranscriber, longform: LongForm, language: str
+) -> list[Measurement]:
+    """Run every method once on `longform`, in a fixed order."""
+    from faster_whisper import BatchedInferencePipeline
+
+    samples = longform.samples
+    batched = BatchedInferencePipeline(transcriber.model)
+
+    def sequential(beam_size: int) -> Callable[[], list[str]]:
+        def run() -> list[str]:
+            segments = transcriber.transcribe_sequential(
+                samples, language=language, beam_size=beam_size
+            )
+            return [_text(segments)]
+
+        return run
+
+    def batched_vad() -> list[str]:
+        segments, _ = batched.transcribe(samples, language=language, batch_size=8)
+        return [" ".join(s.text for s in segments)]
+
+    def one_by_one() -> list[str]:
+        texts = []
+        for span in longform.utterances:
+            piece = samples[round(span.start_s * SAMPLE_RATE) : round(span.end_s * SAMPLE_RATE)]
+            texts.append(_text(transcriber.transcribe_sequential(piece, language=language)))
+        return texts
+
+    def strategy() -> list[str]:
+        return [_text(transcriber.transcribe(samples, language=language))]
+
+    methods: list[tuple[str, Callable[[], list[str]]]] = [
+        ("sequential", sequential(5)),
+        ("sequential_greedy", sequential(1)),
+        ("batched_vad", batched_vad),
+        ("one_by_one", one_by_one),
+        ("strategy", strategy),
+    ]
+    results = []
+    for name, fn in methods:
+        texts, wall_s, cpu_s = _timed(fn)
+        references = (
+            [span.text for span in longform.utterances]
+            if name == "one_by_one"
+            else [longform.reference]
+        )
+        result = Measurement(name, wer(references, texts), wall_s, cpu_s)
+        logger.info("%s: WER %.3f in %.1f s", name, result.wer.wer, wall_s)
+        results.append(result)
+    return results
+
+
+def _table(measurements: list[Measurement], baseline_wall_s: float, title: str) -> Table:
+    table = Table(title=title)
+    for column in ("method", "WER", "S/D/I", "wall s", "cpu s", "speedup"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for m in measurements:
+        table.add_row(
+            m.name,
+            f"{m.wer.wer:.1%}",
+            f"{m.wer.substitutions}/{m.wer.deletions}/{m.wer.insertions}",
+            f"{m.wall_s:.1f}",
+            f"{m.cpu_s:.1f}",
+            f"{baseline_wall_s / m.wall_s:.2f}x",
+        )
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cpu-threads", type=int, default=0, help="0: CTranslate2 decides")
+    parser.add_argument("--beam-size", type=int, default=1, help="the strategy's beam")
+    parser.add_argument("--batch-size", type=int, default=16, help="the strategy's batch")
+    parser.add_argument("--name", default="long_form", help="result file name")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    settings = Settings()
+    longform = build_longform(args.minutes * 60, seed=args.seed)
+    transcriber = WhisperTranscriber(
+        settings.resolved_model_path(),
+        device=settings.device,
+        compute_type=settings.compute_type,
+        cpu_threads=args.cpu_threads,
+        beam_size=args.beam_size,
+        batch_size=args.batch_size,
+    )
+    language = "en"
+    warm_up = longform.samples[: 20 * SAMPLE_RATE]
+    transcriber.transcribe(warm_up, language=language)
+    transcriber.transcribe_sequential(warm_up, language=language)
+
+    load_before = os.getloadavg()
+    measurements = measure(transcriber, longform, language)
+    load_after = os.getloadavg()
+
+    by_name = {m.name: m for m in measurements}
+    baseline, reference, ours = by_name["sequential"], by_name["one_by_one"], by_name["strategy"]
+    speedup = baseline.wall_s / ours.wall_s
+    wer_ratio = ours.wer.wer / reference.wer.wer if reference.wer.wer else float("inf")
+    speed_met, wer_met = speedup >= SPEEDUP_TARGET, wer_ratio <= WER_RATIO_TARGET
+    console = Console()
+    console.print(
+        _table(
+            measurements,
+            baseline.wall_s,
+            f"long_form: {longform.duration_s / 60:.1f} min, {len(longform.utterances)} "
+            f"utterances, {transcriber.model_name} {transcriber.compute_type} "
+            f"on {transcriber.device}",
+        )
+    )
+    console.print(
+        f"speedup {speedup:.2f}x (target >= {SPEEDUP_TARGET}x): {'met' if speed_met else 'NOT met'}"
+        f"; WER ratio {wer_ratio:.2f} (target <= {WER_RATIO_TARGET}): "
+        f"{'met' if wer_met else 'NOT met'}"
+    )
+    write_result(
+        args.name,
+        value=round(speedup, 3),
+        unit="x faster than sequential",
+        target=f">= {SPEEDUP_TARGET}x and WER <= {WER_RATIO_TARGET} x one-by-one WER",
+        details={
+            "target_met": speed_met and wer_met,
+            "speedup_met": speed_met,
+            "wer_met": wer_met,
+            "wer_ratio_vs_one_by_one": round(wer_ratio, 3),
+            "audio_s": round(longform.duration_s, 1),
+            "utterances": len(longform.utterances),
+            "reference_words": reference.wer.words,
+            "seed": args.seed,
+            "model": transcriber.model_name,
+            "device": transcriber.device,
+            "compute_type": transcriber.compute_type,
+            "cpu_threads": args.cpu_threads,
+            "cpu_count": os.cpu_count(),
+            "strategy": {
+                "beam_size": transcriber.beam_size,
+                "batch_size": transcriber.batch_size,
+                "max_window_s": transcriber.max_window_s,
+                "min_pause_s": transcriber.min_pause_s,
+                "pad_s": transcriber.pad_s,
+                "normalize": transcriber.normalize,
+                "retries": transcriber.retries,
+                "first_pass_windows": len(transcriber.plan(longform.samples)),
+            },
+            "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+            "methods": {m.name: m.as_dict(baseline.wall_s) for m in measurements},
+        },
+    )
+    print_results(console=console)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""Summarize: a stored transcript becomes a diary note; the job ends DONE (or FAILED)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from audiary import messages
+from audiary.domain.jobs import TERMINAL, JobError, JobStatus
+from audiary.domain.notes import NoteRecord
+from audiary.domain.transcript import Transcript
+from audiary.notes.router import AllProvidersFailedError, NoteRouter
+from audiary.wiring import Services
+
+log = logging.getLogger(__name__)
+
+STAGE = "summarize"
+# Object metadata an uploader may set to say when the audio was recorded (`audiary drop` does).
+RECORDED_AT_KEYS = ("recorded-at", "recorded_at", "date")
+
+
+@dataclass(frozen=True)
+class SummarizeOutcome:
+    detail: str
+    record: NoteRecord | None = None
+
+
+def recorded_at(svc: Services, job_id: str) -> datetime | None:
+    """When the audio was recorded: upload metadata if it says, else when it was received."""
+    job = svc.jobs.get_job(job_id)
+    if job is None:
+        return None
+    info = svc.blobs.stat(job.source.bucket, job.source.name)
+    for key in RECORDED_AT_KEYS:
+        value = info.metadata.get(key) if info else None
+        if value:
+            try:
+                return datetime.fromisoformat(value)
+            except ValueError:
+                log.warning("ignoring unreadable %s metadata %r", key, value,
+                            extra={"job_id": job_id})
+    return job.timestamps.get(JobStatus.RECEIVED.value)
+
+
+def summarize(svc: Services, router: NoteRouter, ready: messages.TranscriptReady
+              ) -> SummarizeOutcome:
+    """Write the job's note once. Raises when it should be retried (within the attempt limit)."""
+    s = svc.settings
+    job_id = ready.job_id
+    extra = {"job_id": job_id}
+    job = svc.jobs.get_job(job_id)
+    if job is None:
+        return SummarizeOutcome(f"no job {job_id}; dropping the message")
+    if job.status in TERMINAL:
+        return SummarizeOutcome(f"job is {job.status}; nothing to do")
+    if job.summarize_attempts >= s.max_attempts:
+        svc.jobs.advance(job_id, JobStatus.FAILED, error=JobError(
+            code="summarize_failed",
+            message=f"no diary note after {job.summarize_attempts} attempts",
+            stage=STAGE,
+        ))
+        return SummarizeOutcome("retries exhausted; job FAILED")
+    svc.jobs.update_job(job_id, {"summarize_attempts": job.summarize_attempts + 1})
+    svc.jobs.advance(job_id, JobStatus.SUMMARIZING)
+
+    transcript = Transcript.model_validate_json(
+        svc.blobs.get(ready.transcript_bucket, ready.transcript_key)
+    )
+    try:
+        record = router.write(job_id, transcript, recorded_at=recorded_at(svc, job_id))
+    except AllProvidersFailedError as exc:
+        if job.summarize_attempts + 1 >= s.max_attempts:
+            svc.jobs.advance(job_id, JobStatus.FAILED, error=JobError(
+                code="summarize_failed", message=str(exc), stage=STAGE))
+            log.error("job FAILED: %s", exc, extra=extra)
+            return SummarizeOutcome("every provider failed; job FAILED")
+        raise
+
+    svc.notes.put_note(record)
+    hours = (job.duration_s or 0) / 3600
+    svc.jobs.advance(job_id, JobStatus.DONE, fields={
+        "note_provider": record.provider,
+        "cost_usd": record.cost_usd,
+        "cost_per_audio_hour_usd": record.cost_usd / hours if hours else None,
+    })
+    svc.publisher.publish(
+        s.topic_job_finished,
+        messages.encode(messages.JobFinished(job_id=job_id, status=JobStatus.DONE.value)),
+        messages.attributes_for(job_id),
+    )
+    log.info("note written by %s (%s), %d+%d tokens, $%.5f", record.provider, record.model,
+             record.input_tokens, record.output_tokens, record.cost_usd, extra=extra)
+    return SummarizeOutcome(f"note by {record.provider}", record)
