@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cpu-threads", type=int, default=0, help="0: CTranslate2 decides")
+    parser.add_argument("--cpu-threads", type=int, default=os.cpu_count() or 0)
     parser.add_argument("--beam-size", type=int, default=1, help="the strategy's beam")
     parser.add_argument("--batch-size", type=int, default=16, help="the strategy's batch")
     parser.add_argument("--name", default="long_form", help="result file name")

@@ -20,6 +20,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -449,6 +450,7 @@ class WhisperTranscriber(Transcriber):
         pad_s: float = 0.5,
         normalize: bool = True,
         retries: int = 2,
+        workers: int = 2,
     ) -> None:
         from faster_whisper import WhisperModel
 
@@ -477,8 +479,9 @@ class WhisperTranscriber(Transcriber):
             device=self.device,
             compute_type=self.compute_type,
             cpu_threads=cpu_threads,
+            num_workers=workers,
         )
-        self._pipeline = _tail_keeping_pipeline(self.model)
+        self._pipelines = [_tail_keeping_pipeline(self.model) for _ in range(workers)]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WhisperTranscriber:
@@ -555,13 +558,42 @@ class WhisperTranscriber(Transcriber):
         language: str | None,
         word_timestamps: bool,
     ) -> list[Segment]:
+        """Decode windows, split into contiguous shares run at once on the model's workers."""
+        shares = min(len(self._pipelines), len(windows))
+        if shares <= 1:
+            return self._decode_share(
+                self._pipelines[0], samples, windows, language, word_timestamps
+            )
+        bounds = np.linspace(0, len(windows), shares + 1).round().astype(int)
+        with ThreadPoolExecutor(max_workers=shares) as pool:
+            futures = [
+                pool.submit(
+                    self._decode_share,
+                    pipeline,
+                    samples,
+                    windows[lo:hi],
+                    language,
+                    word_timestamps,
+                )
+                for pipeline, lo, hi in zip(self._pipelines, bounds[:-1], bounds[1:], strict=False)
+            ]
+            return [segment for future in futures for segment in future.result()]
+
+    def _decode_share(
+        self,
+        pipeline: Any,
+        samples: np.ndarray,
+        windows: Sequence[Window],
+        language: str | None,
+        word_timestamps: bool,
+    ) -> list[Segment]:
         rendered = render_windows(samples, windows)
         clips, offset = [], 0
         for window in windows:
             end = offset + window.length
             clips.append({"start": offset / SAMPLE_RATE, "end": end / SAMPLE_RATE})
             offset = end
-        segments, _ = self._pipeline.transcribe(
+        segments, _ = pipeline.transcribe(
             rendered,
             language=language,
             beam_size=self.beam_size,
