@@ -56,3 +56,19 @@ class ProviderError(AudiaryError):
         self.retryable = retryable
         self.status = status
         self.retry_after_s = retry_after_s
+
+
+class FetchError(AudiaryError):
+    """A URL could not be fetched: it failed, answered with an error, too slowly or too much.
+
+    `code` is a stable machine-readable reason, the message is written for the user.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class UnsafeUrlError(FetchError):
+    """A URL refused before any request: scheme, credentials, port or a non-public address."""

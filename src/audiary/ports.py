@@ -10,13 +10,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from audiary.domain.jobs import Chunk, FanIn, Job, JobError, JobStatus
-from audiary.domain.notes import NoteRecord
+from audiary.domain.keys import ApiKey, Webhook
+from audiary.domain.notes import Feedback, NoteRecord
 from audiary.domain.transcript import Segment
 
 
@@ -156,8 +158,15 @@ class JobStore(ABC):
         """
 
     @abstractmethod
-    def list_jobs(self, limit: int = 50) -> list[Job]:
-        """Most recently received jobs first."""
+    def list_jobs(
+        self, limit: int = 50, *, owner: str | None = None,
+        received_before: datetime | None = None,
+    ) -> list[Job]:
+        """Most recently received jobs first, optionally one owner's, older than a time."""
+
+    @abstractmethod
+    def delete_job(self, job_id: str) -> bool:
+        """Remove the job and its chunks; False if there was no such job."""
 
 
 class NoteStore(ABC):
@@ -178,6 +187,50 @@ class NoteStore(ABC):
     @abstractmethod
     def put_cached(self, record: NoteRecord) -> None:
         """Remember a note under its `cache_key`."""
+
+    @abstractmethod
+    def delete_note(self, job_id: str) -> None:
+        """Remove the job's note (absent is fine); cached notes stay."""
+
+    @abstractmethod
+    def put_feedback(self, feedback: Feedback) -> None:
+        """Store one piece of feedback on a transcript."""
+
+    @abstractmethod
+    def list_feedback(self, job_id: str) -> list[Feedback]:
+        """Feedback on the job, oldest first."""
+
+
+class KeyStore(ABC):
+    """API keys (only hashes) and their webhook registrations (Firestore, memory)."""
+
+    @abstractmethod
+    def put_key(self, key: ApiKey) -> None:
+        """Store a new key."""
+
+    @abstractmethod
+    def get_key(self, key_id: str) -> ApiKey | None:
+        """The key, revoked or not, or None."""
+
+    @abstractmethod
+    def list_keys(self) -> list[ApiKey]:
+        """All keys, oldest first."""
+
+    @abstractmethod
+    def revoke_key(self, key_id: str, at: datetime) -> bool:
+        """Mark the key revoked; False if there is no such key."""
+
+    @abstractmethod
+    def put_webhook(self, webhook: Webhook) -> None:
+        """Store a webhook registration."""
+
+    @abstractmethod
+    def list_webhooks(self, owner: str) -> list[Webhook]:
+        """The owner's webhooks, oldest first."""
+
+    @abstractmethod
+    def delete_webhook(self, owner: str, webhook_id: str) -> bool:
+        """Remove one of the owner's webhooks; False if it has none by that id."""
 
 
 class Transcriber(ABC):

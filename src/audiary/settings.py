@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     jobs_collection: str = names.COLLECTION_JOBS
     notes_collection: str = names.COLLECTION_NOTES
     llm_cache_collection: str = names.COLLECTION_LLM_CACHE
+    feedback_collection: str = names.COLLECTION_FEEDBACK
+    api_keys_collection: str = names.COLLECTION_API_KEYS
+    webhooks_collection: str = names.COLLECTION_WEBHOOKS
 
     # What ingest accepts.
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)

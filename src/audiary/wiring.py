@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from audiary.notes.breaker import CircuitBreaker
 from audiary.notes.router import NoteRouter, Provider
-from audiary.ports import BlobStore, JobStore, LlmClient, NoteStore, Publisher
+from audiary.ports import BlobStore, JobStore, KeyStore, LlmClient, NoteStore, Publisher
 from audiary.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ class Services:
     publisher: Publisher
     jobs: JobStore
     notes: NoteStore
+    keys: KeyStore
 
 
 def _blob_store(settings: Settings) -> BlobStore:
@@ -76,6 +77,16 @@ def _note_store(settings: Settings) -> NoteStore:
     return FirestoreNoteStore.from_settings(settings)
 
 
+def _key_store(settings: Settings) -> KeyStore:
+    if settings.job_backend == "memory":
+        from audiary.adapters.memory import MemoryKeyStore
+
+        return MemoryKeyStore()
+    from audiary.adapters.firestore import FirestoreKeyStore
+
+    return FirestoreKeyStore.from_settings(settings)
+
+
 _built: dict[str, Services] = {}
 _lock = threading.Lock()
 
@@ -100,6 +111,7 @@ def services(settings: Settings) -> Services:
                 publisher=_publisher(settings),
                 jobs=_job_store(settings),
                 notes=_note_store(settings),
+                keys=_key_store(settings),
             )
         return _built[key]
 

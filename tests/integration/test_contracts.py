@@ -22,6 +22,7 @@ import pytest
 from audiary.adapters.memory import (
     MemoryBlobStore,
     MemoryJobStore,
+    MemoryKeyStore,
     MemoryNoteStore,
     MemoryPublisher,
 )
@@ -36,9 +37,17 @@ from audiary.domain.jobs import (
     SourceObject,
     utcnow,
 )
-from audiary.domain.notes import ActionItem, DiaryNote, NoteRecord, Statement, TimeRange
+from audiary.domain.keys import ApiKey, Webhook, new_key, parse_key
+from audiary.domain.notes import (
+    ActionItem,
+    DiaryNote,
+    Feedback,
+    NoteRecord,
+    Statement,
+    TimeRange,
+)
 from audiary.errors import NotFoundError, StateError
-from audiary.ports import BlobStore, JobStore, NoteStore, Publisher
+from audiary.ports import BlobStore, JobStore, KeyStore, NoteStore, Publisher
 from audiary.settings import Settings
 
 from .conftest import PROJECT, LocalServers
@@ -691,3 +700,93 @@ def test_cache_is_keyed_by_content_key(notes: NoteStore) -> None:
     assert notes.get_cached(key) == record
     assert notes.get_cached(unique("other")) is None
     assert notes.get_note("job-a") is None  # the cache is not the notes collection
+
+
+def test_feedback_and_note_deletion(notes: NoteStore) -> None:
+    job_id = unique("job")
+    t0 = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
+    later = Feedback(feedback_id=unique("fb"), job_id=job_id, flagged=True,
+                     created_at=t0 + timedelta(minutes=1))
+    first = Feedback(feedback_id=unique("fb"), job_id=job_id, corrected_transcript="Hello there.",
+                     created_at=t0)
+    notes.put_feedback(later)
+    notes.put_feedback(first)
+    notes.put_feedback(Feedback(feedback_id=unique("fb"), job_id=unique("other"), created_at=t0))
+    assert notes.list_feedback(job_id) == [first, later]
+    notes.put_note(note_record(job_id, "k"))
+    notes.delete_note(job_id)
+    notes.delete_note(job_id)  # absent is fine
+    assert notes.get_note(job_id) is None
+
+
+def test_list_jobs_by_owner_and_page(jobs: JobStore) -> None:
+    t0 = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
+    made = []
+    for i in range(5):
+        job = new_job(owner="key:a" if i % 2 == 0 else "key:b",
+                      timestamps={"RECEIVED": t0 + timedelta(minutes=i)})
+        made.append(jobs.create_job(job)[0])
+    own = jobs.list_jobs(10, owner="key:a")
+    assert [j.job_id for j in own] == [made[4].job_id, made[2].job_id, made[0].job_id]
+    first_page = jobs.list_jobs(2, owner="key:a")
+    rest = jobs.list_jobs(2, owner="key:a",
+                          received_before=first_page[-1].timestamps["RECEIVED"])
+    assert [j.job_id for j in first_page + rest] == [j.job_id for j in own]
+
+
+def test_delete_job_removes_it_and_its_chunks(jobs: JobStore) -> None:
+    job, _ = jobs.create_job(new_job())
+    jobs.put_chunks(job.job_id, plan(job.job_id, 3))
+    assert jobs.delete_job(job.job_id)
+    assert jobs.get_job(job.job_id) is None
+    assert jobs.get_chunks(job.job_id) == []
+    assert not jobs.delete_job(job.job_id)
+
+
+# KeyStore ------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", pytest.param("firestore", marks=real)])
+def keys(request: pytest.FixtureRequest) -> KeyStore:
+    if request.param == "memory":
+        return MemoryKeyStore()
+    request.getfixturevalue("emulator_env")
+    from audiary.adapters.firestore import FirestoreKeyStore
+
+    return FirestoreKeyStore.from_settings(
+        Settings(api_keys_collection=unique("keys"), webhooks_collection=unique("hooks"))
+    )
+
+
+def test_keys_store_hashes_list_and_revoke(keys: KeyStore) -> None:
+    t0 = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
+    full, key_id, digest = new_key()
+    keys.put_key(ApiKey(key_id=key_id, name="laptop", secret_hash=digest, created_at=t0))
+    other = ApiKey(key_id="0" * 12, name="ci", secret_hash="x", created_at=t0 + timedelta(1))
+    keys.put_key(other)
+    stored = keys.get_key(key_id)
+    assert stored is not None
+    parsed = parse_key(full)
+    assert parsed is not None
+    assert parsed[0] == key_id
+    assert stored.matches(parsed[1])
+    assert full not in stored.model_dump_json()  # only the hash is kept
+    assert [k.key_id for k in keys.list_keys()] == [key_id, other.key_id]
+    assert keys.revoke_key(key_id, t0 + timedelta(2))
+    assert keys.get_key(key_id).revoked_at == t0 + timedelta(2)
+    assert not keys.revoke_key("f" * 12, t0)
+
+
+def test_webhooks_belong_to_their_owner(keys: KeyStore) -> None:
+    t0 = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
+    mine = Webhook(webhook_id=unique("wh"), owner="key:a", url="https://example.com/a",
+                   secret="s1", created_at=t0)
+    theirs = Webhook(webhook_id=unique("wh"), owner="key:b", url="https://example.com/b",
+                     secret="s2", created_at=t0)
+    keys.put_webhook(mine)
+    keys.put_webhook(theirs)
+    assert keys.list_webhooks("key:a") == [mine]
+    assert not keys.delete_webhook("key:a", theirs.webhook_id)
+    assert keys.delete_webhook("key:a", mine.webhook_id)
+    assert keys.list_webhooks("key:a") == []
+    assert keys.list_webhooks("key:b") == [theirs]

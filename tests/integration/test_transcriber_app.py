@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ from audiary.local.stack import REPO_ROOT, TRANSCRIBER_APP, TRANSCRIBER_GUNICORN
 from audiary.services.ingest import ingest
 from audiary.settings import Settings
 from audiary.transcriber_app import create_app
-from audiary.wiring import Services, services
+from audiary.wiring import services
 from tests.e2e.conftest import poll
 from tests.media import DEMO_SAMPLE, decode, encode
 
@@ -119,7 +120,7 @@ def test_sigterm_lets_the_request_in_flight_finish(emulator_env, tmp_path):
     ensure_topic(settings.project_id, settings.topic_transcript_ready,
                  emulator_host=settings.pubsub_emulator_host)
     held = MemoryPublisher()
-    svc = Services(settings, real.blobs, held, real.jobs, real.notes)
+    svc = dataclasses.replace(real, publisher=held)
     path = encode(decode(DEMO_SAMPLE, seconds=60.0), tmp_path / "drain.flac")
     info = real.blobs.upload_file(settings.uploads_bucket, "inbox/drain.flac", path)
     job_id = ingest(svc, ObjectEvent(info.bucket, info.key, info.generation)).job_id

@@ -1,5 +1,6 @@
 """Ingest on the in-memory adapters (the contract suite shows they behave like the real ones)."""
 
+import dataclasses
 import json
 import wave
 
@@ -8,6 +9,7 @@ import pytest
 from audiary.adapters.memory import (
     MemoryBlobStore,
     MemoryJobStore,
+    MemoryKeyStore,
     MemoryNoteStore,
     MemoryPublisher,
 )
@@ -26,7 +28,8 @@ def svc():
         chunk_target_s=4.0, chunk_search_s=1.0,
     )
     s = Services(
-        settings, MemoryBlobStore(), MemoryPublisher(), MemoryJobStore(), MemoryNoteStore()
+        settings, MemoryBlobStore(), MemoryPublisher(), MemoryJobStore(), MemoryNoteStore(),
+        MemoryKeyStore(),
     )
     for bucket in (settings.uploads_bucket, settings.work_bucket, settings.transcripts_bucket):
         s.blobs.ensure_bucket(bucket)
@@ -121,12 +124,12 @@ def test_bad_input_is_rejected_with_a_reason_and_kept(svc, tmp_path, case):
 
 def test_size_and_duration_caps(svc, tmp_path, speech):
     small = svc.settings.model_copy(update={"max_upload_bytes": 1000})
-    capped = Services(small, svc.blobs, svc.publisher, svc.jobs, svc.notes)
+    capped = dataclasses.replace(svc, settings=small)
     outcome = ingest(capped, drop(svc, encode(speech, tmp_path / "a.flac")))
     assert svc.jobs.get_job(outcome.job_id).error.code == "too_large"
 
     short = svc.settings.model_copy(update={"max_duration_s": 5.0})
-    capped = Services(short, svc.blobs, svc.publisher, svc.jobs, svc.notes)
+    capped = dataclasses.replace(svc, settings=short)
     outcome = ingest(capped, drop(svc, encode(speech, tmp_path / "b.mp3")))
     job = svc.jobs.get_job(outcome.job_id)
     assert job.error.code == "too_long"

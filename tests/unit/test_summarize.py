@@ -8,6 +8,7 @@ from audiary import messages
 from audiary.adapters.memory import (
     MemoryBlobStore,
     MemoryJobStore,
+    MemoryKeyStore,
     MemoryNoteStore,
     MemoryPublisher,
 )
@@ -28,7 +29,7 @@ def svc():
     settings = Settings(blob_backend="memory", job_backend="memory", publisher_backend="memory",
                         max_attempts=2)
     s = Services(settings, MemoryBlobStore(), MemoryPublisher(), MemoryJobStore(),
-                 MemoryNoteStore())
+                 MemoryNoteStore(), MemoryKeyStore())
     for bucket in (settings.uploads_bucket, settings.transcripts_bucket):
         s.blobs.ensure_bucket(bucket)
     return s

@@ -8,12 +8,14 @@ Firestore transaction, so concurrent chunk completions count each chunk exactly 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Self
 
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 from google.cloud.firestore_v1 import DocumentReference, DocumentSnapshot, Transaction
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from audiary import names
 from audiary.adapters.memory import (
@@ -32,9 +34,10 @@ from audiary.domain.jobs import (
     JobStatus,
     can_advance,
 )
-from audiary.domain.notes import NoteRecord
+from audiary.domain.keys import ApiKey, Webhook
+from audiary.domain.notes import Feedback, NoteRecord
 from audiary.errors import NotFoundError
-from audiary.ports import JobStore, NoteStore
+from audiary.ports import JobStore, KeyStore, NoteStore
 from audiary.settings import Settings
 
 # The client retries a transaction that aborts on contention. Chunks of one job finishing at
@@ -245,11 +248,28 @@ class FirestoreJobStore(JobStore):
         done = int(results[1].transform_results[0].integer_value)
         return FanIn(counted=True, chunks_done=done, chunks_total=total)
 
-    def list_jobs(self, limit: int = 50) -> list[Job]:
-        query = self._jobs.order_by(
-            f"timestamps.{JobStatus.RECEIVED.value}", direction=firestore.Query.DESCENDING
-        ).limit(limit)
+    def list_jobs(
+        self, limit: int = 50, *, owner: str | None = None,
+        received_before: datetime | None = None,
+    ) -> list[Job]:
+        # With an owner this needs the composite index (owner, timestamps.RECEIVED desc),
+        # which the Pulumi program creates.
+        received = f"timestamps.{JobStatus.RECEIVED.value}"
+        query: Any = self._jobs
+        if owner is not None:
+            query = query.where(filter=FieldFilter("owner", "==", owner))
+        if received_before is not None:
+            query = query.where(filter=FieldFilter(received, "<", received_before))
+        query = query.order_by(received, direction=firestore.Query.DESCENDING).limit(limit)
         return [Job.from_doc(_data(doc)) for doc in query.stream()]
+
+    def delete_job(self, job_id: str) -> bool:
+        ref = self._job_ref(job_id)
+        existed = ref.get().exists
+        for chunk in ref.collection(self._chunks_collection).stream():
+            chunk.reference.delete()
+        ref.delete()
+        return bool(existed)
 
 
 class FirestoreNoteStore(NoteStore):
@@ -262,11 +282,13 @@ class FirestoreNoteStore(NoteStore):
         database: str = "(default)",
         notes_collection: str = names.COLLECTION_NOTES,
         cache_collection: str = names.COLLECTION_LLM_CACHE,
+        feedback_collection: str = names.COLLECTION_FEEDBACK,
         emulator_host: str | None = None,
     ) -> None:
         client = firestore_client(project, database, emulator_host)
         self._notes = client.collection(notes_collection)
         self._cache = client.collection(cache_collection)
+        self._feedback = client.collection(feedback_collection)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -275,6 +297,7 @@ class FirestoreNoteStore(NoteStore):
             database=settings.firestore_database,
             notes_collection=settings.notes_collection,
             cache_collection=settings.llm_cache_collection,
+            feedback_collection=settings.feedback_collection,
             emulator_host=settings.firestore_emulator_host,
         )
 
@@ -293,3 +316,75 @@ class FirestoreNoteStore(NoteStore):
 
     def put_cached(self, record: NoteRecord) -> None:
         self._cache.document(record.cache_key).set(record.model_dump(mode="python"))
+
+    def delete_note(self, job_id: str) -> None:
+        self._notes.document(job_id).delete()
+
+    def put_feedback(self, feedback: Feedback) -> None:
+        self._feedback.document(feedback.feedback_id).set(feedback.model_dump(mode="python"))
+
+    def list_feedback(self, job_id: str) -> list[Feedback]:
+        docs = self._feedback.where(filter=FieldFilter("job_id", "==", job_id)).stream()
+        items = [Feedback.model_validate(d.to_dict()) for d in docs]
+        return sorted(items, key=lambda f: (f.created_at, f.feedback_id))
+
+
+class FirestoreKeyStore(KeyStore):
+    """Keys in `<api-keys>/{key_id}`, webhooks in `<webhooks>/{webhook_id}`."""
+
+    def __init__(
+        self,
+        project: str,
+        *,
+        database: str = "(default)",
+        keys_collection: str = names.COLLECTION_API_KEYS,
+        webhooks_collection: str = names.COLLECTION_WEBHOOKS,
+        emulator_host: str | None = None,
+    ) -> None:
+        client = firestore_client(project, database, emulator_host)
+        self._keys = client.collection(keys_collection)
+        self._webhooks = client.collection(webhooks_collection)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls(
+            settings.project_id,
+            database=settings.firestore_database,
+            keys_collection=settings.api_keys_collection,
+            webhooks_collection=settings.webhooks_collection,
+            emulator_host=settings.firestore_emulator_host,
+        )
+
+    def put_key(self, key: ApiKey) -> None:
+        self._keys.document(key.key_id).set(key.model_dump(mode="python"))
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        snapshot = self._keys.document(key_id).get()
+        return ApiKey.model_validate(snapshot.to_dict()) if snapshot.exists else None
+
+    def list_keys(self) -> list[ApiKey]:
+        keys = [ApiKey.model_validate(d.to_dict()) for d in self._keys.stream()]
+        return sorted(keys, key=lambda k: (k.created_at, k.key_id))
+
+    def revoke_key(self, key_id: str, at: datetime) -> bool:
+        ref = self._keys.document(key_id)
+        if not ref.get().exists:
+            return False
+        ref.update({"revoked_at": at})
+        return True
+
+    def put_webhook(self, webhook: Webhook) -> None:
+        self._webhooks.document(webhook.webhook_id).set(webhook.model_dump(mode="python"))
+
+    def list_webhooks(self, owner: str) -> list[Webhook]:
+        docs = self._webhooks.where(filter=FieldFilter("owner", "==", owner)).stream()
+        hooks = [Webhook.model_validate(d.to_dict()) for d in docs]
+        return sorted(hooks, key=lambda h: (h.created_at, h.webhook_id))
+
+    def delete_webhook(self, owner: str, webhook_id: str) -> bool:
+        ref = self._webhooks.document(webhook_id)
+        snapshot = ref.get()
+        if not snapshot.exists or _data(snapshot).get("owner") != owner:
+            return False
+        ref.delete()
+        return True

@@ -12,6 +12,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -25,9 +26,10 @@ from audiary.domain.jobs import (
     can_advance,
     utcnow,
 )
-from audiary.domain.notes import NoteRecord
+from audiary.domain.keys import ApiKey, Webhook
+from audiary.domain.notes import Feedback, NoteRecord
 from audiary.errors import NotFoundError, StateError
-from audiary.ports import BlobInfo, BlobStore, JobStore, NoteStore, Publisher
+from audiary.ports import BlobInfo, BlobStore, JobStore, KeyStore, NoteStore, Publisher
 from audiary.settings import Settings
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -317,14 +319,28 @@ class MemoryJobStore(JobStore):
             job["chunks_done"] = done + 1
             return FanIn(counted=True, chunks_done=done + 1, chunks_total=total)
 
-    def list_jobs(self, limit: int = 50) -> list[Job]:
+    def list_jobs(
+        self, limit: int = 50, *, owner: str | None = None,
+        received_before: datetime | None = None,
+    ) -> list[Job]:
+        received = JobStatus.RECEIVED.value
         with self._lock:
             docs = sorted(
-                (d for d in self._jobs.values() if JobStatus.RECEIVED.value in d["timestamps"]),
-                key=lambda d: d["timestamps"][JobStatus.RECEIVED.value],
+                (
+                    d for d in self._jobs.values()
+                    if received in d["timestamps"]
+                    and (owner is None or d.get("owner") == owner)
+                    and (received_before is None or d["timestamps"][received] < received_before)
+                ),
+                key=lambda d: d["timestamps"][received],
                 reverse=True,
             )
             return [Job.from_doc(copy.deepcopy(d)) for d in docs[:limit]]
+
+    def delete_job(self, job_id: str) -> bool:
+        with self._lock:
+            self._chunks.pop(job_id, None)
+            return self._jobs.pop(job_id, None) is not None
 
 
 # Document shapes, shared with FirestoreJobStore so that both adapters store the same thing.
@@ -392,6 +408,7 @@ class MemoryNoteStore(NoteStore):
         self._lock = threading.Lock()
         self._notes: dict[str, str] = {}
         self._cache: dict[str, str] = {}
+        self._feedback: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -414,3 +431,70 @@ class MemoryNoteStore(NoteStore):
     def put_cached(self, record: NoteRecord) -> None:
         with self._lock:
             self._cache[record.cache_key] = record.model_dump_json()
+
+    def delete_note(self, job_id: str) -> None:
+        with self._lock:
+            self._notes.pop(job_id, None)
+
+    def put_feedback(self, feedback: Feedback) -> None:
+        with self._lock:
+            self._feedback[feedback.feedback_id] = feedback.model_dump_json()
+
+    def list_feedback(self, job_id: str) -> list[Feedback]:
+        with self._lock:
+            items = [Feedback.model_validate_json(raw) for raw in self._feedback.values()]
+        return sorted((f for f in items if f.job_id == job_id),
+                      key=lambda f: (f.created_at, f.feedback_id))
+
+
+class MemoryKeyStore(KeyStore):
+    """API keys and webhooks in dictionaries."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, str] = {}
+        self._webhooks: dict[str, str] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls()
+
+    def put_key(self, key: ApiKey) -> None:
+        with self._lock:
+            self._keys[key.key_id] = key.model_dump_json()
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        with self._lock:
+            raw = self._keys.get(key_id)
+        return ApiKey.model_validate_json(raw) if raw else None
+
+    def list_keys(self) -> list[ApiKey]:
+        with self._lock:
+            keys = [ApiKey.model_validate_json(raw) for raw in self._keys.values()]
+        return sorted(keys, key=lambda k: (k.created_at, k.key_id))
+
+    def revoke_key(self, key_id: str, at: datetime) -> bool:
+        key = self.get_key(key_id)
+        if key is None:
+            return False
+        if key.revoked_at is None:
+            self.put_key(key.model_copy(update={"revoked_at": at}))
+        return True
+
+    def put_webhook(self, webhook: Webhook) -> None:
+        with self._lock:
+            self._webhooks[webhook.webhook_id] = webhook.model_dump_json()
+
+    def list_webhooks(self, owner: str) -> list[Webhook]:
+        with self._lock:
+            hooks = [Webhook.model_validate_json(raw) for raw in self._webhooks.values()]
+        return sorted((h for h in hooks if h.owner == owner),
+                      key=lambda h: (h.created_at, h.webhook_id))
+
+    def delete_webhook(self, owner: str, webhook_id: str) -> bool:
+        with self._lock:
+            raw = self._webhooks.get(webhook_id)
+            if raw is None or Webhook.model_validate_json(raw).owner != owner:
+                return False
+            del self._webhooks[webhook_id]
+            return True

@@ -39,6 +39,7 @@ __all__ = [
     "render_windows",
     "resolve_compute_type",
     "resolve_device",
+    "snap_to_quiet",
     "split_at_pieces",
     "unread_pieces",
 ]
@@ -268,33 +269,47 @@ def unread_pieces(
 def split_at_pieces(
     segments: Sequence[Segment], pieces: Sequence[Piece], *, keep_words: bool
 ) -> list[Segment]:
-    """Split segments (with word times) so that each holds words of one piece only."""
+    """Split segments (with word times) so that each holds the words of one piece only.
+
+    Times are kept inside the piece, since a segment's end timestamp may fall after it.
+    """
     starts = np.array([p.start / SAMPLE_RATE for p in pieces])
     result: list[Segment] = []
     for segment in segments:
         if not segment.words:
             result.append(segment)
             continue
-        groups: list[list[Word]] = []
-        previous = -1
+        groups: list[tuple[int, list[Word]]] = []
         for word in segment.words:
             index = max(0, int(np.searchsorted(starts, word.start, side="right")) - 1)
-            if index != previous:
-                groups.append([])
-                previous = index
-            groups[-1].append(word)
-        for words in groups:
+            if not groups or groups[-1][0] != index:
+                groups.append((index, []))
+            groups[-1][1].append(word)
+        for index, words in groups:
+            lo, hi = starts[index], pieces[index].end / SAMPLE_RATE
+            start = min(max(words[0].start, lo), hi)
             result.append(
                 segment.model_copy(
                     update={
-                        "start": words[0].start if len(groups) > 1 else segment.start,
-                        "end": words[-1].end if len(groups) > 1 else segment.end,
+                        "start": start,
+                        "end": max(start, min(words[-1].end, hi)),
                         "text": "".join(w.word for w in words).strip(),
                         "words": words if keep_words else None,
                     }
                 )
             )
     return result
+
+
+def snap_to_quiet(samples: np.ndarray, piece: Piece, radius_s: float = 0.3) -> Piece:
+    """Move a piece's start to the quietest 20 ms frame within `radius_s` of it."""
+    radius = int(radius_s * SAMPLE_RATE)
+    lo = max(0, piece.start - radius)
+    hi = min(piece.end - _FRAME, piece.start + radius)
+    if hi <= lo:
+        return piece
+    start = lo + int(np.argmin(_frame_db(samples[lo:hi]))) * _FRAME
+    return Piece(start, piece.end, piece.gain)
 
 
 def render_windows(samples: np.ndarray, windows: Sequence[Window]) -> np.ndarray:
@@ -527,7 +542,7 @@ class WhisperTranscriber(Transcriber):
         rounds = 0
         with self._lock:
             result = self._decode(samples, windows, language, words)
-            pending, unread = windows, self._unread(windows, result)
+            pending, unread = windows, self._unread(samples, windows, result)
             while unread and rounds < self.retries:
                 # Pieces from far apart share these windows; word times tell which piece
                 # each word came from, so no text lands at another piece's time.
@@ -536,7 +551,7 @@ class WhisperTranscriber(Transcriber):
                     self._decode(samples, pending, language, True), unread, keep_words=words
                 )
                 result += again
-                unread = self._unread(pending, again)
+                unread = self._unread(samples, pending, again)
                 rounds += 1
         result.sort(key=lambda seg: seg.start)
         logger.debug(
@@ -548,8 +563,15 @@ class WhisperTranscriber(Transcriber):
         )
         return result
 
-    def _unread(self, windows: Sequence[Window], segments: Sequence[Segment]) -> list[Piece]:
-        return [piece for group in unread_pieces(windows, segments) for piece in group]
+    def _unread(
+        self, samples: np.ndarray, windows: Sequence[Window], segments: Sequence[Segment]
+    ) -> list[Piece]:
+        # A rest starts at a timestamp, which can be a little inside a word.
+        return [
+            snap_to_quiet(samples, piece)
+            for group in unread_pieces(windows, segments)
+            for piece in group
+        ]
 
     def _decode(
         self,
@@ -608,7 +630,7 @@ class WhisperTranscriber(Transcriber):
         return [
             _to_segment(seg, time_map, duration)
             for seg in segments
-            if seg.text.strip() and not _is_silence(seg)
+            if seg.text.strip() and not _is_silence(seg) and not _is_loop(seg)
         ]
 
     def transcribe_sequential(
@@ -634,6 +656,14 @@ class WhisperTranscriber(Transcriber):
 def _is_silence(segment: Any) -> bool:
     """Whisper's own rule for a window that holds no speech."""
     return bool(segment.no_speech_prob > 0.6 and segment.avg_logprob < -1.0)
+
+
+def _is_loop(segment: Any) -> bool:
+    """Whisper's rule for a failed decode: text that compresses too well repeats itself.
+
+    Dropping it leaves its piece unread, so the next round decodes it again.
+    """
+    return bool(segment.compression_ratio > 2.4)
 
 
 def _identity(t: float, *, is_end: bool = False) -> float:

@@ -83,3 +83,16 @@ class NoteRecord(BaseModel):
 
 
 Kind = Literal["note", "partial", "merge"]
+
+
+class Feedback(BaseModel):
+    """`feedback/{feedback_id}`: a correction and/or a flag on a job's transcript."""
+
+    feedback_id: str
+    job_id: str
+    owner: str | None = None
+    corrected_transcript: str | None = None
+    flagged: bool = False
+    comment: str | None = None
+    source: Literal["api", "ui", "label-studio"] = "api"
+    created_at: datetime
