@@ -32,6 +32,16 @@ class BlobInfo:
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SignedUpload:
+    """A URL that lets its holder PUT one object, with the headers that must be sent."""
+
+    url: str
+    method: str
+    headers: Mapping[str, str]
+    expires_at: datetime
+
+
 class BlobStore(ABC):
     """Object storage: buckets of keys (GCS, S3/MinIO, memory)."""
 
@@ -90,6 +100,16 @@ class BlobStore(ABC):
     @abstractmethod
     def delete(self, bucket: str, key: str) -> None:
         """Remove the object; absent objects are not an error."""
+
+    @abstractmethod
+    def update_metadata(self, bucket: str, key: str, metadata: Mapping[str, str]) -> BlobInfo:
+        """Merge `metadata` into the object's metadata; `NotFoundError` if absent."""
+
+    @abstractmethod
+    def signed_put_url(
+        self, bucket: str, key: str, *, content_type: str, size: int, expires_s: int
+    ) -> SignedUpload:
+        """A URL to upload exactly one object of `size` bytes and `content_type`."""
 
 
 class Publisher(ABC):

@@ -19,6 +19,7 @@ from audiary import messages
 from audiary.errors import BadEventError
 from audiary.logs import setup_logging
 from audiary.models import materialize
+from audiary.openai_api import openai_blueprint
 from audiary.ports import Transcriber
 from audiary.services.transcription import handle_chunk
 from audiary.settings import Settings, load_settings
@@ -78,6 +79,7 @@ def create_app(load_model: Callable[[], Transcriber] | None = None) -> Flask:
     settings = load_settings()
     holder = ModelHolder(load_model or (lambda: _load_whisper(settings)))
     app = Flask("audiary-transcriber")
+    app.register_blueprint(openai_blueprint(holder.get, load_settings))
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:

@@ -790,3 +790,35 @@ def test_webhooks_belong_to_their_owner(keys: KeyStore) -> None:
     assert keys.delete_webhook("key:a", mine.webhook_id)
     assert keys.list_webhooks("key:a") == []
     assert keys.list_webhooks("key:b") == [theirs]
+
+
+def test_update_metadata_merges(blobs: BlobStore) -> None:
+    bucket = unique("bkt")
+    blobs.ensure_bucket(bucket)
+    blobs.put(bucket, "a.wav", b"abc", content_type="audio/wav", metadata={"owner": "key:a"})
+    info = blobs.update_metadata(bucket, "a.wav", {"flagged": "true", "timestamp": "t1"})
+    assert dict(info.metadata) == {"owner": "key:a", "flagged": "true", "timestamp": "t1"}
+    stat = blobs.stat(bucket, "a.wav")
+    assert stat is not None
+    assert dict(stat.metadata) == dict(info.metadata)
+    assert blobs.get(bucket, "a.wav") == b"abc"
+    with pytest.raises(NotFoundError):
+        blobs.update_metadata(bucket, "missing.wav", {"x": "y"})
+
+
+def test_signed_put_url_binds_type_and_size(blobs: BlobStore) -> None:
+    bucket = unique("bkt")
+    blobs.ensure_bucket(bucket)
+    signed = blobs.signed_put_url(bucket, "inbox/x.wav", content_type="audio/wav", size=5,
+                                  expires_s=600)
+    assert signed.method == "PUT"
+    assert signed.headers["Content-Type"] == "audio/wav"
+    assert timedelta(minutes=9) < signed.expires_at - datetime.now(UTC) <= timedelta(minutes=10)
+    if signed.url.startswith("memory://"):
+        return
+    import httpx
+
+    response = httpx.put(signed.url, content=b"hello", headers=dict(signed.headers))
+    assert response.status_code == 200, response.text
+    assert blobs.get(bucket, "inbox/x.wav") == b"hello"
+    assert "X-Goog-Signature" in signed.url or "X-Amz-Signature" in signed.url

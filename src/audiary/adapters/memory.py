@@ -11,8 +11,8 @@ import itertools
 import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
@@ -29,7 +29,15 @@ from audiary.domain.jobs import (
 from audiary.domain.keys import ApiKey, Webhook
 from audiary.domain.notes import Feedback, NoteRecord
 from audiary.errors import NotFoundError, StateError
-from audiary.ports import BlobInfo, BlobStore, JobStore, KeyStore, NoteStore, Publisher
+from audiary.ports import (
+    BlobInfo,
+    BlobStore,
+    JobStore,
+    KeyStore,
+    NoteStore,
+    Publisher,
+    SignedUpload,
+)
 from audiary.settings import Settings
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -157,6 +165,24 @@ class MemoryBlobStore(BlobStore):
         with self._lock:
             self._buckets.get(bucket, {}).pop(key, None)
 
+
+    def update_metadata(self, bucket: str, key: str, metadata: Mapping[str, str]) -> BlobInfo:
+        with self._lock:
+            blob = self._blob(bucket, key)
+            updated = replace(blob, metadata={**blob.metadata, **metadata})
+            self._objects(bucket)[key] = updated
+            return self._info(bucket, key, updated)
+
+    def signed_put_url(
+        self, bucket: str, key: str, *, content_type: str, size: int, expires_s: int
+    ) -> SignedUpload:
+        # Nothing can PUT to memory over HTTP; the URL only identifies the object.
+        return SignedUpload(
+            url=f"memory://{bucket}/{key}",
+            method="PUT",
+            headers={"Content-Type": content_type, "Content-Length": str(size)},
+            expires_at=utcnow() + timedelta(seconds=expires_s),
+        )
 
 @dataclass(frozen=True)
 class PublishedMessage:

@@ -11,6 +11,7 @@ lower-case keys. Listings carry no content type or metadata.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
@@ -20,7 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from audiary.errors import NotFoundError
-from audiary.ports import BlobInfo, BlobStore
+from audiary.ports import BlobInfo, BlobStore, SignedUpload
 from audiary.settings import Settings
 
 if TYPE_CHECKING:
@@ -56,7 +57,11 @@ class S3BlobStore(BlobStore):
             aws_access_key_id=access_key_id,
             aws_secret_access_key=secret_access_key,
             region_name=region,
-            config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard"}),
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"mode": "standard"},
+                signature_version="s3v4",
+            ),
         )
 
     @classmethod
@@ -241,3 +246,30 @@ class S3BlobStore(BlobStore):
         except ClientError as exc:
             if not _missing(exc):
                 raise
+
+    def update_metadata(self, bucket: str, key: str, metadata: Mapping[str, str]) -> BlobInfo:
+        current = self._stat_or_raise(bucket, key)
+        # S3 metadata cannot be patched: copy the object onto itself with the merged set.
+        self._client.copy_object(
+            Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key},
+            Metadata={**current.metadata, **{k.lower(): v for k, v in metadata.items()}},
+            MetadataDirective="REPLACE",
+            ContentType=current.content_type or DEFAULT_CONTENT_TYPE,
+        )
+        return self._stat_or_raise(bucket, key)
+
+    def signed_put_url(
+        self, bucket: str, key: str, *, content_type: str, size: int, expires_s: int
+    ) -> SignedUpload:
+        # Content type and length are signed: an upload of another type or size is refused.
+        url = self._client.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": bucket, "Key": key, "ContentType": content_type,
+                    "ContentLength": size},
+            ExpiresIn=expires_s,
+        )
+        return SignedUpload(
+            url=url, method="PUT",
+            headers={"Content-Type": content_type, "Content-Length": str(size)},
+            expires_at=datetime.now(UTC) + timedelta(seconds=expires_s),
+        )

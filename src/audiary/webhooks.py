@@ -1,0 +1,326 @@
+"""Signed webhook deliveries: POST an event to a user's URL, retry what may succeed later,
+dead-letter what never does.
+
+Signing scheme (v1)
+-------------------
+Every delivery carries:
+
+    Content-Type: application/json
+    Audiary-Timestamp: 1717171717       Unix seconds when this attempt was signed
+    Audiary-Signature: v1=<hex>         HMAC-SHA256, key = the webhook secret
+    Audiary-Delivery: <id>              the same on every attempt of one event
+
+The signed message is the timestamp, a dot, then the raw request body:
+``f"{timestamp}.".encode() + body``. Binding the timestamp into the MAC lets a receiver refuse
+a captured delivery replayed later. Each retry is signed again with a fresh timestamp; use
+`Audiary-Delivery` to ignore an event you already processed.
+
+Verify over the raw body bytes, before parsing the JSON (parsing and re-serialising can change
+them), for example:
+
+    import hashlib
+    import hmac
+    import time
+
+    def verify_audiary_webhook(secret: bytes, headers, body: bytes) -> bool:
+        timestamp = headers.get("Audiary-Timestamp", "")
+        signature = headers.get("Audiary-Signature", "")
+        if not (timestamp.isascii() and timestamp.isdigit()):
+            return False
+        if abs(time.time() - int(timestamp)) > 300:
+            return False  # older than 5 minutes (or from the future): maybe a replay
+        mac = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256)
+        return hmac.compare_digest(f"v1={mac.hexdigest()}".encode(), signature.encode())
+
+Delivery succeeds on any 2xx answer. Connection errors, timeouts, 429 and 5xx are retried
+with exponential backoff and jitter (a 429's Retry-After is honoured); other answers,
+redirects included, are final: following a redirect would send the event somewhere the user
+did not register.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import RetryCallState, Retrying, retry_if_result, wait_exponential_jitter
+
+from audiary.ports import Publisher
+
+__all__ = [
+    "DELIVERY_HEADER",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "DeliveryResult",
+    "dead_letter",
+    "deliver",
+    "encode_payload",
+    "sign",
+    "verify",
+]
+
+log = logging.getLogger(__name__)
+
+TIMESTAMP_HEADER = "Audiary-Timestamp"
+SIGNATURE_HEADER = "Audiary-Signature"
+DELIVERY_HEADER = "Audiary-Delivery"
+SIGNATURE_VERSION = "v1"
+USER_AGENT = "audiary-webhooks/1"
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    """Hex HMAC-SHA256 of `timestamp.body` (without the `v1=` prefix of the header)."""
+    return hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def verify(
+    secret: bytes,
+    timestamp_header: str | None,
+    signature_header: str | None,
+    body: bytes,
+    *,
+    now: float,
+    tolerance_s: float = 300,
+) -> bool:
+    """Whether the headers sign `body` with `secret` at a time within `tolerance_s` of `now`."""
+    if not timestamp_header or not signature_header:
+        return False
+    if not (timestamp_header.isascii() and timestamp_header.isdigit()):
+        return False
+    timestamp = int(timestamp_header)
+    # Future timestamps are refused too: otherwise a forged-clock delivery stays valid forever.
+    if abs(now - timestamp) > tolerance_s:
+        return False
+    expected = f"{SIGNATURE_VERSION}={sign(secret, timestamp, body)}"
+    return hmac.compare_digest(expected.encode(), signature_header.encode())
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    delivered: bool
+    attempts: int
+    last_status: int | None
+    last_error: str | None  # why the last attempt failed; None once delivered
+    delivery_id: str
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """One attempt: the receiver's status, or the transport error that prevented one."""
+
+    status: int | None = None
+    error: str | None = None
+    transient: bool = False
+    retry_after_s: float | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def retryable(self) -> bool:
+        if self.status is None:
+            return self.transient
+        return self.status == 429 or self.status >= 500
+
+
+def deliver(
+    url: str,
+    payload: Mapping[str, Any],
+    secret: bytes,
+    *,
+    attempts: int = 5,
+    timeout_s: float = 10,
+    client: httpx.Client | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    now: Callable[[], float] = time.time,
+    max_wait_s: float = 60,
+    delivery_id: str | None = None,
+) -> DeliveryResult:
+    """POST `payload` as signed JSON to `url`, retrying transient failures; never raises for them.
+
+    Waits between attempts grow exponentially (1 s, 2 s, 4 s ... plus up to 1 s of jitter, at
+    most `max_wait_s`). A 429 waits its Retry-After instead; one longer than `max_wait_s` ends
+    the delivery, since retrying sooner would ignore the receiver. `sleep` and `now` are
+    injectable for tests; `delivery_id` defaults to a random id.
+    """
+    if attempts < 1:
+        raise ValueError(f"attempts must be at least 1, got {attempts}")
+    body = encode_payload(payload)
+    delivery_id = delivery_id or uuid.uuid4().hex
+    backoff = wait_exponential_jitter(initial=1, max=max_wait_s, jitter=1)
+
+    def wait(state: RetryCallState) -> float:
+        retry_after = _outcome(state).retry_after_s
+        return backoff(state) if retry_after is None else retry_after
+
+    def stop(state: RetryCallState) -> bool:
+        retry_after = _outcome(state).retry_after_s
+        asks_too_long = retry_after is not None and retry_after > max_wait_s
+        return state.attempt_number >= attempts or asks_too_long
+
+    def before_sleep(state: RetryCallState) -> None:
+        log.warning(
+            "webhook %s to %s failed on attempt %d (%s); retrying in %.1f s",
+            delivery_id,
+            _origin(url),
+            state.attempt_number,
+            _reason(_outcome(state)),
+            state.upcoming_sleep,
+        )
+
+    retrying = Retrying(
+        retry=retry_if_result(lambda outcome: outcome.retryable),
+        stop=stop,
+        wait=wait,
+        sleep=sleep,
+        before_sleep=before_sleep,
+        retry_error_callback=_outcome,  # out of attempts: report the last one
+    )
+    own_client = client is None
+    http = httpx.Client(follow_redirects=False) if client is None else client
+    try:
+        outcome: _Outcome = retrying(
+            _attempt, http, url, body, secret, delivery_id, timeout_s, now, max_wait_s
+        )
+    finally:
+        if own_client:
+            http.close()
+    tries = int(retrying.statistics.get("attempt_number", 1))
+    if outcome.delivered:
+        log.info("webhook %s delivered to %s on attempt %d", delivery_id, _origin(url), tries)
+    else:
+        log.error(
+            "webhook %s to %s not delivered after %d attempts (%s)",
+            delivery_id,
+            _origin(url),
+            tries,
+            _reason(outcome),
+        )
+    return DeliveryResult(
+        delivered=outcome.delivered,
+        attempts=tries,
+        last_status=outcome.status,
+        last_error=None if outcome.delivered else _reason(outcome),
+        delivery_id=delivery_id,
+    )
+
+
+def encode_payload(payload: Mapping[str, Any]) -> bytes:
+    """Compact JSON with sorted keys: the same payload always gives the same bytes."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+def _attempt(
+    client: httpx.Client,
+    url: str,
+    body: bytes,
+    secret: bytes,
+    delivery_id: str,
+    timeout_s: float,
+    now: Callable[[], float],
+    max_wait_s: float,
+) -> _Outcome:
+    # Signed per attempt: a retry minutes later must still pass the receiver's 5-minute window.
+    timestamp = int(now())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: f"{SIGNATURE_VERSION}={sign(secret, timestamp, body)}",
+        DELIVERY_HEADER: delivery_id,
+    }
+    try:
+        # Streamed and closed unread: only the status matters, and a receiver must not be
+        # able to make us buffer a huge answer.
+        with client.stream("POST", url, content=body, headers=headers, timeout=timeout_s) as r:
+            status, retry_after = r.status_code, r.headers.get("retry-after")
+    except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        return _Outcome(error=f"{type(exc).__name__}: {exc}", transient=True)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        return _Outcome(error=f"{type(exc).__name__}: {exc}")
+    if status != 429:
+        return _Outcome(status=status)
+    wait_s = _retry_after_s(retry_after, now())
+    if wait_s is not None and wait_s > max_wait_s:
+        return _Outcome(status=status, retry_after_s=wait_s, error=f"Retry-After {wait_s:g} s")
+    return _Outcome(status=status, retry_after_s=wait_s)
+
+
+def _retry_after_s(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date), None if absent."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _outcome(state: RetryCallState) -> _Outcome:
+    assert state.outcome is not None  # tenacity calls wait/stop/callbacks after an attempt
+    outcome: _Outcome = state.outcome.result()
+    return outcome
+
+
+def _reason(outcome: _Outcome) -> str:
+    if outcome.status is None:
+        return outcome.error or "no answer"
+    reason = f"HTTP {outcome.status}"
+    return f"{reason}, {outcome.error}" if outcome.error else reason
+
+
+def _origin(url: str) -> str:
+    """Scheme and host only: webhook paths and queries often hold tokens."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "<invalid url>"
+    return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}"
+
+
+def dead_letter(
+    publisher: Publisher,
+    topic: str,
+    url: str,
+    payload: Mapping[str, Any],
+    result: DeliveryResult,
+) -> str:
+    """Publish an undelivered event with why it failed, for inspection or replay; the message id.
+
+    The message body is JSON with `url`, `payload`, `reason`, `attempts`, `last_status` and
+    `delivery_id`; `reason`, `attempts` and `delivery_id` are also attributes, for filtering.
+    """
+    if result.delivered:
+        raise ValueError(f"webhook {result.delivery_id} was delivered; nothing to dead-letter")
+    reason = result.last_error or "not delivered"
+    data = {
+        "url": url,
+        "payload": dict(payload),
+        "reason": reason,
+        "attempts": result.attempts,
+        "last_status": result.last_status,
+        "delivery_id": result.delivery_id,
+    }
+    attributes = {
+        # Pub/Sub caps attribute values at 1024 bytes; the full reason is in the body.
+        "reason": reason[:256],
+        "attempts": str(result.attempts),
+        "delivery_id": result.delivery_id,
+    }
+    message_id = publisher.publish(topic, encode_payload(data), attributes)
+    log.info("webhook %s dead-lettered to %s (%s)", result.delivery_id, topic, reason)
+    return message_id
