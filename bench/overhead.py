@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from audiary.cli import upload
+from audiary.client import LocalBackend
 from audiary.domain.jobs import JobStatus
 from audiary.evaluation.longform import build_longform, write_wav
 from audiary.local.emulators import free_port
@@ -52,7 +52,7 @@ def pipeline_seconds(settings: Settings, path: Path) -> tuple[float, dict[str, f
             "storage_emulator_host": stack.env["STORAGE_EMULATOR_HOST"],
         }))
         start = time.perf_counter()
-        job_id, _ = upload(svc, path)
+        job_id = LocalBackend(svc).upload(path)
         while True:
             job = svc.jobs.get_job(job_id)
             if job is not None and job.status in {JobStatus.TRANSCRIBED, JobStatus.FAILED,

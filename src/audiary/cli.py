@@ -1,16 +1,16 @@
 """`audiary`: drop audio into the pipeline and read what comes out.
 
-Talks to whatever the settings point at: the native local stack that `make up` starts
-(the defaults), or a Google Cloud project.
+Talks to the native local stack that `make up` started (found through its state file), to a
+Google Cloud project through the standard variables, or with `--api URL --key KEY` (or
+AUDIARY_API_URL / AUDIARY_API_KEY) to the HTTPS API.
 """
 
 from __future__ import annotations
 
-import mimetypes
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
@@ -20,12 +20,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from audiary.domain.jobs import TERMINAL, Job, JobStatus, job_id_for
-from audiary.domain.transcript import Transcript, TranscriptFormat, render
-from audiary.errors import AudiaryError, NotFoundError
+from audiary.client import ApiBackend, Backend, LocalBackend
+from audiary.domain.jobs import TERMINAL, Job, JobStatus
+from audiary.domain.keys import ApiKey, new_key
+from audiary.domain.transcript import TranscriptFormat, render
+from audiary.errors import AudiaryError
 from audiary.notes.render import to_markdown
-from audiary.ports import BlobInfo
-from audiary.services.transcription import transcript_key
 from audiary.settings import load_settings
 from audiary.wiring import Services, services
 
@@ -33,8 +33,7 @@ AUDIO_SUFFIXES = frozenset({
     ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".webm", ".mp4", ".mov",
     ".mkv", ".wma", ".aiff", ".aif",
 })
-# A job has left the pipeline once it reaches one of these.
-FINISHED = TERMINAL
+DEFAULT_SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "diary-demo.ogg"
 
 console = Console(stderr=True)
 
@@ -57,21 +56,16 @@ def _svc() -> Services:
     return services(load_settings())
 
 
-def upload(svc: Services, path: Path) -> tuple[str, BlobInfo]:
-    """Upload one file into the inbox; returns the id of the job it becomes, and the object."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-    key = f"{svc.settings.inbox_prefix}{stamp}-{path.name}"
-    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    # The file's modification time is the best guess of when it was recorded: the note's date.
-    recorded = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat()
-    info = svc.blobs.upload_file(
-        svc.settings.uploads_bucket, key, path, content_type=content_type,
-        metadata={"recorded-at": recorded},
-    )
-    return job_id_for(info.bucket, info.key, info.generation), info
+def _backend(ctx: click.Context) -> Backend:
+    api, key = ctx.obj["api"], ctx.obj["key"]
+    if api:
+        if not key:
+            raise click.UsageError("--api needs --key (or AUDIARY_API_KEY)")
+        return ApiBackend(api, key)
+    return LocalBackend(_svc())
 
 
-def wait_for(svc: Services, job_ids: list[str], timeout_s: float) -> dict[str, Job | None]:
+def wait_for(backend: Backend, job_ids: list[str], timeout_s: float) -> dict[str, Job | None]:
     """Show a progress bar per job until every job has left the pipeline or time runs out."""
     deadline = time.monotonic() + timeout_s
     latest: dict[str, Job | None] = dict.fromkeys(job_ids)
@@ -89,17 +83,15 @@ def wait_for(svc: Services, job_ids: list[str], timeout_s: float) -> dict[str, J
         }
         while time.monotonic() < deadline:
             for job_id, task in tasks.items():
-                job = svc.jobs.get_job(job_id)
+                job = backend.get_job(job_id)
                 latest[job_id] = job
                 if job is not None:
                     progress.update(
-                        task,
-                        total=job.chunks_total or None,
-                        completed=job.chunks_done,
+                        task, total=job.chunks_total or None, completed=job.chunks_done,
                         status=job.status.value,
                         chunks=f"{job.chunks_done}/{job.chunks_total} chunks",
                     )
-            if all(j is not None and j.status in FINISHED for j in latest.values()):
+            if all(j is not None and j.status in TERMINAL for j in latest.values()):
                 break
             time.sleep(0.5)  # polling a remote store at a human pace
     return latest
@@ -107,35 +99,38 @@ def wait_for(svc: Services, job_ids: list[str], timeout_s: float) -> dict[str, J
 
 @click.group()
 @click.version_option(package_name="audiary")
-def cli() -> None:
+@click.option("--api", envvar="AUDIARY_API_URL", help="Use the HTTPS API at this URL.")
+@click.option("--key", envvar="AUDIARY_API_KEY", help="API key for --api.")
+@click.pass_context
+def cli(ctx: click.Context, api: str | None, key: str | None) -> None:
     """Audio in, transcript and diary note out."""
+    ctx.obj = {"api": api, "key": key}
 
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--wait", is_flag=True, help="Show progress until each job leaves the pipeline.")
+@click.option("--wait", is_flag=True, help="Show progress until each job is DONE (or fails).")
 @click.option("--watch", is_flag=True, help="Treat PATH as a hot folder: upload new audio files.")
 @click.option("--timeout", default=1800.0, show_default=True, help="Seconds --wait waits.")
-def drop(paths: tuple[Path, ...], wait: bool, watch: bool, timeout: float) -> None:
+@click.pass_context
+def drop(ctx: click.Context, paths: tuple[Path, ...], wait: bool, watch: bool,
+         timeout: float) -> None:
     """Upload audio files into the inbox and print one job id per file."""
-    svc = _svc()
+    backend = _backend(ctx)
     if watch:
         if len(paths) != 1 or not paths[0].is_dir():
             raise click.UsageError("--watch takes exactly one folder")
-        watch_folder(svc, paths[0])
+        watch_folder(backend.upload, paths[0])
         return
-    files = [p for p in paths if p.is_file()]
     if dirs := [p for p in paths if not p.is_file()]:
         raise click.UsageError(f"not a file: {dirs[0]} (use --watch for a folder)")
     job_ids = []
-    for path in files:
-        job_id, _ = upload(svc, path)
-        job_ids.append(job_id)
-        click.echo(job_id)
+    for path in paths:
+        job_ids.append(backend.upload(path))
+        click.echo(job_ids[-1])
     if wait:
-        jobs = wait_for(svc, job_ids, timeout)
-        failed = [j for j, job in jobs.items() if job is None or job.status not in FINISHED
-                  or job.status in {JobStatus.FAILED, JobStatus.REJECTED}]
+        jobs = wait_for(backend, job_ids, timeout)
+        failed = [j for j, job in jobs.items() if job is None or job.status is not JobStatus.DONE]
         for job_id in failed:
             job = jobs[job_id]
             why = (f"{job.status}: {job.error.message}" if job and job.error
@@ -156,7 +151,7 @@ def stable_audio_files(folder: Path, sizes: dict[Path, int]) -> Iterable[Path]:
         sizes[path] = size
 
 
-def watch_folder(svc: Services, folder: Path, *, interval_s: float = 1.0,
+def watch_folder(upload: Callable[[Path], str], folder: Path, *, interval_s: float = 1.0,
                  stop_after: int | None = None) -> list[str]:
     """Upload every audio file that appears in `folder` until interrupted."""
     console.print(f"watching {folder} for audio files; Ctrl-C to stop")
@@ -168,7 +163,7 @@ def watch_folder(svc: Services, folder: Path, *, interval_s: float = 1.0,
             for path in stable_audio_files(folder, sizes):
                 if path not in done:
                     done.add(path)
-                    job_ids.append(upload(svc, path)[0])
+                    job_ids.append(upload(path))
                     click.echo(f"{job_ids[-1]}  {path}")
             time.sleep(interval_s)
     except KeyboardInterrupt:
@@ -176,8 +171,8 @@ def watch_folder(svc: Services, folder: Path, *, interval_s: float = 1.0,
     return job_ids
 
 
-def _job(svc: Services, job_id: str) -> Job:
-    job = svc.jobs.get_job(job_id)
+def _job(backend: Backend, job_id: str) -> Job:
+    job = backend.get_job(job_id)
     if job is None:
         raise click.ClickException(f"no job {job_id}")
     return job
@@ -185,9 +180,10 @@ def _job(svc: Services, job_id: str) -> Job:
 
 @cli.command()
 @click.argument("job_id")
-def status(job_id: str) -> None:
+@click.pass_context
+def status(ctx: click.Context, job_id: str) -> None:
     """Show a job's state, progress, stage timings and error."""
-    job = _job(_svc(), job_id)
+    job = _job(_backend(ctx), job_id)
     table = Table(show_header=False, box=None)
     table.add_row("job", job.job_id)
     table.add_row("source", f"gs://{job.source.bucket}/{job.source.name}")
@@ -197,6 +193,8 @@ def status(job_id: str) -> None:
         table.add_row("duration", f"{job.duration_s:.1f} s")
     for stage, seconds in job.stage_seconds().items():
         table.add_row(f"  {stage}", f"{seconds:.2f} s")
+    if job.cost_usd is not None:
+        table.add_row("note cost", f"${job.cost_usd:.4f}")
     if job.error:
         table.add_row("error", f"{job.error.code} ({job.error.stage}): {job.error.message}")
     if job.quarantine_uri:
@@ -208,22 +206,63 @@ def status(job_id: str) -> None:
 @click.argument("job_id")
 @click.option("--format", "fmt", type=click.Choice(["txt", "json", "srt", "vtt"]),
               default="txt", show_default=True)
-def transcript(job_id: str, fmt: str) -> None:
+@click.pass_context
+def transcript(ctx: click.Context, job_id: str, fmt: str) -> None:
     """Print a job's transcript."""
-    svc = _svc()
-    job = _job(svc, job_id)
-    if job.transcript_uri is None:
-        raise click.ClickException(f"job {job_id} has no transcript yet (status {job.status})")
-    try:
-        raw = svc.blobs.get(svc.settings.transcripts_bucket, transcript_key(job_id))
-    except NotFoundError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(render(Transcript.model_validate_json(raw), cast(TranscriptFormat, fmt)), nl=False)
+    result = _backend(ctx).transcript(job_id)
+    click.echo(render(result, cast(TranscriptFormat, fmt)), nl=False)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md",
+              show_default=True)
+@click.pass_context
+def notes(ctx: click.Context, job_id: str, fmt: str) -> None:
+    """Print a job's diary note."""
+    record = _backend(ctx).note(job_id)
+    click.echo(record.model_dump_json(indent=2) if fmt == "json" else to_markdown(record),
+               nl=fmt == "json")
+
+
+@cli.group()
+def keys() -> None:
+    """Create, list and revoke API keys (needs access to the project's Firestore)."""
+
+
+@keys.command("create")
+@click.argument("name")
+def keys_create(name: str) -> None:
+    """Create a key; it is printed once and only its hash is kept."""
+    full, key_id, digest = new_key()
+    _svc().keys.put_key(ApiKey(key_id=key_id, name=name, secret_hash=digest,
+                               created_at=datetime.now(UTC)))
+    console.print(f"key {key_id} ({name}) created; store it now, it is not shown again:")
+    click.echo(full)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys (ids and names; secrets are never stored)."""
+    table = Table("key id", "name", "created", "revoked")
+    for key in _svc().keys.list_keys():
+        table.add_row(key.key_id, key.name, f"{key.created_at:%Y-%m-%d %H:%M}",
+                      f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "")
+    Console().print(table)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key: requests with it are refused from now on."""
+    if not _svc().keys.revoke_key(key_id, datetime.now(UTC)):
+        raise click.ClickException(f"no key {key_id}")
+    console.print(f"key {key_id} revoked")
 
 
 @cli.group()
 def stack() -> None:
-    """Start and stop the native local stack (emulators, ingest, transcriber, watcher)."""
+    """Start and stop the native local stack (emulators, functions, transcriber, watcher)."""
 
 
 @stack.command("up")
@@ -236,7 +275,7 @@ def stack_up() -> None:
         raise click.ClickException(
             f"a stack is already running (state in {settings.state_dir}); run `make down` first"
         )
-    with console.status("starting emulators, ingest, transcriber and watcher"):
+    with console.status("starting emulators, functions, transcriber and watcher"):
         started = NativeStack(settings).up()
     for key, value in started.env.items():
         click.echo(f"export {key}={value}")
@@ -253,8 +292,7 @@ def stack_down() -> None:
 
 
 @cli.command()
-@click.option("--sample", type=click.Path(exists=True, path_type=Path),
-              default=Path(__file__).resolve().parents[2] / "samples" / "diary-demo.ogg",
+@click.option("--sample", type=click.Path(exists=True, path_type=Path), default=DEFAULT_SAMPLE,
               show_default=True)
 @click.option("--timeout", default=900.0, show_default=True)
 def demo(sample: Path, timeout: float) -> None:
@@ -266,45 +304,23 @@ def demo(sample: Path, timeout: float) -> None:
         running = NativeStack(settings).up()
     try:
         os.environ.update(running.env)
-        svc = services(load_settings())
+        backend = LocalBackend(services(load_settings()))
         console.print(f"dropping {sample.name} into gs://{settings.uploads_bucket}/"
                       f"{settings.inbox_prefix}")
-        job_id, _ = upload(svc, sample)
-        job = wait_for(svc, [job_id], timeout)[job_id]
+        job_id = backend.upload(sample)
+        job = wait_for(backend, [job_id], timeout)[job_id]
         if job is None or job.status is not JobStatus.DONE:
             why = job.error.message if job and job.error else "timed out"
             raise click.ClickException(f"job {job_id} did not finish ({why})")
-        raw = svc.blobs.get(settings.transcripts_bucket, transcript_key(job_id))
-        result = Transcript.model_validate_json(raw)
         console.rule(f"transcript of {sample.name} ({job.chunks_total} chunks)")
-        click.echo(render(result, "txt"))
-        record = svc.notes.get_note(job_id)
-        if record is not None:
-            console.rule("diary note")
-            click.echo(to_markdown(record))
+        click.echo(render(backend.transcript(job_id), "txt"))
+        console.rule("diary note")
+        click.echo(to_markdown(backend.note(job_id)))
         timings = ", ".join(f"{k} {v:.1f} s" for k, v in job.stage_seconds().items())
         console.print(f"job {job_id}: {timings}")
     finally:
         with console.status("stopping the local stack"):
             running.down()
-
-
-@cli.command()
-@click.argument("job_id")
-@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md",
-              show_default=True)
-def notes(job_id: str, fmt: str) -> None:
-    """Print a job's diary note."""
-    svc = _svc()
-    job = _job(svc, job_id)
-    record = svc.notes.get_note(job_id)
-    if record is None:
-        why = f"{job.status}: {job.error.message}" if job.error else f"status {job.status}"
-        raise click.ClickException(f"job {job_id} has no diary note yet ({why})")
-    if fmt == "json":
-        click.echo(record.model_dump_json(indent=2))
-    else:
-        click.echo(to_markdown(record), nl=False)
 
 
 def main() -> None:

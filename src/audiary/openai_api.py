@@ -52,8 +52,6 @@ from audiary.ports import Transcriber
 from audiary.settings import Settings
 
 __all__ = [
-    "DEFAULT_SYNC_MAX_DURATION_S",
-    "DEFAULT_SYNC_MAX_UPLOAD_BYTES",
     "ApiError",
     "SyncLimits",
     "openai_blueprint",
@@ -64,18 +62,11 @@ log = logging.getLogger(__name__)
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 Granularity = Literal["word", "segment"]
 
-# OpenAI's own upload limit; it also stays below Cloud Run's 32 MiB HTTP/1 request cap.
-DEFAULT_SYNC_MAX_UPLOAD_BYTES = 25 * 1024**2
-# Ten minutes keep one synchronous request to about a minute on CPU; longer recordings are
-# better served by the bucket flow, which transcribes chunks in parallel.
-DEFAULT_SYNC_MAX_DURATION_S = 600.0
-
 _FORM_OVERHEAD_BYTES = 64 * 1024  # the other form fields and the multipart boundaries
 # An over-limit body is read and dropped up to this size before answering 413: clients such
 # as httpx send the whole body before reading the answer, and a server that closes on an unread
 # body makes them report a broken connection instead of the 413's message.
 _DRAIN_MAX_BYTES = 128 * 1024**2
-_MODEL_WAIT_S = 10.0
 _RETRY_AFTER_S = 5
 
 # Whisper's language codes and the names OpenAI reports them by (openai/whisper tokenizer.py).
@@ -151,11 +142,9 @@ class SyncLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> SyncLimits:
         """The sync limits, never above ingest's own."""
-        max_bytes = getattr(settings, "sync_max_upload_bytes", DEFAULT_SYNC_MAX_UPLOAD_BYTES)
-        max_s = getattr(settings, "sync_max_duration_s", DEFAULT_SYNC_MAX_DURATION_S)
         return cls(
-            max_upload_bytes=min(int(max_bytes), settings.max_upload_bytes),
-            max_duration_s=min(float(max_s), settings.max_duration_s),
+            max_upload_bytes=min(settings.sync_max_upload_bytes, settings.max_upload_bytes),
+            max_duration_s=min(settings.sync_max_duration_s, settings.max_duration_s),
             uploads_url=f"gs://{settings.uploads_bucket}/{settings.inbox_prefix}",
         )
 
@@ -196,12 +185,16 @@ class _WordTimedTranscriber(Protocol):
 
 
 def openai_blueprint(
-    get_model: Callable[[float], Transcriber], get_settings: Callable[[], Settings]
+    get_model: Callable[[float], Transcriber],
+    get_settings: Callable[[], Settings],
+    *,
+    model_wait_s: float = 10.0,
 ) -> Blueprint:
     """The `/v1` routes; `get_model(timeout_s)` returns the loaded transcriber.
 
     `get_model` raises `TimeoutError` while the model is still loading and `RuntimeError` when
-    it failed to load (as `ModelHolder.get` does); both become a 503 the SDK retries.
+    it failed to load (as `ModelHolder.get` does); a request waits up to `model_wait_s` for it,
+    then gets a 503 with Retry-After, which the SDK retries.
     """
     blueprint = Blueprint("openai", __name__, url_prefix="/v1")
 
@@ -209,15 +202,10 @@ def openai_blueprint(
     def create_transcription() -> Response:
         request_id = f"req_{uuid.uuid4().hex}"
         try:
-            response = _transcribe_request(get_model, get_settings())
+            response = _transcribe_request(get_model, get_settings(), model_wait_s)
         except ApiError as exc:
             log.info("transcription request %s refused: %s", request_id, exc.message)
             response = exc.response()
-        except RequestEntityTooLarge:
-            # A body without Content-Length that ran past the limit while being read.
-            limits = SyncLimits.from_settings(get_settings())
-            _drain()
-            response = _too_large(limits).response()
         except HTTPException as exc:
             response = ApiError(exc.code or 400, exc.description or exc.name).response()
         except Exception:
@@ -234,7 +222,9 @@ def openai_blueprint(
     return blueprint
 
 
-def _transcribe_request(get_model: Callable[[float], Transcriber], settings: Settings) -> Response:
+def _transcribe_request(
+    get_model: Callable[[float], Transcriber], settings: Settings, model_wait_s: float
+) -> Response:
     limits = SyncLimits.from_settings(settings)
     if (request.content_length or 0) > limits.max_upload_bytes + _FORM_OVERHEAD_BYTES:
         _drain()
@@ -246,17 +236,29 @@ def _transcribe_request(get_model: Callable[[float], Transcriber], settings: Set
             400,
             "Send the request as multipart/form-data with the audio in the 'file' field.",
         )
-    options = _parse_options(request.form)
-    upload = request.files.get("file")
+    try:
+        form, files = request.form, request.files
+    except RequestEntityTooLarge as exc:
+        if request.content_length is not None:
+            # The body as a whole was within the limit: a text field is over Flask's cap.
+            raise ApiError(
+                413, "A form field other than 'file' is too large (prompt is meant to be short)."
+            ) from exc
+        _drain()  # sent without Content-Length and ran past the limit
+        raise _too_large(limits) from exc
+    options = _parse_options(form)
+    upload = files.get("file")
     if upload is None:
         raise ApiError(
             400,
             "No file was uploaded: send the audio as the multipart form field 'file'.",
             param="file",
         )
+    if options.prompt or options.temperature:
+        log.debug("prompt and temperature are accepted but not used by this transcriber")
     started = time.monotonic()
     samples, duration_s = _decode_upload(upload, limits, settings)
-    transcriber = _loaded(get_model)
+    transcriber = _loaded(get_model, model_wait_s)
     language = _resolve_language(options.language, transcriber, samples)
     segments = _run(transcriber, samples, language, words=options.words)
     log.info(
@@ -399,9 +401,9 @@ def _drain() -> None:
         log.debug("client went away while its oversized body was drained")
 
 
-def _loaded(get_model: Callable[[float], Transcriber]) -> Transcriber:
+def _loaded(get_model: Callable[[float], Transcriber], wait_s: float) -> Transcriber:
     try:
-        return get_model(_MODEL_WAIT_S)
+        return get_model(wait_s)
     except TimeoutError as exc:
         raise ApiError(
             503,

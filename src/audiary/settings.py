@@ -133,6 +133,34 @@ class Settings(BaseSettings):
         description="USD per million (input, output) tokens, by model name.",
     )
 
+    # HTTPS API.
+    api_rate_per_s: float = Field(default=5.0, gt=0, description="Requests per second per key.")
+    api_burst: int = Field(default=20, ge=1, description="Requests a key may make at once.")
+    api_service_accounts: list[str] = Field(
+        default_factory=list,
+        description="Service accounts whose Google-signed ID tokens the API accepts.",
+    )
+    api_audience: str | None = Field(
+        default=None, description="Expected `aud` of ID tokens: the API's URL."
+    )
+    google_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    upload_url_ttl_s: int = Field(default=900, ge=60, le=900)
+    audio_url_max_bytes: int = Field(default=500 * 1024**2, gt=0)
+    allow_private_urls: bool = Field(
+        default=False, description="Development only: let audio_url reach private addresses."
+    )
+    allow_http_urls: bool = Field(
+        default=False, description="Development only: accept http:// audio and webhook URLs."
+    )
+    webhook_attempts: int = Field(default=5, ge=1)
+    sync_max_upload_bytes: int = Field(
+        default=25 * 1024**2, gt=0,
+        description="Largest file POST /v1/audio/transcriptions takes (OpenAI's own limit).",
+    )
+    sync_max_duration_s: float = Field(
+        default=600.0, gt=0, description="Longest audio transcribed synchronously."
+    )
+
     # Native local stack.
     state_dir: Path = Path(".audiary")
     host: str = "127.0.0.1"
@@ -142,6 +170,8 @@ class Settings(BaseSettings):
     ingest_port: int = 8091
     transcriber_port: int = 8092
     summarize_port: int = 8093
+    api_port: int = 8094
+    webhooks_port: int = 8095
     watch_interval_s: float = Field(default=0.5, gt=0)
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from audiary.cli import cli, watch_folder
+from audiary.client import LocalBackend
 from audiary.domain.jobs import JobStatus
 from tests.e2e.conftest import wait_for_status
 from tests.media import DEMO_SAMPLE, bad_inputs, decode, encode
@@ -74,7 +75,8 @@ def test_hot_folder_uploads_audio_files_that_appear(svc, tmp_path):
     folder.mkdir()
     job_ids: list[str] = []
     watcher = threading.Thread(
-        target=lambda: job_ids.extend(watch_folder(svc, folder, interval_s=0.2, stop_after=2))
+        target=lambda: job_ids.extend(
+            watch_folder(LocalBackend(svc).upload, folder, interval_s=0.2, stop_after=2))
     )
     watcher.start()
     (folder / "shopping.txt").write_text("not audio, not uploaded")

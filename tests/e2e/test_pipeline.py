@@ -11,9 +11,9 @@ import pytest
 
 from audiary.adapters.pubsub import ensure_pull_subscription, ensure_topic, pull_messages
 from audiary.adapters.whisper import WhisperTranscriber
-from audiary.cli import upload
+from audiary.client import LocalBackend
 from audiary.domain.events import ObjectEvent, notification_message
-from audiary.domain.jobs import TERMINAL, ChunkStatus, JobStatus
+from audiary.domain.jobs import TERMINAL, ChunkStatus, JobStatus, job_id_for
 from audiary.domain.transcript import Transcript
 from audiary.evaluation.longform import build_longform, write_wav
 from audiary.evaluation.wer import wer
@@ -26,6 +26,12 @@ from tests.media import DEMO_SAMPLE, bad_inputs, decode, encode
 pytestmark = pytest.mark.e2e
 
 FINISHED = TERMINAL
+
+
+def upload(svc, path):
+    """Drop a file like `audiary drop`: (job id, the inbox object)."""
+    info = LocalBackend(svc).upload_object(path)
+    return job_id_for(info.bucket, info.key, info.generation), info
 
 
 def transcript_of(svc, job_id: str) -> Transcript:

@@ -9,18 +9,25 @@ from __future__ import annotations
 import re
 import sys
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import httpx
+import numpy as np
 import openai
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
+from audiary.domain.transcript import Segment
 from audiary.evaluation.longform import Utterance, load_manifest, speech_dir
 from audiary.evaluation.wer import wer
 from audiary.local.emulators import ManagedProcess, free_port
 from audiary.local.stack import REPO_ROOT, TRANSCRIBER_APP, TRANSCRIBER_GUNICORN_ARGS
-from audiary.openai_api import SyncLimits
+from audiary.openai_api import SyncLimits, openai_blueprint
+from audiary.ports import Transcriber
 from audiary.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -171,14 +178,14 @@ def test_verbose_json_with_words_and_segments(client: openai.OpenAI, jfk: Uttera
 def test_verbose_json_granularities(
     client: openai.OpenAI,
     jfk: Utterance,
-    granularities: list[str] | None,
+    granularities: list[Literal["word", "segment"]] | None,
     segments: bool,
     words: bool,
 ) -> None:
     """Segments by default; word granularity alone gives words only, as OpenAI does."""
-    extra = {"timestamp_granularities": granularities} if granularities else {}
     result = client.audio.transcriptions.create(
-        file=jfk.audio, model="whisper-1", response_format="verbose_json", **extra,  # type: ignore[arg-type]
+        file=jfk.audio, model="whisper-1", response_format="verbose_json",
+        timestamp_granularities=granularities or openai.omit,
     )
     assert (result.segments is not None, result.words is not None) == (segments, words)
     _assert_close_to_reference(result.text, jfk)
@@ -247,3 +254,64 @@ def test_request_without_a_file_gets_an_openai_error_body(base_url: str) -> None
         "message": "No file was uploaded: send the audio as the multipart form field 'file'.",
         "type": "invalid_request_error", "param": "file", "code": None,
     }}
+
+
+class _SegmentsOnly(Transcriber):
+    """A transcriber without word timestamps, or one that breaks."""
+
+    model_name = "fake"
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+
+    def transcribe(self, samples: np.ndarray, *, language: str | None = None) -> list[Segment]:
+        if self.error:
+            raise self.error
+        return [Segment(start=0.0, end=1.0, text="hello")]
+
+
+def _app(get_model: Callable[[float], Transcriber]) -> FlaskClient:
+    app = Flask("openai-api-test")
+    app.register_blueprint(openai_blueprint(get_model, Settings, model_wait_s=0.01))
+    return app.test_client()
+
+
+def _post(client: FlaskClient, audio: Path, **fields: object) -> TestResponse:
+    with audio.open("rb") as fh:
+        return client.post("/v1/audio/transcriptions", content_type="multipart/form-data",
+                           data={"file": (fh, "clip"), "model": "whisper-1", **fields})
+
+
+def test_model_still_loading_is_a_503_to_retry(jfk: Utterance) -> None:
+    def loading(timeout: float) -> Transcriber:
+        raise TimeoutError("the model is still loading")
+
+    response = _post(_app(loading), jfk.audio)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert response.json is not None
+    assert response.json["error"]["code"] == "model_loading"
+
+
+def test_server_failure_is_an_openai_500_naming_the_request(jfk: Utterance) -> None:
+    broken = _SegmentsOnly(RuntimeError("CUDA out of memory"))
+    response = _post(_app(lambda _: broken), jfk.audio)
+    assert response.status_code == 500
+    assert response.json is not None
+    error = response.json["error"]
+    assert error["type"] == "server_error"
+    assert response.headers["x-request-id"] in error["message"]
+    assert "CUDA" not in error["message"]  # internals stay in the log
+
+
+def test_word_timestamps_from_a_model_without_them_are_refused(jfk: Utterance) -> None:
+    client = _app(lambda _: _SegmentsOnly())
+    plain = _post(client, jfk.audio, response_format="verbose_json")
+    assert plain.status_code == 200
+    assert plain.json is not None
+    assert plain.json["segments"][0]["text"] == " hello"
+    words = _post(client, jfk.audio, response_format="verbose_json",
+                  **{"timestamp_granularities[]": "word"})
+    assert words.status_code == 400
+    assert words.json is not None
+    assert words.json["error"]["param"] == "timestamp_granularities"

@@ -44,7 +44,7 @@ def ingest(svc: Services, event: ObjectEvent) -> IngestOutcome:
     if event.name.endswith("/"):
         return IngestOutcome(None, None, f"ignored folder placeholder {event.name}")
 
-    job_id = job_id_for(event.bucket, event.name, event.generation)
+    job_id = _api_job_id(svc, event) or job_id_for(event.bucket, event.name, event.generation)
     job, created = svc.jobs.create_job(
         Job(
             job_id=job_id,
@@ -76,6 +76,27 @@ def ingest(svc: Services, event: ObjectEvent) -> IngestOutcome:
         _reject(svc, job, exc)
         return IngestOutcome(job_id, JobStatus.REJECTED, exc.code)
     return IngestOutcome(job_id, JobStatus.QUEUED, f"{chunks_total} chunks queued")
+
+
+def _api_job_id(svc: Services, event: ObjectEvent) -> str | None:
+    """The id of the job the API created for this upload (`inbox/api/<owner>/<job_id>/...`).
+
+    Honoured only when that job exists and names exactly this object, so a name alone cannot
+    attach an upload to someone else's job.
+    """
+    parts = event.name.removeprefix(svc.settings.inbox_prefix).split("/")
+    if len(parts) < 4 or parts[0] != "api":
+        return None
+    job = svc.jobs.get_job(parts[2])
+    if job is None or (job.source.bucket, job.source.name) != (event.bucket, event.name):
+        return None
+    if job.source.generation == "":
+        svc.jobs.update_job(job.job_id, {
+            "source": job.source.model_copy(update={"generation": event.generation}).model_dump()
+        })
+    elif job.source.generation != event.generation:
+        return None  # a second upload to the same signed URL: a job of its own
+    return job.job_id
 
 
 def _prepare(svc: Services, job: Job) -> int:

@@ -1,0 +1,1 @@
+"""The HTTPS API (`functions/api`): uploads, jobs, transcripts, notes, feedback, webhooks."""

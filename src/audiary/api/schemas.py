@@ -1,0 +1,113 @@
+"""Request and response bodies of the API; the OpenAPI document is generated from these."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UploadRequest(_Body):
+    filename: str = Field(min_length=1, max_length=200, examples=["monday.m4a"])
+    content_type: str = Field(min_length=3, max_length=100, pattern=r"^[\w.+-]+/[\w.+-]+$",
+                              examples=["audio/mp4"])
+    size_bytes: int = Field(gt=0, description="Exact size of the file to upload.")
+
+
+class UploadResponse(BaseModel):
+    job_id: str
+    upload_url: str
+    method: Literal["PUT"]
+    headers: dict[str, str] = Field(description="Send exactly these headers with the PUT.")
+    expires_at: datetime
+    object: str
+
+
+class JobRequest(_Body):
+    audio_url: str | None = Field(default=None, max_length=2048,
+                                  description="A public https URL to fetch the audio from.")
+    object: str | None = Field(default=None, max_length=1024,
+                               description="An object already in the inbox, e.g. inbox/a.wav.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JobRequest:
+        if (self.audio_url is None) == (self.object is None):
+            raise ValueError("give exactly one of audio_url and object")
+        return self
+
+
+class Progress(BaseModel):
+    chunks_done: int
+    chunks_total: int
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    stage: str | None = None
+
+
+class JobView(BaseModel):
+    job_id: str
+    status: str
+    source: str
+    progress: Progress
+    duration_s: float | None
+    stage_seconds: dict[str, float]
+    timestamps: dict[str, datetime]
+    error: ErrorInfo | None
+    cost_usd: float | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    next_page_token: str | None
+
+
+class FeedbackRequest(_Body):
+    corrected_transcript: str | None = Field(default=None, min_length=1, max_length=1_000_000)
+    flagged: bool = False
+    comment: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _something(self) -> FeedbackRequest:
+        if self.corrected_transcript is None and not self.flagged:
+            raise ValueError("give a corrected_transcript, flagged: true, or both")
+        return self
+
+
+class FeedbackResponse(BaseModel):
+    feedback_id: str
+    job_id: str
+    feedback_object: str
+
+
+class WebhookRequest(_Body):
+    url: str = Field(min_length=8, max_length=2048, examples=["https://example.com/audiary"])
+
+
+class WebhookView(BaseModel):
+    webhook_id: str
+    url: str
+    created_at: datetime
+
+
+class WebhookCreated(WebhookView):
+    secret: str = Field(description="Signing secret; shown only now.")
+
+
+class WebhookList(BaseModel):
+    webhooks: list[WebhookView]
+
+
+class Error(BaseModel):
+    error: ErrorInfo
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
