@@ -137,7 +137,11 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
         code = (exc.name or "error").lower().replace(" ", "_")
-        return _error(exc.code or 500, code, exc.description or code)
+        response, status = _error(exc.code or 500, code, exc.description or code)
+        # Keep what werkzeug says besides the body, e.g. `Allow` on a 405.
+        response.headers.update(
+            (k, v) for k, v in exc.get_headers() if k.lower() != "content-type")
+        return response, status
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[Response, int]:

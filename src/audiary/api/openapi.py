@@ -62,7 +62,7 @@ OPERATIONS = (
               errors=(404,), path_params=("webhook_id",)),
 )
 
-_DESCRIPTIONS = {400: "Bad query", 401: "No or bad credentials", 404: "Not found (or not yours)",
+_DESCRIPTIONS = {400: "Bad query or body", 401: "No or bad credentials", 404: "Not found (or not yours)",
                  409: "Not in a state for this", 413: "Too large", 422: "Invalid body",
                  429: "Rate limited; see Retry-After"}
 
@@ -96,6 +96,8 @@ def openapi_document() -> dict[str, Any]:
         if kind is not None:
             responses[str(status)]["content"] = _content(kind, components)
         codes = op.errors if op.public else (*op.errors, 401, 429)
+        if op.body is not None:
+            codes = (*codes, 400)  # a body that is not a JSON object
         for code in sorted(set(codes)):
             responses[str(code)] = {"description": _DESCRIPTIONS[code], "content": error}
         params = [
