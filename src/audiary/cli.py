@@ -97,7 +97,17 @@ def wait_for(backend: Backend, job_ids: list[str], timeout_s: float) -> dict[str
     return latest
 
 
-@click.group()
+class _Group(click.Group):
+    """Project errors end the command with their message and exit code 1, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except AudiaryError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="audiary")
 @click.option("--api", envvar="AUDIARY_API_URL", help="Use the HTTPS API at this URL.")
 @click.option("--key", envvar="AUDIARY_API_KEY", help="API key for --api.")
@@ -324,8 +334,4 @@ def demo(sample: Path, timeout: float) -> None:
 
 
 def main() -> None:
-    try:
-        cli()
-    except AudiaryError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        sys.exit(1)
+    cli()

@@ -54,6 +54,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory,
         chunk_target_s=CHUNK_TARGET_S,
         chunk_search_s=5.0,
         summarize_port=free_port(),
+        api_port=free_port(),
+        webhooks_port=free_port(),
+        # Development settings: the tests' webhook receiver and audio server are on loopback.
+        allow_http_urls=True,
+        allow_private_urls=True,
         project_id="audiary-e2e",
         # Notes come from the real OpenAI SDK talking to the local fake server.
         llm_providers="openai,extractive",

@@ -62,9 +62,11 @@ OPERATIONS = (
               errors=(404,), path_params=("webhook_id",)),
 )
 
-_DESCRIPTIONS = {400: "Bad query or body", 401: "No or bad credentials", 404: "Not found (or not yours)",
-                 409: "Not in a state for this", 413: "Too large", 422: "Invalid body",
-                 429: "Rate limited; see Retry-After"}
+_DESCRIPTIONS = {
+    400: "Bad query or body", 401: "No or bad credentials", 404: "Not found (or not yours)",
+    409: "Not in a state for this", 413: "Too large", 422: "Invalid body",
+    429: "Rate limited; see Retry-After",
+}
 
 
 def _ref(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """The native local stack: real emulators and the real entry points as local processes.
 
 `up()` starts, in order: the Pub/Sub, Firestore and GCS emulators (in parallel), the
-buckets, topics, push subscriptions and dead-letter topics, the `ingest` and `summarize`
-functions under functions-framework, the transcriber under gunicorn, and the bucket watcher.
+buckets, topics, push subscriptions and dead-letter topics, the `ingest`, `summarize`,
+`webhooks` and `api` functions under functions-framework, the transcriber under gunicorn, and
+the bucket watcher.
 It returns once every piece answers. State (logs, the watcher's memory, `stack.json` with
 process ids and the variables that point clients at the emulators) lives under
 `settings.state_dir`.
@@ -122,6 +123,7 @@ class NativeStack:
             (names.SUBSCRIPTION_INGEST, s.topic_audio_uploaded, s.ingest_port),
             (names.SUBSCRIPTION_TRANSCRIBER, s.topic_transcribe_chunk, s.transcriber_port),
             (names.SUBSCRIPTION_SUMMARIZE, s.topic_transcript_ready, s.summarize_port),
+            (names.SUBSCRIPTION_WEBHOOKS, s.topic_job_finished, s.webhooks_port),
         ]
         for subscription, topic, port in pushes:
             dead_letter = names.dead_letter_topic(subscription)
@@ -151,7 +153,7 @@ class NativeStack:
                 name=name,
                 argv=[str(bin_dir / "functions-framework"), "--target", name,
                       "--source", str(REPO_ROOT / f"functions/{name}/main.py"),
-                      "--signature-type", "cloudevent",
+                      "--signature-type", signature,
                       "--host", s.host, "--port", str(port)],
                 log_path=self.state_dir / f"{name}.log",
                 # functions-framework has no health route; any HTTP answer means it serves.
@@ -159,7 +161,12 @@ class NativeStack:
                 ready_any_status=True,
                 env={**env, "GUNICORN_LOG_LEVEL": "warning"},
             )
-            for name, port in (("ingest", s.ingest_port), ("summarize", s.summarize_port))
+            for name, port, signature in (
+                ("ingest", s.ingest_port, "cloudevent"),
+                ("summarize", s.summarize_port, "cloudevent"),
+                ("webhooks", s.webhooks_port, "cloudevent"),
+                ("api", s.api_port, "http"),
+            )
         ]
         self.processes = [
             *functions,

@@ -1,0 +1,52 @@
+"""Webhooks: when a job finishes, POST a signed notice to each URL its owner registered."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from audiary import messages, names
+from audiary.webhooks import DeliveryResult, dead_letter, deliver
+from audiary.wiring import Services
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_DEAD_LETTER_TOPIC = names.dead_letter_topic(names.SUBSCRIPTION_WEBHOOKS)
+
+
+@dataclass(frozen=True)
+class NotifyOutcome:
+    delivered: int
+    failed: int
+
+
+def notify(svc: Services, finished: messages.JobFinished) -> NotifyOutcome:
+    """Deliver the job's notice to its owner's webhooks; undeliverable ones are dead-lettered.
+
+    Each delivery retries on its own (with backoff, honouring Retry-After), so this handler
+    always acknowledges: a Pub/Sub redelivery would only repeat the successful deliveries.
+    """
+    job = svc.jobs.get_job(finished.job_id)
+    if job is None or job.owner is None:
+        return NotifyOutcome(0, 0)
+    payload = {
+        "event": "job.finished",
+        "job_id": job.job_id,
+        "status": job.status.value,
+        "error": job.error.model_dump() if job.error else None,
+        "duration_s": job.duration_s,
+        "transcript": f"/v1/jobs/{job.job_id}/transcript",
+        "notes": f"/v1/jobs/{job.job_id}/notes",
+    }
+    results: list[DeliveryResult] = []
+    for hook in svc.keys.list_webhooks(job.owner):
+        result = deliver(hook.url, payload, hook.secret.encode(),
+                         attempts=svc.settings.webhook_attempts,
+                         delivery_id=f"{job.job_id}-{hook.webhook_id}")
+        results.append(result)
+        if not result.delivered:
+            dead_letter(svc.publisher, WEBHOOK_DEAD_LETTER_TOPIC, hook.url, payload, result)
+            log.warning("webhook %s not delivered: %s", hook.webhook_id, result.last_error,
+                        extra={"job_id": job.job_id})
+    delivered = sum(r.delivered for r in results)
+    return NotifyOutcome(delivered, len(results) - delivered)
