@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import long_form, notes, overhead
+from bench import api_load, long_form, notes, overhead
 from bench.results import print_results
 
 
@@ -12,6 +12,7 @@ def main() -> int:
     overhead.main([])
     long_form.main([])
     notes.main([])
+    api_load.main([])
     print_results()
     return 0
 

@@ -68,7 +68,6 @@ Resolver = Callable[[str, int], Iterable[str]]
 PUBLIC_PORTS = frozenset({80, 443})
 METADATA_NAMES = frozenset({"metadata", "metadata.google.internal"})
 MAX_URL_LENGTH = 4096
-CHUNK_BYTES = 64 * 1024
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = "audiary-fetch/1"
 
@@ -450,7 +449,8 @@ def _save(
     size = 0
     try:
         with partial.open("wb") as out:
-            for chunk in response.iter_bytes(CHUNK_BYTES):
+            # As the data arrives (no re-chunking), so the deadline is checked even on a trickle.
+            for chunk in response.iter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
                     raise FetchError("too_large", _too_large(max_bytes, "it sends more"))
