@@ -409,8 +409,8 @@ def _open(
         extensions["sni_hostname"] = checked.host
     failures: list[str] = []
     for address in checked.addresses:
-        # A fresh client per hop: a pooled TLS connection verified for one name must not be
-        # reused for another name that happens to share the address.
+        # A fresh client per connection: a pooled TLS connection verified for one name must
+        # not be reused for another name (a redirect target) that shares the address.
         with httpx.Client(
             verify=ssl_context or True,
             trust_env=False,  # a proxy would resolve the name again, undoing the pinning
@@ -433,9 +433,7 @@ def _open(
             finally:
                 response.close()
             return
-    raise FetchError(
-        "connect", f"could not connect to the host of audio_url ({'; '.join(failures)})"
-    )
+    raise FetchError("connect", f"could not connect to {checked.host} ({'; '.join(failures)})")
 
 
 def _save(

@@ -242,8 +242,15 @@ def _attempt(
     try:
         # Streamed and closed unread: only the status matters, and a receiver must not be
         # able to make us buffer a huge answer.
-        with client.stream("POST", url, content=body, headers=headers, timeout=timeout_s) as r:
-            status, retry_after = r.status_code, r.headers.get("retry-after")
+        with client.stream(
+            "POST",
+            url,
+            content=body,
+            headers=headers,
+            timeout=timeout_s,
+            follow_redirects=False,  # even on a caller's client that follows them
+        ) as response:
+            status, retry_after = response.status_code, response.headers.get("retry-after")
     except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
         return _Outcome(error=f"{type(exc).__name__}: {exc}", transient=True)
     except (httpx.HTTPError, httpx.InvalidURL) as exc:

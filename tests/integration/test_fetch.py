@@ -71,7 +71,9 @@ class LocalServer:
             self.ssl_context.sni_callback = lambda _sock, name, _ctx: self.sni.append(name)
             self.httpd.socket = self.ssl_context.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     def url(self, path: str, host: str = "audio.test") -> str:

@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 
 from audiary import messages, names
+from audiary.errors import UnsafeUrlError
+from audiary.fetch import check_url
 from audiary.webhooks import DeliveryResult, dead_letter, deliver
 from audiary.wiring import Services
 
@@ -38,11 +40,19 @@ def notify(svc: Services, finished: messages.JobFinished) -> NotifyOutcome:
         "transcript": f"/v1/jobs/{job.job_id}/transcript",
         "notes": f"/v1/jobs/{job.job_id}/notes",
     }
+    s = svc.settings
     results: list[DeliveryResult] = []
     for hook in svc.keys.list_webhooks(job.owner):
-        result = deliver(hook.url, payload, hook.secret.encode(),
-                         attempts=svc.settings.webhook_attempts,
-                         delivery_id=f"{job.job_id}-{hook.webhook_id}")
+        delivery_id = f"{job.job_id}-{hook.webhook_id}"
+        try:
+            # Checked at registration too; a name may point somewhere private since then.
+            check_url(hook.url, allow_http=s.allow_http_urls, allow_private=s.allow_private_urls)
+        except UnsafeUrlError as exc:
+            result = DeliveryResult(delivered=False, attempts=0, last_status=None,
+                                    last_error=str(exc), delivery_id=delivery_id)
+        else:
+            result = deliver(hook.url, payload, hook.secret.encode(),
+                             attempts=s.webhook_attempts, delivery_id=delivery_id)
         results.append(result)
         if not result.delivered:
             dead_letter(svc.publisher, WEBHOOK_DEAD_LETTER_TOPIC, hook.url, payload, result)

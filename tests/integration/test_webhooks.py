@@ -1,0 +1,388 @@
+"""Webhook deliveries to a real receiver on 127.0.0.1 that checks signatures with its own code.
+
+The receiver runs `verify_audiary_webhook`, the snippet from the `audiary.webhooks` docstring,
+copied here rather than imported from `audiary.webhooks.verify`: it is what a user would
+paste, and a test keeps the copy equal to the documentation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import inspect
+import json
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+import audiary.webhooks
+from audiary.adapters.memory import MemoryPublisher
+from audiary.webhooks import DeliveryResult, dead_letter, deliver, sign, verify
+
+pytestmark = pytest.mark.integration
+
+SECRET = b"whsec_3f9a6c1e8b2d4f70"
+PAYLOAD = {"job_id": "job-123", "status": "done", "note": {"title": "A walk", "mood": "calm"}}
+TOPIC = "audiary-webhooks-dead-letter"
+
+
+def verify_audiary_webhook(secret: bytes, headers, body: bytes) -> bool:
+    timestamp = headers.get("Audiary-Timestamp", "")
+    signature = headers.get("Audiary-Signature", "")
+    if not (timestamp.isascii() and timestamp.isdigit()):
+        return False
+    if abs(time.time() - int(timestamp)) > 300:
+        return False  # older than 5 minutes (or from the future): maybe a replay
+    mac = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256)
+    return hmac.compare_digest(f"v1={mac.hexdigest()}".encode(), signature.encode())
+
+
+@dataclass
+class Received:
+    verified: bool
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass
+class Receiver:
+    """Answers 401 to a bad signature, else the next scripted status (200 once it runs out)."""
+
+    secret: bytes = SECRET
+    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    hold: bool = False  # keep every request waiting until the test ends (timeouts)
+    received: list[Received] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                verified = verify_audiary_webhook(receiver.secret, self.headers, body)
+                receiver.received.append(Received(verified, body, dict(self.headers)))
+                if receiver.hold:
+                    receiver.release.wait(30)
+                    return
+                status, headers = (
+                    (401, {}) if not verified else (receiver.script or [(200, {})]).pop(0)
+                )
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks/audiary?token=t0k3n"
+        threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+class Sleeps(list[float]):
+    """Records the waits `deliver` asks for instead of waiting."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+class Tampering(httpx.BaseTransport):
+    """A man in the middle: edits the body, keeps the signature headers."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.read().replace(b'"done"', b'"failed"')
+        headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
+        forged = httpx.Request(
+            request.method,
+            request.url,
+            headers=headers,
+            content=body,
+            extensions=request.extensions,
+        )
+        return self._inner.handle_request(forged)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_the_receiver_runs_the_documented_snippet():
+    doc = audiary.webhooks.__doc__ or ""
+    start = doc.index("    def verify_audiary_webhook")
+    end = doc.index("\n\n", start)
+    documented = textwrap.dedent(doc[start:end])
+    assert inspect.getsource(verify_audiary_webhook).strip() == documented.strip()
+
+
+# Delivery and signatures
+
+
+def test_delivered_and_verified(receiver):
+    sleeps = Sleeps()
+    result = deliver(receiver.url, PAYLOAD, SECRET, sleep=sleeps)
+
+    assert result == DeliveryResult(
+        delivered=True,
+        attempts=1,
+        last_status=200,
+        last_error=None,
+        delivery_id=result.delivery_id,
+    )
+    [got] = receiver.received
+    assert got.verified
+    assert json.loads(got.body) == PAYLOAD
+    assert got.body == json.dumps(PAYLOAD, separators=(",", ":"), sort_keys=True).encode()
+    assert got.headers["Content-Type"] == "application/json"
+    assert got.headers["Audiary-Signature"].startswith("v1=")
+    assert got.headers["Audiary-Delivery"] == result.delivery_id
+    assert sleeps == []
+
+
+def test_same_payload_same_body_whatever_the_key_order(receiver):
+    deliver(receiver.url, {"b": 1, "a": {"d": 2, "c": "é"}}, SECRET)
+    deliver(receiver.url, {"a": {"c": "é", "d": 2}, "b": 1}, SECRET)
+    first, second = receiver.received
+    assert first.body == second.body == '{"a":{"c":"é","d":2},"b":1}'.encode()
+
+
+def test_tampered_body_is_rejected_by_the_receiver(receiver):
+    with httpx.Client(transport=Tampering()) as client:
+        result = deliver(receiver.url, PAYLOAD, SECRET, client=client, sleep=Sleeps())
+
+    [got] = receiver.received
+    assert b'"failed"' in got.body
+    assert not got.verified
+    assert (result.delivered, result.attempts, result.last_status) == (False, 1, 401)
+
+
+def test_wrong_secret_is_rejected_by_the_receiver(receiver):
+    result = deliver(receiver.url, PAYLOAD, b"not-the-secret", sleep=Sleeps())
+
+    assert [r.verified for r in receiver.received] == [False]
+    assert (result.delivered, result.attempts, result.last_status) == (False, 1, 401)
+    assert result.last_error == "HTTP 401"
+
+
+def test_stale_timestamp_is_rejected_by_the_receiver(receiver):
+    ten_minutes_ago = time.time() - 600
+    result = deliver(receiver.url, PAYLOAD, SECRET, now=lambda: ten_minutes_ago, sleep=Sleeps())
+
+    assert [r.verified for r in receiver.received] == [False]
+    assert result.last_status == 401
+
+
+# Retries
+
+
+def test_two_server_errors_then_delivered_on_attempt_three(receiver):
+    receiver.script = [(500, {}), (503, {})]
+    sleeps = Sleeps()
+
+    result = deliver(receiver.url, PAYLOAD, SECRET, sleep=sleeps)
+
+    assert (result.delivered, result.attempts, result.last_status) == (True, 3, 200)
+    assert [r.verified for r in receiver.received] == [True, True, True]
+    # Every attempt carries the same delivery id, so the receiver can drop repeats.
+    assert {r.headers["Audiary-Delivery"] for r in receiver.received} == {result.delivery_id}
+    # Exponential backoff with up to 1 s of jitter: about 1 s, then about 2 s.
+    assert len(sleeps) == 2
+    assert 1 <= sleeps[0] <= 2
+    assert 2 <= sleeps[1] <= 3
+
+
+def test_gone_is_not_retried(receiver):
+    receiver.script = [(410, {})]
+    sleeps = Sleeps()
+
+    result = deliver(receiver.url, PAYLOAD, SECRET, sleep=sleeps)
+
+    assert (result.delivered, result.attempts, result.last_status) == (False, 1, 410)
+    assert len(receiver.received) == 1
+    assert sleeps == []
+
+
+def test_redirect_is_not_followed(receiver):
+    receiver.script = [(302, {"Location": "http://169.254.169.254/"})]
+
+    result = deliver(receiver.url, PAYLOAD, SECRET, sleep=Sleeps())
+
+    assert (result.delivered, result.attempts, result.last_status) == (False, 1, 302)
+
+
+def test_rate_limit_waits_for_retry_after(receiver):
+    receiver.script = [(429, {"Retry-After": "7"})]
+    sleeps = Sleeps()
+
+    result = deliver(receiver.url, PAYLOAD, SECRET, sleep=sleeps)
+
+    assert (result.delivered, result.attempts) == (True, 2)
+    assert sleeps == [7.0]
+
+
+def test_rate_limit_with_an_http_date(receiver):
+    retry_at = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 12))
+    receiver.script = [(429, {"Retry-After": retry_at})]
+    sleeps = Sleeps()
+
+    result = deliver(receiver.url, PAYLOAD, SECRET, sleep=sleeps)
+
+    assert result.delivered
+    [waited] = sleeps
+    assert 10 < waited <= 12  # an HTTP date has whole seconds
+
+
+def test_rate_limit_longer_than_max_wait_gives_up(receiver):
+    receiver.script = [(429, {"Retry-After": "3600"})]
+    sleeps = Sleeps()
+
+    result = deliver(receiver.url, PAYLOAD, SECRET, sleep=sleeps, max_wait_s=60)
+
+    assert (result.delivered, result.attempts, result.last_status) == (False, 1, 429)
+    assert result.last_error == "HTTP 429, Retry-After 3600 s"
+    assert sleeps == []
+
+
+def test_always_failing_gives_up_and_is_dead_lettered(receiver):
+    receiver.script = [(500, {})] * 10
+    sleeps = Sleeps()
+    publisher = MemoryPublisher()
+
+    result = deliver(receiver.url, PAYLOAD, SECRET, attempts=4, sleep=sleeps)
+    message_id = dead_letter(publisher, TOPIC, receiver.url, PAYLOAD, result)
+
+    assert (result.delivered, result.attempts, result.last_status) == (False, 4, 500)
+    assert result.last_error == "HTTP 500"
+    assert len(receiver.received) == 4
+    assert len(sleeps) == 3
+    [message] = publisher.messages(TOPIC)
+    assert message.message_id == message_id
+    assert json.loads(message.data) == {
+        "url": receiver.url,
+        "payload": PAYLOAD,
+        "reason": "HTTP 500",
+        "attempts": 4,
+        "last_status": 500,
+        "delivery_id": result.delivery_id,
+    }
+    assert message.attributes == {
+        "reason": "HTTP 500",
+        "attempts": "4",
+        "delivery_id": result.delivery_id,
+    }
+
+
+def test_connection_refused_is_retried_then_dead_lettered():
+    gone = Receiver()
+    gone.close()  # its port was just free: nothing listens there now
+    sleeps = Sleeps()
+    publisher = MemoryPublisher()
+
+    result = deliver(gone.url, PAYLOAD, SECRET, attempts=3, sleep=sleeps)
+    dead_letter(publisher, TOPIC, gone.url, PAYLOAD, result)
+
+    assert (result.delivered, result.attempts, result.last_status) == (False, 3, None)
+    assert result.last_error is not None
+    assert result.last_error.startswith("ConnectError")
+    assert len(sleeps) == 2
+    [(data, attributes)] = publisher.published(TOPIC)
+    assert json.loads(data)["reason"] == result.last_error
+    assert attributes["attempts"] == "3"
+
+
+def test_timeout_is_retried(receiver):
+    receiver.hold = True
+    sleeps = Sleeps()
+
+    result = deliver(receiver.url, PAYLOAD, SECRET, attempts=2, timeout_s=0.3, sleep=sleeps)
+
+    assert (result.delivered, result.attempts, result.last_status) == (False, 2, None)
+    assert result.last_error is not None
+    assert result.last_error.startswith("ReadTimeout")
+    assert len(receiver.received) == 2
+
+
+def test_invalid_url_is_not_retried():
+    sleeps = Sleeps()
+    result = deliver("ftp://example.invalid/hook", PAYLOAD, SECRET, sleep=sleeps)
+    assert (result.delivered, result.attempts) == (False, 1)
+    assert result.last_error is not None
+    assert result.last_error.startswith("UnsupportedProtocol")
+    assert sleeps == []
+
+
+def test_dead_letter_refuses_a_delivered_result():
+    delivered = DeliveryResult(True, 1, 200, None, "d1")
+    with pytest.raises(ValueError, match="was delivered"):
+        dead_letter(MemoryPublisher(), TOPIC, "https://example.com/", PAYLOAD, delivered)
+
+
+# verify(), the library's own check, agrees with the receiver's
+
+
+def test_verify_and_the_documented_snippet_agree():
+    body = b'{"a":1}'
+    timestamp = int(time.time())
+    headers = {
+        "Audiary-Timestamp": str(timestamp),
+        "Audiary-Signature": f"v1={sign(SECRET, timestamp, body)}",
+    }
+    assert verify(
+        SECRET, headers["Audiary-Timestamp"], headers["Audiary-Signature"], body, now=time.time()
+    )
+    assert verify_audiary_webhook(SECRET, headers, body)
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "signature", "body", "now"),
+    [
+        ("1700000000", "v1={sig}", b'{"a":2}', 1_700_000_000),  # tampered body
+        ("1700000001", "v1={sig}", b'{"a":1}', 1_700_000_000),  # tampered timestamp
+        ("1700000000", "v1={sig}", b'{"a":1}', 1_700_000_301),  # stale
+        ("1700000000", "v1={sig}", b'{"a":1}', 1_699_999_699),  # from the future
+        ("1700000000", "{sig}", b'{"a":1}', 1_700_000_000),  # no version prefix
+        ("1700000000", "v2={sig}", b'{"a":1}', 1_700_000_000),
+        ("", "v1={sig}", b'{"a":1}', 1_700_000_000),
+        (None, "v1={sig}", b'{"a":1}', 1_700_000_000),
+        ("1700000000", None, b'{"a":1}', 1_700_000_000),
+        ("1.7e9", "v1={sig}", b'{"a":1}', 1_700_000_000),
+        ("\u0661\u0667" + "\u0660" * 8, "v1={sig}", b'{"a":1}', 1_700_000_000),  # Arabic digits
+        ("1700000000", "v1=é", b'{"a":1}', 1_700_000_000),
+    ],
+)
+def test_verify_rejects(timestamp, signature, body, now):
+    sig = sign(SECRET, 1_700_000_000, b'{"a":1}')
+    header = None if signature is None else signature.format(sig=sig)
+    assert not verify(SECRET, timestamp, header, body, now=now)
+
+
+def test_signature_is_hmac_sha256_over_timestamp_dot_body():
+    expected = hmac.new(b"k", b"1700000000.{}", hashlib.sha256).hexdigest()
+    assert sign(b"k", 1_700_000_000, b"{}") == expected
