@@ -1,0 +1,66 @@
+"""The buckets: uploads (inbox/, quarantine/), work, transcripts, userfeedback, sources.
+
+All use uniform bucket-level access (IAM only, no object ACLs) and enforced public access
+prevention, so no object can be made public by accident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+from pulumi_gcp import storage
+
+from infra.options import child_options
+
+
+@dataclass(frozen=True)
+class BucketsArgs:
+    project: str
+    location: str
+    uploads: str
+    work: str
+    transcripts: str
+    feedback: str
+    sources: str
+    work_ttl_days: int
+    force_destroy: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class Buckets(pulumi.ComponentResource):
+    """Creates the five buckets; each is an attribute named by its role."""
+
+    def __init__(self, name: str, args: BucketsArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("audiary:storage:Buckets", name, None, opts)
+
+        def bucket(role: str, bucket_name: str, ttl_days: int | None = None) -> storage.Bucket:
+            rules: list[storage.BucketLifecycleRuleArgsDict] = [] if ttl_days is None else [
+                {"action": {"type": "Delete"}, "condition": {"age": ttl_days}}]
+            return storage.Bucket(
+                f"{name}-{role}",
+                project=args.project,
+                name=bucket_name,
+                location=args.location,
+                uniform_bucket_level_access=True,
+                public_access_prevention="enforced",
+                lifecycle_rules=rules,
+                force_destroy=args.force_destroy,
+                labels=args.labels,
+                opts=child_options(self, opts),
+            )
+
+        self.uploads = bucket("uploads", args.uploads)
+        # Canonical audio and chunk results are only needed while a job runs (and for a
+        # retry); the lifecycle rule deletes them after the TTL.
+        self.work = bucket("work", args.work, args.work_ttl_days)
+        self.transcripts = bucket("transcripts", args.transcripts)
+        self.feedback = bucket("feedback", args.feedback)
+        # No TTL: Pulumi deletes an archive itself when a new one replaces it.
+        self.sources = bucket("sources", args.sources)
+        self.register_outputs({
+            "uploads": self.uploads.name, "work": self.work.name,
+            "transcripts": self.transcripts.name, "feedback": self.feedback.name,
+            "sources": self.sources.name,
+        })

@@ -1,0 +1,219 @@
+"""Every setting of the Pulumi program, read from the stack configuration in one place.
+
+`load_config()` is the only code that touches `pulumi.Config`; the components get a
+`StackConfig`, so tests can build any variant without a stack file. Keys and defaults are
+documented in `infra/Pulumi.example.yaml`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from audiary import names
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BUILD_DIR = Path(__file__).resolve().parent / ".build"
+
+# Pub/Sub's maximum ack deadline. Pushes are HTTP requests that Pub/Sub waits this long for, so
+# one chunk (or one ingest, one note) must finish within it. audiary.local.stack uses the same
+# value; a test keeps the two in step.
+ACK_DEADLINE_S = 600
+# Pub/Sub accepts 5..100 delivery attempts before dead-lettering.
+MIN_DELIVERY_ATTEMPTS, MAX_DELIVERY_ATTEMPTS = 5, 100
+# Cloud Run with an NVIDIA L4 needs at least 4 CPUs and 16 GiB of memory.
+GPU_MIN_CPU, GPU_MIN_MEMORY_GIB = 4, 16
+PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
+
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+
+class ConfigError(ValueError):
+    """The stack configuration is invalid; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """What the program provisions; defaults are the documented ones."""
+
+    project: str
+    # Cloud Run offers nvidia-l4 here without an invitation (us-central1 may need one).
+    region: str = "europe-west4"
+    # Bucket names are global across all of Google Cloud, so each base name from
+    # audiary.names gets this suffix (default: the project id, itself globally unique).
+    bucket_suffix: str = ""
+    bucket_location: str = ""
+    work_ttl_days: int = 7
+    force_destroy: bool = False
+    firestore_location: str = ""
+
+    transcriber_image: str | None = None
+    transcriber_gpu: bool = True
+    gpu_zonal_redundancy_disabled: bool = True
+    transcriber_cpu: int = 4
+    transcriber_memory_gib: int = 16
+    transcriber_concurrency: int = 4
+    transcriber_min_instances: int = 0
+    transcriber_max_instances: int = 3
+    model_path: str | None = None
+    chunk_target_s: float | None = None
+
+    max_delivery_attempts: int = 5
+    functions_runtime: str = "python312"
+    functions_max_instances: int = 20
+
+    llm_providers: str | None = None
+    openai_api_key: pulumi.Output[str] | None = None
+    anthropic_api_key: pulumi.Output[str] | None = None
+
+    api_public: bool = False
+    api_invokers: tuple[str, ...] = ()
+    api_service_accounts: tuple[str, ...] = ()
+
+    alert_emails: tuple[str, ...] = ()
+    error_rate_threshold: float = 0.05
+
+    build_dir: Path = DEFAULT_BUILD_DIR
+    labels: dict[str, str] = field(default_factory=lambda: {"app": "audiary"})
+
+    def __post_init__(self) -> None:
+        # Empty means "derive": fill in here so every reader sees the final value.
+        if not self.bucket_suffix:
+            object.__setattr__(self, "bucket_suffix", self.project)
+        if not self.bucket_location:
+            object.__setattr__(self, "bucket_location", self.region.upper())
+        if not self.firestore_location:
+            object.__setattr__(self, "firestore_location", self.region)
+        _validate(self)
+
+    def bucket_name(self, base: str) -> str:
+        """The global name of one of the buckets named in audiary.names."""
+        return f"{base}-{self.bucket_suffix}"
+
+    @property
+    def uploads_bucket(self) -> str:
+        return self.bucket_name(names.BUCKET_UPLOADS)
+
+    @property
+    def work_bucket(self) -> str:
+        return self.bucket_name(names.BUCKET_WORK)
+
+    @property
+    def transcripts_bucket(self) -> str:
+        return self.bucket_name(names.BUCKET_TRANSCRIPTS)
+
+    @property
+    def feedback_bucket(self) -> str:
+        return self.bucket_name(names.BUCKET_USERFEEDBACK)
+
+    @property
+    def sources_bucket(self) -> str:
+        """Function source archives; not an application bucket, so not in audiary.names."""
+        return self.bucket_name("audiary-sources")
+
+    @property
+    def api_url(self) -> str:
+        """The API's URL, known before it exists: gen2 functions get a deterministic one."""
+        return f"https://{self.region}-{self.project}.cloudfunctions.net/api"
+
+
+def _validate(cfg: StackConfig) -> None:
+    for base in (names.BUCKET_UPLOADS, names.BUCKET_WORK, names.BUCKET_TRANSCRIPTS,
+                 names.BUCKET_USERFEEDBACK, "audiary-sources"):
+        name = cfg.bucket_name(base)
+        if not _BUCKET_NAME.match(name):
+            raise ConfigError(
+                f"bucket name {name!r} is not valid (lowercase letters, digits and '-', "
+                "3-63 characters): set audiary:bucketSuffix to a shorter lowercase value"
+            )
+    if not MIN_DELIVERY_ATTEMPTS <= cfg.max_delivery_attempts <= MAX_DELIVERY_ATTEMPTS:
+        raise ConfigError(
+            f"audiary:maxDeliveryAttempts is {cfg.max_delivery_attempts}; Pub/Sub accepts "
+            f"{MIN_DELIVERY_ATTEMPTS} to {MAX_DELIVERY_ATTEMPTS}"
+        )
+    if cfg.transcriber_gpu and (
+        cfg.transcriber_cpu < GPU_MIN_CPU or cfg.transcriber_memory_gib < GPU_MIN_MEMORY_GIB
+    ):
+        raise ConfigError(
+            f"a GPU transcriber needs at least {GPU_MIN_CPU} CPUs and {GPU_MIN_MEMORY_GIB} GiB; "
+            f"got {cfg.transcriber_cpu} CPUs and {cfg.transcriber_memory_gib} GiB "
+            "(audiary:transcriberCpu, audiary:transcriberMemoryGib)"
+        )
+    if not 0 <= cfg.transcriber_min_instances <= cfg.transcriber_max_instances:
+        raise ConfigError(
+            "audiary:transcriberMinInstances must be between 0 and "
+            f"audiary:transcriberMaxInstances ({cfg.transcriber_max_instances})"
+        )
+    if cfg.transcriber_concurrency < 1:
+        raise ConfigError("audiary:transcriberConcurrency must be at least 1")
+    if public := PUBLIC_MEMBERS.intersection(cfg.api_invokers):
+        raise ConfigError(
+            f"audiary:apiInvokers lists {sorted(public)}; set audiary:apiPublic true instead, "
+            "so that a public API is a deliberate, visible choice"
+        )
+    if cfg.work_ttl_days < 1:
+        raise ConfigError("audiary:workTtlDays must be at least 1")
+
+
+def _strings(config: pulumi.Config, key: str) -> tuple[str, ...]:
+    value: Any = config.get_object(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"audiary:{key} must be a list of strings")
+    return tuple(value)
+
+
+def load_config() -> StackConfig:
+    """Read the stack's configuration (namespaces `gcp` and `audiary`)."""
+    gcp = pulumi.Config("gcp")
+    cfg = pulumi.Config("audiary")
+    project = gcp.get("project")
+    if not project:
+        raise ConfigError("gcp:project is not set: pulumi config set gcp:project <project-id>")
+    region = cfg.get("region") or gcp.get("region") or StackConfig.region
+    gpu = cfg.get_bool("transcriberGpu", True)
+    return StackConfig(
+        project=project,
+        region=region,
+        bucket_suffix=cfg.get("bucketSuffix") or "",
+        bucket_location=cfg.get("bucketLocation") or "",
+        work_ttl_days=cfg.get_int("workTtlDays") or StackConfig.work_ttl_days,
+        force_destroy=cfg.get_bool("forceDestroy", False),
+        firestore_location=cfg.get("firestoreLocation") or "",
+        transcriber_image=cfg.get("transcriberImage"),
+        transcriber_gpu=gpu,
+        gpu_zonal_redundancy_disabled=cfg.get_bool("gpuZonalRedundancyDisabled", True),
+        transcriber_cpu=cfg.get_int("transcriberCpu") or StackConfig.transcriber_cpu,
+        transcriber_memory_gib=(
+            cfg.get_int("transcriberMemoryGib") or StackConfig.transcriber_memory_gib
+        ),
+        # One CPU instance is busy with one chunk; a GPU instance overlaps a few.
+        transcriber_concurrency=cfg.get_int("transcriberConcurrency") or (4 if gpu else 1),
+        transcriber_min_instances=cfg.get_int("transcriberMinInstances") or 0,
+        transcriber_max_instances=(
+            cfg.get_int("transcriberMaxInstances") or StackConfig.transcriber_max_instances
+        ),
+        model_path=cfg.get("modelPath"),
+        chunk_target_s=cfg.get_float("chunkTargetS"),
+        max_delivery_attempts=(
+            cfg.get_int("maxDeliveryAttempts") or StackConfig.max_delivery_attempts
+        ),
+        functions_runtime=cfg.get("functionsRuntime") or StackConfig.functions_runtime,
+        functions_max_instances=(
+            cfg.get_int("functionsMaxInstances") or StackConfig.functions_max_instances
+        ),
+        llm_providers=cfg.get("llmProviders"),
+        openai_api_key=cfg.get_secret("openaiApiKey"),
+        anthropic_api_key=cfg.get_secret("anthropicApiKey"),
+        api_public=cfg.get_bool("apiPublic", False),
+        api_invokers=_strings(cfg, "apiInvokers"),
+        api_service_accounts=_strings(cfg, "apiServiceAccounts"),
+        alert_emails=_strings(cfg, "alertEmails"),
+        error_rate_threshold=(
+            cfg.get_float("errorRateThreshold") or StackConfig.error_rate_threshold
+        ),
+        build_dir=DEFAULT_BUILD_DIR,
+    )

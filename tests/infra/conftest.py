@@ -1,0 +1,54 @@
+"""Shared fixtures for the Pulumi program tests: one mocked deployment per variant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+import pytest
+
+from tests.infra.mocks import PROJECT, Deployment, activate, deploy
+
+activate()
+
+from infra.config import StackConfig  # noqa: E402
+
+IMAGE = "europe-west4-docker.pkg.dev/demo-proj/audiary/transcriber:test"
+OPENAI_KEY = "sk-test-openai-0123456789"
+ANTHROPIC_KEY = "sk-ant-test-0123456789"
+
+
+def stack_config(build_dir: Path, **overrides: object) -> StackConfig:
+    """The configuration most tests use: GPU transcriber, both LLM keys set."""
+    values: dict[str, object] = {
+        "project": PROJECT,
+        "transcriber_image": IMAGE,
+        "openai_api_key": pulumi.Output.secret(OPENAI_KEY),
+        "anthropic_api_key": pulumi.Output.secret(ANTHROPIC_KEY),
+        "build_dir": build_dir,
+    }
+    values.update(overrides)
+    return StackConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("function-archives")
+
+
+@pytest.fixture(scope="module")
+def gpu(build_dir: Path) -> Deployment:
+    return deploy(stack_config(build_dir))
+
+
+@pytest.fixture(scope="module")
+def cpu(build_dir: Path) -> Deployment:
+    return deploy(stack_config(build_dir, transcriber_gpu=False, transcriber_cpu=8,
+                               transcriber_memory_gib=8, transcriber_concurrency=1,
+                               transcriber_max_instances=50))
+
+
+@pytest.fixture(scope="module")
+def public_api(build_dir: Path) -> Deployment:
+    return deploy(stack_config(build_dir, api_public=True,
+                               api_invokers=("user:alice@example.com",)))

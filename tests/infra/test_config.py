@@ -1,0 +1,157 @@
+"""Stack configuration: one loader, documented defaults, clear errors; the entry point runs."""
+
+from __future__ import annotations
+
+import re
+import runpy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+
+from tests.infra.mocks import MOCKS, PROJECT, activate
+
+activate()  # before the program modules are imported
+
+from infra import config as infra_config  # noqa: E402
+from infra.config import ConfigError, StackConfig, load_config  # noqa: E402
+
+pytestmark = pytest.mark.infra
+
+INFRA = Path(infra_config.__file__).parent
+
+
+@pytest.fixture
+def stack_settings() -> Iterator[None]:
+    """Each test starts from an empty stack configuration; the previous one is restored."""
+    from pulumi.runtime.config import CONFIG
+
+    saved = dict(CONFIG.get())
+    pulumi.runtime.set_all_config({})
+    yield
+    pulumi.runtime.set_all_config(saved)
+
+
+def apply(settings: dict[str, str]) -> None:
+    for key, value in settings.items():
+        pulumi.runtime.set_config(key, value)
+
+
+def test_defaults(stack_settings: None) -> None:
+    apply({"gcp:project": PROJECT})
+    cfg = load_config()
+    assert cfg.region == "europe-west4"
+    assert cfg.bucket_suffix == PROJECT
+    assert cfg.uploads_bucket == f"audiary-uploads-{PROJECT}"
+    assert cfg.transcriber_gpu
+    assert cfg.gpu_zonal_redundancy_disabled
+    assert (cfg.transcriber_cpu, cfg.transcriber_memory_gib) == (4, 16)
+    assert (cfg.transcriber_min_instances, cfg.transcriber_max_instances) == (0, 3)
+    assert cfg.max_delivery_attempts == 5
+    assert not cfg.api_public
+    assert cfg.api_invokers == ()
+    assert cfg.openai_api_key is None
+    assert cfg.transcriber_image is None
+
+
+def test_values_are_read_with_their_types(stack_settings: None) -> None:
+    apply({
+        "gcp:project": PROJECT, "gcp:region": "europe-west4",
+        "audiary:bucketSuffix": "acme-dev", "audiary:transcriberGpu": "false",
+        "audiary:transcriberCpu": "8", "audiary:transcriberMaxInstances": "40",
+        "audiary:maxDeliveryAttempts": "10", "audiary:apiInvokers": '["user:a@example.com"]',
+        "audiary:openaiApiKey": "sk-from-config",
+    })
+    cfg = load_config()
+    assert cfg.region == "europe-west4"
+    assert cfg.work_bucket == "audiary-work-acme-dev"
+    assert not cfg.transcriber_gpu
+    assert cfg.transcriber_cpu == 8
+    assert cfg.transcriber_concurrency == 1  # the CPU default
+    assert cfg.transcriber_max_instances == 40
+    assert cfg.max_delivery_attempts == 10
+    assert cfg.api_invokers == ("user:a@example.com",)
+    assert cfg.openai_api_key is not None
+
+
+@pulumi.runtime.test
+def test_llm_keys_are_read_as_secrets(stack_settings: None) -> pulumi.Output[Any]:
+    apply({"gcp:project": PROJECT, "audiary:anthropicApiKey": "sk-ant-x"})
+    key = load_config().anthropic_api_key
+    assert key is not None
+
+    async def check() -> None:
+        assert await key.is_secret()
+
+    return pulumi.Output.from_input(check())
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"bucket_suffix": "Not_Valid"}, "audiary:bucketSuffix"),
+    ({"max_delivery_attempts": 3}, "maxDeliveryAttempts"),
+    ({"transcriber_cpu": 2}, "at least 4 CPUs"),
+    ({"transcriber_memory_gib": 8}, "16 GiB"),
+    ({"api_invokers": ("allUsers",)}, "apiPublic"),
+    ({"api_invokers": ("allAuthenticatedUsers",)}, "apiPublic"),
+    ({"transcriber_min_instances": 5}, "transcriberMinInstances"),
+])
+def test_invalid_values_say_what_to_change(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        StackConfig(project=PROJECT, **overrides)
+
+
+def test_a_cpu_transcriber_may_be_small() -> None:
+    cfg = StackConfig(project=PROJECT, transcriber_gpu=False, transcriber_cpu=2,
+                      transcriber_memory_gib=4)
+    assert cfg.transcriber_cpu == 2
+
+
+def test_missing_project_is_explained(stack_settings: None) -> None:
+    with pytest.raises(ConfigError, match="pulumi config set gcp:project"):
+        load_config()
+
+
+def test_example_stack_file_documents_every_key(stack_settings: None,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    read: set[str] = set()
+
+    class Recording(pulumi.Config):
+        def full_key(self, key: str) -> str:
+            read.add(f"{self.name}:{key}")
+            return super().full_key(key)
+
+    monkeypatch.setattr(pulumi, "Config", Recording)
+    apply({"gcp:project": PROJECT})
+    load_config()
+    text = (INFRA / "Pulumi.example.yaml").read_text()
+    example = set(yaml.safe_load(text)["config"])
+    # Secret keys are documented in comments: a placeholder ciphertext would not decrypt.
+    commented = set(re.findall(r"^\s*#.*?\b((?:gcp|audiary):[A-Za-z]+)", text, re.M))
+    assert read <= example | commented, read - example - commented
+    assert example <= read, example - read
+    project = yaml.safe_load((INFRA / "Pulumi.yaml").read_text())
+    assert project["name"] == "audiary"
+    assert project["runtime"]["name"] == "python"
+
+
+def test_the_entry_point_runs_the_program(stack_settings: None, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    apply({"gcp:project": PROJECT,
+                             "audiary:transcriberImage": "example/transcriber:1"})
+    monkeypatch.setattr(infra_config, "DEFAULT_BUILD_DIR", tmp_path)
+    activate()
+    MOCKS.resources.clear()
+    namespace: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def run() -> pulumi.Output[Any]:
+        namespace.update(runpy.run_path(str(INFRA / "__main__.py"), run_name="__main__"))
+        return pulumi.Output.all(*namespace["stack"].outputs.values())
+
+    run()
+    assert {r.inputs.get("name") for r in MOCKS.resources
+            if r.typ == "gcp:cloudrunv2/service:Service"} == {"transcriber"}
+    assert len(list(tmp_path.glob("*.zip"))) == 4

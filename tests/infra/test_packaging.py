@@ -1,0 +1,101 @@
+"""Function source archives: reproducible bytes, content-hash names, the right contents."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from infra import packaging
+from infra.config import REPO_ROOT
+
+pytestmark = pytest.mark.infra
+
+FUNCTIONS = ("ingest", "summarize", "webhooks", "api")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A copy of the parts of the repository an archive is made from."""
+    root = tmp_path / "repo"
+    shutil.copytree(REPO_ROOT / "functions", root / "functions",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO_ROOT / "src" / "audiary", root / "src" / "audiary",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "requirements.lock"):
+        shutil.copy2(REPO_ROOT / name, root / name)
+    return root
+
+
+def test_unchanged_sources_keep_the_archive_name_and_bytes(repo: Path, tmp_path: Path) -> None:
+    first = packaging.build_archive(repo, "ingest", tmp_path / "a")
+    # Touching files and leaving caches behind changes nothing.
+    os.utime(repo / "functions" / "ingest" / "main.py", (0, 0))
+    cache = repo / "src" / "audiary" / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    (cache / "names.cpython-311.pyc").write_bytes(b"\x00stale")
+    (repo / "functions" / "ingest" / "stray.pyc").write_bytes(b"\x00")
+    second = packaging.build_archive(repo, "ingest", tmp_path / "b")
+    assert first.path.name == second.path.name
+    assert first.object_name == second.object_name == f"functions/{first.path.name}"
+    assert first.path.read_bytes() == second.path.read_bytes()
+
+
+def test_one_changed_file_changes_the_name(repo: Path, tmp_path: Path) -> None:
+    before = packaging.build_archive(repo, "summarize", tmp_path)
+    names_py = repo / "src" / "audiary" / "names.py"
+    names_py.write_text(names_py.read_text() + "\n# changed\n")
+    after = packaging.build_archive(repo, "summarize", tmp_path)
+    assert after.path.name != before.path.name
+    assert before.path.exists()
+    assert after.path.exists()
+    # Each function has its own archive: a change to one entry point moves only that one.
+    main = repo / "functions" / "api" / "main.py"
+    api_before = packaging.build_archive(repo, "api", tmp_path)
+    webhooks_before = packaging.build_archive(repo, "webhooks", tmp_path)
+    main.write_text(main.read_text() + "\n")
+    assert packaging.build_archive(repo, "api", tmp_path).path != api_before.path
+    assert packaging.build_archive(repo, "webhooks", tmp_path).path == webhooks_before.path
+
+
+def test_entries_are_sorted_with_fixed_time_and_mode(tmp_path: Path) -> None:
+    archive = packaging.build_archive(REPO_ROOT, "webhooks", tmp_path)
+    with zipfile.ZipFile(archive.path) as zf:
+        infos = zf.infolist()
+        names = [i.filename for i in infos]
+        assert names == sorted(names)
+        assert {i.date_time for i in infos} == {packaging.FIXED_DATE_TIME}
+        assert {i.external_attr >> 16 for i in infos} == {0o100644}
+        assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyo"))]
+        assert "main.py" in names
+        assert "audiary/__init__.py" in names
+        assert "audiary/names.py" in names
+        assert "requirements.txt" in names
+        assert b"def webhooks" in zf.read("main.py")
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_requirements_are_the_pinned_core_without_the_speech_model(function: str) -> None:
+    lines = packaging.requirements(REPO_ROOT, function).splitlines()
+    pinned = dict(line.split("==", 1) for line in lines)
+    assert len(pinned) == len(lines), "every requirement is pinned to the lock"
+    assert {"functions-framework", "google-cloud-firestore", "google-cloud-pubsub",
+            "google-cloud-storage", "pydantic", "av", "httpx"} <= set(pinned)
+    assert not packaging.FORBIDDEN.intersection(pinned)
+    assert ("openai" in pinned) == ("anthropic" in pinned) == (function == "summarize")
+
+
+def test_a_forbidden_dependency_fails_the_build(repo: Path) -> None:
+    pyproject = repo / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(
+        'dependencies = [\n', 'dependencies = [\n  "faster-whisper>=1.1",\n', 1))
+    with pytest.raises(ValueError, match="faster-whisper"):
+        packaging.requirements(repo, "ingest")
+
+
+def test_a_missing_function_is_reported(repo: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"functions/nope/main\.py"):
+        packaging.build_archive(repo, "nope", tmp_path)

@@ -1,0 +1,553 @@
+"""The Pulumi program under mocks: every resource, its wiring, IAM, scaling and secrets."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+
+from tests.infra.mocks import (
+    PROJECT,
+    PUBSUB_AGENT,
+    STORAGE_AGENT,
+    Binding,
+    Deployment,
+    activate,
+    deploy,
+    run_uri,
+    strings,
+)
+
+activate()  # before the program modules are imported
+
+from audiary import names  # noqa: E402
+from audiary.local import stack as local_stack  # noqa: E402
+from audiary.settings import Settings  # noqa: E402
+from infra.config import ACK_DEADLINE_S  # noqa: E402
+from tests.infra.conftest import ANTHROPIC_KEY, OPENAI_KEY, stack_config  # noqa: E402
+
+pytestmark = pytest.mark.infra
+
+REGION = "europe-west4"
+BUCKETS = {
+    "uploads": f"{names.BUCKET_UPLOADS}-{PROJECT}",
+    "work": f"{names.BUCKET_WORK}-{PROJECT}",
+    "transcripts": f"{names.BUCKET_TRANSCRIPTS}-{PROJECT}",
+    "feedback": f"{names.BUCKET_USERFEEDBACK}-{PROJECT}",
+    "sources": f"audiary-sources-{PROJECT}",
+}
+PUSH = {  # subscription -> (topic, receiving service)
+    names.SUBSCRIPTION_INGEST: (names.TOPIC_AUDIO_UPLOADED, "ingest"),
+    names.SUBSCRIPTION_TRANSCRIBER: (names.TOPIC_TRANSCRIBE_CHUNK, "transcriber"),
+    names.SUBSCRIPTION_SUMMARIZE: (names.TOPIC_TRANSCRIPT_READY, "summarize"),
+    names.SUBSCRIPTION_WEBHOOKS: (names.TOPIC_JOB_FINISHED, "webhooks"),
+}
+FUNCTIONS = ("ingest", "summarize", "webhooks", "api")
+PUBLIC = {"allUsers", "allAuthenticatedUsers"}
+
+
+def topic_id(topic: str) -> str:
+    return f"projects/{PROJECT}/topics/{topic}"
+
+
+def sa(key: str) -> str:
+    return f"serviceAccount:audiary-{key}@{PROJECT}.iam.gserviceaccount.com"
+
+
+# --- inventory --------------------------------------------------------------------------------
+
+
+def test_every_resource_exists(gpu: Deployment) -> None:
+    counts = {
+        "gcp:projects/service:Service": 11,
+        "gcp:artifactregistry/repository:Repository": 1,
+        "gcp:storage/bucket:Bucket": 5,
+        "gcp:storage/notification:Notification": 1,
+        "gcp:pubsub/topic:Topic": 8,  # 4 pipeline topics + 4 dead-letter topics
+        "gcp:pubsub/subscription:Subscription": 8,  # 4 push + 4 dead-letter pull
+        "gcp:cloudrunv2/service:Service": 1,
+        "gcp:cloudfunctionsv2/function:Function": 4,
+        "gcp:storage/bucketObject:BucketObject": 4,
+        "gcp:firestore/database:Database": 1,
+        "gcp:firestore/index:Index": 1,
+        "gcp:firestore/field:Field": 1,
+        "gcp:secretmanager/secret:Secret": 2,
+        "gcp:secretmanager/secretVersion:SecretVersion": 2,
+        "gcp:serviceaccount/account:Account": 7,
+        "gcp:monitoring/alertPolicy:AlertPolicy": 4 + 5,  # dead letters + error rates
+    }
+    for typ, count in counts.items():
+        assert len(gpu.of_type(typ)) == count, typ
+    apis = {r.inputs["service"] for r in gpu.of_type("gcp:projects/service:Service")}
+    assert {"run.googleapis.com", "cloudfunctions.googleapis.com", "pubsub.googleapis.com",
+            "firestore.googleapis.com", "secretmanager.googleapis.com"} <= apis
+    assert all(r.inputs["disableOnDestroy"] is False
+               for r in gpu.of_type("gcp:projects/service:Service"))
+
+
+def test_everything_waits_for_the_apis(gpu: Deployment) -> None:
+    apis = set(gpu.stack.apis.services)
+    for (typ, name), depends_on in gpu.depends_on.items():
+        if typ.startswith("gcp:") and typ != "gcp:projects/service:Service":
+            assert apis <= set(depends_on), f"{typ} {name} may be created before its API"
+
+
+def test_components_follow_the_type_token_convention(gpu: Deployment) -> None:
+    components = {r.typ for r in gpu.resources if not r.typ.startswith(("gcp:", "pulumi:"))}
+    assert components, "the program declares no components"
+    assert all(re.fullmatch(r"audiary:[a-z]+:[A-Z][A-Za-z]+", t) for t in components), components
+
+
+# --- names: audiary.names and the native local stack ------------------------------------------
+
+
+@dataclass
+class Recorder:
+    """Stands in for the Pub/Sub and GCS helpers audiary.local.stack provisions through."""
+
+    topics: list[str] = field(default_factory=list)
+    buckets: list[str] = field(default_factory=list)
+    pulls: dict[str, str] = field(default_factory=dict)
+    pushes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def ensure_topic(self, _project: str, topic: str, **_: object) -> None:
+        self.topics.append(topic)
+
+    def ensure_pull_subscription(self, _project: str, name: str, topic: str, **_: object) -> None:
+        self.pulls[name] = topic
+
+    def ensure_push_subscription(self, _project: str, name: str, topic: str, _endpoint: str,
+                                 **kwargs: Any) -> None:
+        self.pushes[name] = {"topic": topic, **kwargs}
+
+
+@pytest.fixture(scope="module")
+def local() -> Recorder:
+    """What NativeStack._provision creates, recorded without starting any emulator."""
+    from audiary.adapters import gcs, pubsub
+
+    recorder = Recorder()
+
+    class Blobs:
+        def __init__(self, *_: object, **__: object) -> None: ...
+
+        def ensure_bucket(self, bucket: str) -> None:
+            recorder.buckets.append(bucket)
+
+    class Emulator:
+        def __init__(self) -> None:
+            self.env = {"PUBSUB_EMULATOR_HOST": "pubsub", "STORAGE_EMULATOR_HOST": "http://gcs"}
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pubsub, "ensure_topic", recorder.ensure_topic)
+        patch.setattr(pubsub, "ensure_pull_subscription", recorder.ensure_pull_subscription)
+        patch.setattr(pubsub, "ensure_push_subscription", recorder.ensure_push_subscription)
+        patch.setattr(gcs, "GcsBlobStore", Blobs)
+        native = local_stack.NativeStack(Settings())
+        native.emulators = [Emulator()]  # type: ignore[list-item]
+        native._provision()
+    return recorder
+
+
+def test_topics_and_subscriptions_match_the_local_stack(gpu: Deployment, local: Recorder) -> None:
+    topics = {r.inputs["name"] for r in gpu.of_type("gcp:pubsub/topic:Topic")}
+    assert topics == set(local.topics)
+    assert set(names.PIPELINE_TOPICS) | {names.dead_letter_topic(s) for s in PUSH} == topics
+
+    subscriptions = gpu.of_type("gcp:pubsub/subscription:Subscription")
+    pushes = {r.inputs["name"]: r for r in subscriptions if "pushConfig" in r.inputs}
+    pulls = {r.inputs["name"]: r for r in subscriptions if "pushConfig" not in r.inputs}
+    assert set(pushes) == set(local.pushes) == set(PUSH)
+    for name, recorded in local.pushes.items():
+        cloud = pushes[name].inputs
+        assert cloud["topic"] == topic_id(recorded["topic"]), name
+        assert cloud["ackDeadlineSeconds"] == recorded["ack_deadline_s"] == ACK_DEADLINE_S
+        assert cloud["deadLetterPolicy"]["deadLetterTopic"] == topic_id(
+            recorded["dead_letter_topic"])
+        assert cloud["deadLetterPolicy"]["maxDeliveryAttempts"] == recorded[
+            "max_delivery_attempts"]
+    assert {n: r.inputs["topic"] for n, r in pulls.items()} == {
+        n: topic_id(t) for n, t in local.pulls.items()}
+
+
+def test_bucket_names_are_the_shared_names_plus_the_project_suffix(
+        gpu: Deployment, local: Recorder) -> None:
+    buckets = {r.inputs["name"] for r in gpu.of_type("gcp:storage/bucket:Bucket")}
+    assert buckets == set(BUCKETS.values())
+    assert {f"{b}-{PROJECT}" for b in local.buckets} == buckets - {BUCKETS["sources"]}
+
+
+def test_ack_deadline_is_the_local_stacks() -> None:
+    assert ACK_DEADLINE_S == local_stack.ACK_DEADLINE_S == 600
+
+
+# --- storage and notification -----------------------------------------------------------------
+
+
+def test_buckets_are_private_and_work_expires(gpu: Deployment) -> None:
+    for bucket in gpu.of_type("gcp:storage/bucket:Bucket"):
+        assert bucket.inputs["uniformBucketLevelAccess"] is True, bucket.name
+        assert bucket.inputs["publicAccessPrevention"] == "enforced", bucket.name
+    work = gpu.one("gcp:storage/bucket:Bucket", name=BUCKETS["work"])
+    assert work.inputs["lifecycleRules"] == [
+        {"action": {"type": "Delete"}, "condition": {"age": 7}}]
+    for role in ("uploads", "transcripts", "feedback", "sources"):
+        bucket = gpu.one("gcp:storage/bucket:Bucket", name=BUCKETS[role])
+        assert not bucket.inputs.get("lifecycleRules"), role
+
+
+def test_inbox_notification_publishes_to_audio_uploaded(gpu: Deployment) -> None:
+    notification = gpu.one("gcp:storage/notification:Notification")
+    assert notification.inputs == {
+        "bucket": BUCKETS["uploads"],
+        "topic": topic_id(names.TOPIC_AUDIO_UPLOADED),
+        "payloadFormat": "JSON_API_V1",
+        "eventTypes": ["OBJECT_FINALIZE"],
+        "objectNamePrefix": names.PREFIX_INBOX,
+    }
+    assert Binding(f"serviceAccount:{STORAGE_AGENT}", "roles/pubsub.publisher", "topic",
+                   topic_id(names.TOPIC_AUDIO_UPLOADED)) in gpu.bindings()
+
+
+# --- Pub/Sub delivery -------------------------------------------------------------------------
+
+
+def test_push_subscriptions_use_oidc_bounded_retries_and_dead_letters(gpu: Deployment) -> None:
+    for subscription, (topic, receiver) in PUSH.items():
+        sub = gpu.one("gcp:pubsub/subscription:Subscription", name=subscription).inputs
+        endpoint = run_uri(receiver)
+        assert sub["topic"] == topic_id(topic)
+        assert sub["pushConfig"] == {
+            "pushEndpoint": endpoint,
+            "oidcToken": {"serviceAccountEmail": sa("pusher").removeprefix("serviceAccount:"),
+                          "audience": endpoint},
+        }
+        assert sub["ackDeadlineSeconds"] == 600
+        assert sub["retryPolicy"] == {"minimumBackoff": "10s", "maximumBackoff": "600s"}
+        dead_letter = names.dead_letter_topic(subscription)
+        assert sub["deadLetterPolicy"] == {"deadLetterTopic": topic_id(dead_letter),
+                                           "maxDeliveryAttempts": 5}
+        assert sub["expirationPolicy"] == {"ttl": ""}
+        pull = gpu.one("gcp:pubsub/subscription:Subscription", name=dead_letter).inputs
+        assert pull["topic"] == topic_id(dead_letter)
+        assert "deadLetterPolicy" not in pull
+
+
+def test_pubsub_agent_can_forward_dead_letters(gpu: Deployment) -> None:
+    agent = f"serviceAccount:{PUBSUB_AGENT}"
+    held = {(b.role, b.target) for b in gpu.bindings() if b.member == agent}
+    assert held == {
+        *(("roles/pubsub.publisher", topic_id(names.dead_letter_topic(s))) for s in PUSH),
+        *(("roles/pubsub.subscriber", f"projects/{PROJECT}/subscriptions/{s}") for s in PUSH),
+    }
+
+
+# --- IAM: least privilege, nothing public -----------------------------------------------------
+
+
+def expected_roles() -> dict[str, set[tuple[str, str, str]]]:
+    bucket = {role: ("bucket", name) for role, name in BUCKETS.items()}
+    project = ("project", PROJECT)
+    user, viewer = "roles/storage.objectUser", "roles/storage.objectViewer"
+    publisher, datastore = "roles/pubsub.publisher", "roles/datastore.user"
+    invoker = "roles/run.invoker"
+
+    def topic(name: str) -> tuple[str, str, str]:
+        return (publisher, "topic", topic_id(name))
+
+    return {
+        sa("ingest"): {
+            (user, *bucket["uploads"]), (user, *bucket["work"]),
+            topic(names.TOPIC_TRANSCRIBE_CHUNK), (datastore, *project)},
+        sa("transcriber"): {
+            (user, *bucket["work"]), (user, *bucket["transcripts"]),
+            topic(names.TOPIC_TRANSCRIPT_READY), (datastore, *project)},
+        sa("summarize"): {
+            (viewer, *bucket["transcripts"]), topic(names.TOPIC_JOB_FINISHED),
+            (datastore, *project),
+            ("roles/secretmanager.secretAccessor", "secret",
+             f"projects/{PROJECT}/secrets/audiary-openai-api-key"),
+            ("roles/secretmanager.secretAccessor", "secret",
+             f"projects/{PROJECT}/secrets/audiary-anthropic-api-key")},
+        sa("webhooks"): {
+            topic(names.dead_letter_topic(names.SUBSCRIPTION_WEBHOOKS)), (datastore, *project)},
+        sa("api"): {
+            (user, *bucket["uploads"]), (user, *bucket["work"]),
+            (user, *bucket["transcripts"]), (user, *bucket["feedback"]),
+            topic(names.TOPIC_AUDIO_UPLOADED), (datastore, *project),
+            ("roles/iam.serviceAccountTokenCreator", "service_account",
+             f"projects/{PROJECT}/serviceAccounts/audiary-api@{PROJECT}.iam.gserviceaccount.com")},
+        sa("pusher"): {(invoker, "run_service", s) for s in ("transcriber", *FUNCTIONS)
+                       if s != "api"},
+        sa("builder"): {
+            ("roles/logging.logWriter", *project),
+            ("roles/artifactregistry.writer", "repository", "audiary"),
+            (viewer, *project)},
+    }
+
+
+def test_each_service_account_holds_exactly_its_roles(gpu: Deployment) -> None:
+    held: dict[str, set[tuple[str, str, str]]] = {}
+    for b in gpu.bindings():
+        if b.member.startswith("serviceAccount:audiary-"):
+            held.setdefault(b.member, set()).add((b.role, b.scope, b.target))
+    assert held == expected_roles()
+
+
+def test_broad_roles_are_never_granted(gpu: Deployment) -> None:
+    broad = re.compile(r"roles/(owner|editor|viewer|.*\.admin|iam\.serviceAccountUser)$")
+    assert not [b for b in gpu.bindings() if broad.match(b.role)]
+
+
+def test_only_the_builder_reads_storage_project_wide_and_only_function_sources(
+        gpu: Deployment) -> None:
+    (grant,) = [b for b in gpu.bindings()
+                if b.scope == "project" and b.role == "roles/storage.objectViewer"]
+    assert grant.member == sa("builder")
+    assert grant.condition is not None
+    allowed = set(re.findall(r'startsWith\("projects/_/buckets/([^"]+)"\)', grant.condition))
+    assert allowed == {"gcf-v2-sources-", "gcf-v2-uploads-", BUCKETS["sources"]}
+
+
+def test_no_public_member_anywhere_by_default(gpu: Deployment, cpu: Deployment) -> None:
+    for deployment in (gpu, cpu):
+        for resource in deployment.resources:
+            assert not PUBLIC.intersection(strings(resource.inputs)), resource.name
+
+
+def test_api_public_flag_grants_all_users_the_api_invoker_only(public_api: Deployment) -> None:
+    public = [b for b in public_api.bindings() if b.member in PUBLIC]
+    assert public == [Binding("allUsers", "roles/run.invoker", "run_service", "api")]
+    api_invokers = {b.member for b in public_api.bindings()
+                    if b.scope == "run_service" and b.target == "api"}
+    assert api_invokers == {"allUsers", "user:alice@example.com"}
+    for resource in public_api.resources:
+        if "IamMember" not in resource.typ and "IAMMember" not in resource.typ:
+            assert not PUBLIC.intersection(strings(resource.inputs)), resource.name
+
+
+def test_api_takes_all_traffic_and_the_push_targets_internal_only(gpu: Deployment) -> None:
+    for function in FUNCTIONS:
+        config = gpu.one("gcp:cloudfunctionsv2/function:Function", name=function).inputs[
+            "serviceConfig"]
+        expected = "ALLOW_ALL" if function == "api" else "ALLOW_INTERNAL_ONLY"
+        assert config["ingressSettings"] == expected, function
+    service = gpu.one("gcp:cloudrunv2/service:Service")
+    assert service.inputs["ingress"] == "INGRESS_TRAFFIC_INTERNAL_ONLY"
+
+
+# --- the transcriber: GPU, probes, scaling, and the CPU variant ------------------------------
+
+
+def transcriber(deployment: Deployment) -> tuple[dict[str, Any], dict[str, Any]]:
+    service = deployment.one("gcp:cloudrunv2/service:Service", name="transcriber").inputs
+    return service["template"], service["template"]["containers"][0]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container["envs"]}
+
+
+def test_gpu_transcriber(gpu: Deployment) -> None:
+    template, container = transcriber(gpu)
+    assert container["image"].endswith("/audiary/transcriber:test")
+    assert container["resources"] == {
+        "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
+        "cpuIdle": False,
+        "startupCpuBoost": True,
+    }
+    assert template["nodeSelector"] == {"accelerator": "nvidia-l4"}
+    assert template["gpuZonalRedundancyDisabled"] is True
+    assert template["scaling"] == {"minInstanceCount": 0, "maxInstanceCount": 3}
+    assert template["maxInstanceRequestConcurrency"] == 4
+    assert template["timeout"] == "600s"
+    assert template["serviceAccount"] == sa("transcriber").removeprefix("serviceAccount:")
+    probe = container["startupProbe"]
+    assert probe["httpGet"] == {"path": "/healthz", "port": 8080}
+    assert container["ports"] == {"containerPort": 8080}
+    env = env_of(container)
+    assert env["AUDIARY_DEVICE"] == "cuda"
+    assert env["AUDIARY_COMPUTE_TYPE"] == "float16"
+
+
+def test_cpu_variant_has_no_gpu(cpu: Deployment) -> None:
+    template, container = transcriber(cpu)
+    assert container["resources"]["limits"] == {"cpu": "8", "memory": "8Gi"}
+    assert container["resources"]["cpuIdle"] is False
+    assert "nodeSelector" not in template
+    assert "gpuZonalRedundancyDisabled" not in template
+    assert template["scaling"] == {"minInstanceCount": 0, "maxInstanceCount": 50}
+    assert template["maxInstanceRequestConcurrency"] == 1
+    env = env_of(container)
+    assert (env["AUDIARY_DEVICE"], env["AUDIARY_COMPUTE_TYPE"]) == ("cpu", "int8")
+    assert env["AUDIARY_CPU_THREADS"] == "8"
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_gpu_zonal_redundancy_is_configurable(build_dir: Path) -> None:
+    deployment = deploy(stack_config(build_dir, gpu_zonal_redundancy_disabled=False))
+    template, _ = transcriber(deployment)
+    assert template["gpuZonalRedundancyDisabled"] is False
+
+
+def test_without_an_image_the_transcriber_waits(build_dir: Path) -> None:
+    deployment = deploy(stack_config(build_dir, transcriber_image=None))
+    assert not deployment.of_type("gcp:cloudrunv2/service:Service")
+    subscriptions = {r.inputs["name"] for r in
+                     deployment.of_type("gcp:pubsub/subscription:Subscription")}
+    assert names.SUBSCRIPTION_TRANSCRIBER not in subscriptions
+    assert names.SUBSCRIPTION_INGEST in subscriptions
+    assert deployment.outputs["transcriberUrl"] == ""
+
+
+# --- functions ---------------------------------------------------------------------------------
+
+
+def test_functions_are_gen2_with_their_own_account_and_packaged_source(gpu: Deployment) -> None:
+    objects = {r.inputs["name"]: r for r in gpu.of_type("gcp:storage/bucketObject:BucketObject")}
+    for function in FUNCTIONS:
+        fn = gpu.one("gcp:cloudfunctionsv2/function:Function", name=function).inputs
+        build, service = fn["buildConfig"], fn["serviceConfig"]
+        assert fn["location"] == REGION
+        assert build["runtime"] == "python312"
+        assert build["entryPoint"] == function
+        assert build["serviceAccount"] == (
+            f"projects/{PROJECT}/serviceAccounts/audiary-builder@{PROJECT}.iam.gserviceaccount.com")
+        assert build["dockerRepository"] == (
+            f"projects/{PROJECT}/locations/{REGION}/repositories/audiary")
+        source = build["source"]["storageSource"]
+        assert source["bucket"] == BUCKETS["sources"]
+        assert re.fullmatch(rf"functions/{function}-[0-9a-f]{{16}}\.zip", source["object"])
+        assert objects[source["object"]].inputs["bucket"] == BUCKETS["sources"]
+        assert service["serviceAccountEmail"] == sa(function).removeprefix("serviceAccount:")
+        assert service["minInstanceCount"] == 0
+        assert "eventTrigger" not in fn  # fed by push subscriptions with dead letters
+
+
+def test_environment_names_are_real_settings(gpu: Deployment) -> None:
+    env_names: set[str] = set()
+    for fn in gpu.of_type("gcp:cloudfunctionsv2/function:Function"):
+        env_names |= set(fn.inputs["serviceConfig"]["environmentVariables"])
+        env = fn.inputs["serviceConfig"]["environmentVariables"]
+        assert env["AUDIARY_UPLOADS_BUCKET"] == BUCKETS["uploads"]
+        assert env["AUDIARY_WORK_BUCKET"] == BUCKETS["work"]
+        assert env["AUDIARY_TRANSCRIPTS_BUCKET"] == BUCKETS["transcripts"]
+        assert env["AUDIARY_FEEDBACK_BUCKET"] == BUCKETS["feedback"]
+        assert env["AUDIARY_PROJECT_ID"] == PROJECT
+        assert env["AUDIARY_MAX_ATTEMPTS"] == "5"
+    env_names |= set(env_of(transcriber(gpu)[1]))
+    fields = {f"AUDIARY_{name.upper()}" for name in Settings.model_fields}
+    assert env_names <= fields, env_names - fields
+
+
+def test_summarize_reads_the_llm_keys_as_secret_environment(gpu: Deployment) -> None:
+    fn = gpu.one("gcp:cloudfunctionsv2/function:Function", name="summarize").inputs
+    secrets = fn["serviceConfig"]["secretEnvironmentVariables"]
+    assert {(s["key"], s["secret"], s["version"]) for s in secrets} == {
+        ("ANTHROPIC_API_KEY", "audiary-anthropic-api-key", "latest"),
+        ("OPENAI_API_KEY", "audiary-openai-api-key", "latest"),
+    }
+    for other in ("ingest", "webhooks", "api"):
+        config = gpu.one("gcp:cloudfunctionsv2/function:Function", name=other).inputs[
+            "serviceConfig"]
+        assert not config.get("secretEnvironmentVariables"), other
+    # Settings reads exactly these names.
+    assert {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"} <= {
+        alias for f in Settings.model_fields.values() if f.validation_alias
+        for alias in getattr(f.validation_alias, "choices", [])}
+
+
+def test_no_key_configured_means_no_version_and_no_secret_env(build_dir: Path) -> None:
+    deployment = deploy(stack_config(build_dir, openai_api_key=None, anthropic_api_key=None))
+    assert len(deployment.of_type("gcp:secretmanager/secret:Secret")) == 2
+    assert not deployment.of_type("gcp:secretmanager/secretVersion:SecretVersion")
+    fn = deployment.one("gcp:cloudfunctionsv2/function:Function", name="summarize").inputs
+    assert not fn["serviceConfig"].get("secretEnvironmentVariables")
+
+
+def test_api_knows_its_audience(gpu: Deployment) -> None:
+    fn = gpu.one("gcp:cloudfunctionsv2/function:Function", name="api").inputs
+    env = fn["serviceConfig"]["environmentVariables"]
+    assert env["AUDIARY_API_AUDIENCE"] == f"https://{REGION}-{PROJECT}.cloudfunctions.net/api"
+    assert gpu.outputs["apiUrl"] == env["AUDIARY_API_AUDIENCE"]
+
+
+# --- secrets never leak ------------------------------------------------------------------------
+
+
+def test_key_values_appear_in_no_output(gpu: Deployment) -> None:
+    rendered = list(strings(gpu.outputs))
+    for key in (OPENAI_KEY, ANTHROPIC_KEY):
+        assert not any(key in value for value in rendered)
+    for resource in gpu.resources:
+        if resource.typ != "gcp:secretmanager/secretVersion:SecretVersion":
+            assert not any(key in value for key in (OPENAI_KEY, ANTHROPIC_KEY)
+                           for value in strings(resource.inputs)), resource.name
+
+
+@pulumi.runtime.test
+def test_secret_versions_hold_secret_outputs(gpu: Deployment) -> pulumi.Output[Any]:
+    versions = gpu.stack.llm_keys.versions
+
+    async def check() -> None:
+        for env, version in versions.items():
+            assert await version.secret_data.is_secret(), env
+
+    return pulumi.Output.from_input(check())
+
+
+@pulumi.runtime.test
+def test_stack_outputs_are_plain_names_and_commands(gpu: Deployment) -> pulumi.Output[Any]:
+    stack = gpu.stack
+
+    def check(values: list[Any]) -> None:
+        outputs = dict(zip(stack.outputs, values, strict=True))
+        assert outputs["uploadsBucket"] == BUCKETS["uploads"]
+        assert outputs["transcriptsBucket"] == BUCKETS["transcripts"]
+        assert outputs["dropCommand"] == (
+            f"gcloud storage cp <audio-file> gs://{BUCKETS['uploads']}/inbox/")
+        assert outputs["transcriberUrl"] == run_uri("transcriber")
+        assert outputs["imageRepository"] == f"{REGION}-docker.pkg.dev/{PROJECT}/audiary"
+        assert f"AUDIARY_UPLOADS_BUCKET={BUCKETS['uploads']}" in outputs["cliEnv"]
+
+    return pulumi.Output.all(*stack.outputs.values()).apply(check)
+
+
+# --- Firestore -------------------------------------------------------------------------------
+
+
+def test_firestore_indexes_and_ttl(gpu: Deployment) -> None:
+    database = gpu.one("gcp:firestore/database:Database").inputs
+    assert (database["name"], database["type"]) == ("(default)", "FIRESTORE_NATIVE")
+    index = gpu.one("gcp:firestore/index:Index").inputs
+    assert index["collection"] == names.COLLECTION_JOBS
+    assert index["fields"] == [
+        {"fieldPath": "owner", "order": "ASCENDING"},
+        {"fieldPath": "timestamps.RECEIVED", "order": "DESCENDING"},
+    ]
+    ttl = gpu.one("gcp:firestore/field:Field").inputs
+    assert (ttl["collection"], ttl["field"]) == (names.COLLECTION_LLM_CACHE, "expires_at")
+    assert ttl["ttlConfig"] == {}
+
+
+# --- alerting ----------------------------------------------------------------------------------
+
+
+def test_alerts_watch_dead_letters_and_error_rates(gpu: Deployment) -> None:
+    filters = [c["conditionThreshold"] for p in gpu.of_type(
+        "gcp:monitoring/alertPolicy:AlertPolicy") for c in p.inputs["conditions"]]
+    dead = [f for f in filters if "num_undelivered_messages" in f["filter"]]
+    watched = {re.findall(r'subscription_id = "([^"]+)"', f["filter"])[0] for f in dead}
+    assert watched == {names.dead_letter_topic(s) for s in PUSH}
+    assert all(f["comparison"] == "COMPARISON_GT" and f["thresholdValue"] == 0 for f in dead)
+    rates = [f for f in filters if "request_count" in f["filter"]]
+    services = {re.findall(r'service_name = "([^"]+)"', f["filter"])[0] for f in rates}
+    assert services == {"transcriber", *FUNCTIONS}
+    for rate in rates:
+        assert 'response_code_class = "5xx"' in rate["filter"]
+        assert "5xx" not in rate["denominatorFilter"]
+        assert rate["thresholdValue"] == 0.05
