@@ -6,12 +6,21 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help venv up down demo test test-unit test-integration test-e2e lint typecheck check bench lock clean
+# Google Cloud (Pulumi, infra/): `make preview|up|down STACK=dev`. Without STACK, `make up` and
+# `make down` start and stop the native local stack.
+STACK ?=
+PULUMI = pulumi --cwd infra --stack $(or $(STACK),dev)
+IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+
+.PHONY: help venv up down demo test test-unit test-integration test-e2e test-infra lint typecheck \
+	check bench lock clean preview image
 
 help:
-	@echo "make demo   start the native stack, transcribe a sample, print it, stop"
+	@echo "make demo   start the native stack, transcribe a sample, print it and its note, stop"
 	@echo "make test   lint, type-check and run the whole suite"
 	@echo "make up / make down   start / stop the native local stack in the background"
+	@echo "make preview|up|down STACK=dev   Google Cloud via Pulumi (infra/)"
+	@echo "make image STACK=dev   build and push the transcriber, set audiary:transcriberImage"
 	@echo "make bench  run the benchmarks, results in bench/results/"
 
 venv: $(STAMP)
@@ -30,10 +39,30 @@ lock:
 		--python-version 3.11 --quiet -o requirements.lock
 
 up: venv
+ifeq ($(STACK),)
 	$(BIN)/audiary stack up
+else
+	$(PULUMI) up
+endif
 
 down: venv
+ifeq ($(STACK),)
 	$(BIN)/audiary stack down
+else
+	$(PULUMI) destroy
+endif
+
+preview: venv
+	$(PULUMI) preview --diff
+
+# Build the transcriber with Cloud Build into the stack's registry and point the stack at it.
+image: venv
+	@repo="$$($(PULUMI) stack output imageRepository)" \
+	  || { echo "run 'make up STACK=$(or $(STACK),dev)' once first: it creates the registry"; exit 1; }; \
+	image="$$repo/transcriber:$(IMAGE_TAG)"; \
+	gcloud builds submit --project "$$($(PULUMI) config get gcp:project)" \
+	  --config infra/cloudbuild.yaml --substitutions _IMAGE="$$image" . && \
+	$(PULUMI) config set audiary:transcriberImage "$$image"
 
 # The demo splits its ~90 s sample into ~30 s chunks so that fan-out and fan-in show.
 demo: venv
@@ -43,7 +72,7 @@ demo: venv
 		$(BIN)/audiary demo
 
 lint: venv
-	$(BIN)/ruff check src functions containers tests bench
+	$(BIN)/ruff check src functions containers tests bench infra
 
 typecheck: venv
 	$(BIN)/mypy
@@ -61,6 +90,9 @@ test-integration: venv
 
 test-e2e: venv
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+test-infra: venv
+	$(BIN)/pytest tests/infra $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python -m bench

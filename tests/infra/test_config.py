@@ -137,6 +137,15 @@ def test_example_stack_file_documents_every_key(stack_settings: None,
     assert project["runtime"]["name"] == "python"
 
 
+def test_cloud_build_builds_the_transcriber_dockerfile() -> None:
+    recipe = yaml.safe_load((INFRA / "cloudbuild.yaml").read_text())
+    (step,) = recipe["steps"]
+    dockerfile = step["args"][step["args"].index("-f") + 1]
+    assert (INFRA.parent / dockerfile).is_file()
+    assert step["args"][-1] == "."  # the repository root is the build context
+    assert recipe["images"] == ["${_IMAGE}"]
+
+
 def test_the_entry_point_runs_the_program(stack_settings: None, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     apply({"gcp:project": PROJECT,

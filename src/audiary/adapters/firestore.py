@@ -8,7 +8,7 @@ Firestore transaction, so concurrent chunk completions count each chunk exactly 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 from google.api_core import exceptions as gexc
@@ -283,9 +283,11 @@ class FirestoreNoteStore(NoteStore):
         notes_collection: str = names.COLLECTION_NOTES,
         cache_collection: str = names.COLLECTION_LLM_CACHE,
         feedback_collection: str = names.COLLECTION_FEEDBACK,
+        cache_ttl_days: int = 90,
         emulator_host: str | None = None,
     ) -> None:
         client = firestore_client(project, database, emulator_host)
+        self._cache_ttl_days = cache_ttl_days
         self._notes = client.collection(notes_collection)
         self._cache = client.collection(cache_collection)
         self._feedback = client.collection(feedback_collection)
@@ -298,6 +300,7 @@ class FirestoreNoteStore(NoteStore):
             notes_collection=settings.notes_collection,
             cache_collection=settings.llm_cache_collection,
             feedback_collection=settings.feedback_collection,
+            cache_ttl_days=settings.llm_cache_ttl_days,
             emulator_host=settings.firestore_emulator_host,
         )
 
@@ -315,7 +318,11 @@ class FirestoreNoteStore(NoteStore):
         return self._record(self._cache.document(cache_key).get())
 
     def put_cached(self, record: NoteRecord) -> None:
-        self._cache.document(record.cache_key).set(record.model_dump(mode="python"))
+        # `expires_at` drives the Firestore TTL policy the Pulumi program sets on this collection.
+        self._cache.document(record.cache_key).set({
+            **record.model_dump(mode="python"),
+            "expires_at": datetime.now(UTC) + timedelta(days=self._cache_ttl_days),
+        })
 
     def delete_note(self, job_id: str) -> None:
         self._notes.document(job_id).delete()
