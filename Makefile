@@ -35,7 +35,7 @@ $(STAMP): requirements.lock pyproject.toml
 # Regenerate the pinned dependency set after changing pyproject.toml.
 lock:
 	$(BIN)/pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --extra transcriber --extra models --extra llm --extra dev \
+	$(BIN)/uv pip compile pyproject.toml --extra transcriber --extra models --extra llm --extra gcp --extra dev \
 		--python-version 3.11 --quiet -o requirements.lock
 
 up: venv
@@ -68,7 +68,10 @@ image: venv
 demo: venv
 	AUDIARY_CHUNK_TARGET_S=30 AUDIARY_CHUNK_SEARCH_S=8 AUDIARY_STATE_DIR=.audiary/demo \
 	AUDIARY_PUBSUB_PORT=8185 AUDIARY_FIRESTORE_PORT=8186 AUDIARY_GCS_PORT=9123 \
-	AUDIARY_INGEST_PORT=8191 AUDIARY_TRANSCRIBER_PORT=8192 \
+	AUDIARY_INGEST_PORT=8191 AUDIARY_TRANSCRIBER_PORT=8192 AUDIARY_SUMMARIZE_PORT=8193 \
+	AUDIARY_API_PORT=8194 AUDIARY_WEBHOOKS_PORT=8195 AUDIARY_INGEST_METRICS_PORT=9291 \
+	AUDIARY_SUMMARIZE_METRICS_PORT=9293 AUDIARY_WEBHOOKS_METRICS_PORT=9295 \
+	AUDIARY_WATCHER_METRICS_PORT=9296 \
 		$(BIN)/audiary demo
 
 lint: venv

@@ -7,19 +7,21 @@ import functools
 import flask
 import functions_framework
 
+from audiary import observability
 from audiary.api.app import create_app
-from audiary.logs import setup_logging
+
+SERVICE = "api"
 
 
 @functools.cache
 def _app() -> flask.Flask:
-    setup_logging()
+    observability.setup(SERVICE)
     return create_app()
 
 
 @functions_framework.http
 def api(request: flask.Request) -> flask.typing.ResponseReturnValue:
-    """Route the request through the API app (created once per instance)."""
+    """Route the request through the API app (created once per instance); `/metrics` too."""
     app = _app()
     with app.request_context(request.environ):
         return app.full_dispatch_request()

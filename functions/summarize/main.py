@@ -13,14 +13,17 @@ import logging
 import functions_framework
 from cloudevents.http import CloudEvent
 
+from audiary import observability
 from audiary.errors import BadEventError
-from audiary.logs import setup_logging
 from audiary.messages import parse_transcript_ready
 from audiary.services.summarize import summarize as run_summarize
 from audiary.settings import load_settings
 from audiary.wiring import note_router, services
 
 log = logging.getLogger("audiary.functions.summarize")
+SERVICE = "summarize"
+
+observability.setup_in_workers(SERVICE)
 
 
 @functions_framework.cloud_event
@@ -30,13 +33,15 @@ def summarize(cloud_event: CloudEvent) -> None:
     A malformed message is logged and acknowledged; when every provider fails the error
     propagates so Pub/Sub retries, until the job's attempt limit ends it FAILED.
     """
-    setup_logging()
-    try:
-        message = (cloud_event.get_data() or {}).get("message") or {}
-        ready = parse_transcript_ready(base64.b64decode(message.get("data", ""), validate=True))
-    except (BadEventError, binascii.Error, AttributeError) as exc:
-        log.error("dropping malformed event %s: %s", cloud_event["id"], exc)
-        return
     settings = load_settings()
-    outcome = run_summarize(services(settings), note_router(settings), ready)
-    log.info("summarize: %s", outcome.detail, extra={"job_id": ready.job_id})
+    with observability.cloud_event(SERVICE, cloud_event, settings,
+                                   topic=settings.topic_transcript_ready, span="summarize"):
+        try:
+            message = (cloud_event.get_data() or {}).get("message") or {}
+            ready = parse_transcript_ready(
+                base64.b64decode(message.get("data", ""), validate=True))
+        except (BadEventError, binascii.Error, AttributeError) as exc:
+            log.error("dropping malformed event %s: %s", cloud_event["id"], exc)
+            return
+        outcome = run_summarize(services(settings), note_router(settings), ready)
+        log.info("summarize: %s", outcome.detail, extra={"job_id": ready.job_id})

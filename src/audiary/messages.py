@@ -6,8 +6,10 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import propagate
 from pydantic import BaseModel, ValidationError
 
 from audiary.errors import BadEventError
@@ -51,8 +53,34 @@ def encode(message: BaseModel) -> bytes:
 
 
 def attributes_for(job_id: str, **extra: str) -> dict[str, str]:
-    """Message attributes: the job id travels as correlation id on every hop."""
-    return {"job_id": job_id, "correlation_id": job_id, **extra}
+    """Message attributes: the job id travels as correlation id on every hop, and the W3C
+    trace context of the active span (`traceparent`, `tracestate`) so that the handler of the
+    message continues the same trace."""
+    return inject_trace({"job_id": job_id, "correlation_id": job_id, **extra})
+
+
+def inject_trace(attributes: dict[str, str]) -> dict[str, str]:
+    """Add the active span's trace context to message attributes (none outside a span)."""
+    propagate.inject(attributes)
+    return attributes
+
+
+def publish_time(body: Any) -> datetime | None:
+    """When Pub/Sub accepted the message of a push envelope (`publishTime`), if it says."""
+    message = body.get("message") if isinstance(body, Mapping) else None
+    value = message.get("publishTime") if isinstance(message, Mapping) else None
+    return parse_time(value)
+
+
+def parse_time(value: object) -> datetime | None:
+    """An RFC 3339 time as Pub/Sub and CloudEvents write it; None if absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)  # nanoseconds are cut to microseconds
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def decode_push(body: Any) -> tuple[bytes, dict[str, str], str]:

@@ -46,8 +46,10 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from audiary.audio import WAV_HEADER_BYTES, AudioLimits, decode_to_canonical, pcm_to_float
+from audiary.domain.chunking import SAMPLE_RATE
 from audiary.domain.transcript import Segment, Transcript, render
 from audiary.errors import AudiaryError, RejectedInputError
+from audiary.observability import inference
 from audiary.ports import Transcriber
 from audiary.settings import Settings
 
@@ -458,17 +460,19 @@ def _resolve_language(
 def _run(
     transcriber: Transcriber, samples: np.ndarray, language: str | None, *, words: bool
 ) -> list[Segment]:
-    if "word_timestamps" in inspect.signature(transcriber.transcribe).parameters:
-        timed = cast(_WordTimedTranscriber, transcriber)
-        return timed.transcribe(samples, language=language, word_timestamps=words)
-    if words:
+    timed = "word_timestamps" in inspect.signature(transcriber.transcribe).parameters
+    if words and not timed:
         raise ApiError(
             400,
             "The loaded model does not give word timestamps; ask for 'segment' only.",
             param="timestamp_granularities",
             code="unsupported_value",
         )
-    return transcriber.transcribe(samples, language=language)
+    with inference(transcriber, samples.size / SAMPLE_RATE):
+        if timed:
+            return cast(_WordTimedTranscriber, transcriber).transcribe(
+                samples, language=language, word_timestamps=words)
+        return transcriber.transcribe(samples, language=language)
 
 
 def _render(

@@ -188,6 +188,10 @@ class JobStore(ABC):
     def delete_job(self, job_id: str) -> bool:
         """Remove the job and its chunks; False if there was no such job."""
 
+    @abstractmethod
+    def count_by_status(self) -> dict[JobStatus, int]:
+        """How many jobs are in each state; every state is present, 0 when none is in it."""
+
 
 class NoteStore(ABC):
     """Diary notes by job, and the LLM result cache by content key (Firestore, memory)."""

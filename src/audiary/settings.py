@@ -174,6 +174,36 @@ class Settings(BaseSettings):
     api_port: int = 8094
     webhooks_port: int = 8095
     watch_interval_s: float = Field(default=0.5, gt=0)
+    # Where the stack's processes without a /metrics route of their own serve Prometheus
+    # metrics (the transcriber and the api answer /metrics on their own ports).
+    ingest_metrics_port: int = 9191
+    summarize_metrics_port: int = 9193
+    webhooks_metrics_port: int = 9195
+    watcher_metrics_port: int = 9196
+    watch_stats_interval_s: float = Field(
+        default=5.0, gt=0,
+        description="How often the watcher counts dead letters and jobs per state.",
+    )
+
+    # Observability.
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="Serve /metrics on this port from a process that has no route for it "
+        "(the CloudEvent functions, the watcher); unset: no metrics server.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address of that server; 0.0.0.0 in a container."
+    )
+    otel_exporter: Literal["none", "otlp", "gcp"] = Field(
+        default="none",
+        description="Where spans go: nowhere (trace ids still reach logs and messages), an "
+        "OTLP/HTTP collector, or Cloud Trace.",
+    )
+    otel_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP base URL (e.g. http://127.0.0.1:4318); unset: the exporter's "
+        "own default or OTEL_EXPORTER_OTLP_ENDPOINT.",
+    )
 
     @model_validator(mode="after")
     def _check_backends(self) -> Settings:

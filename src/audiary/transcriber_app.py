@@ -5,6 +5,7 @@
   Pub/Sub redelivers within the subscription's retry policy.
 - `GET /healthz` answers 200 only once the model is loaded (startup probe), 503 before.
 - SIGTERM drains: the server (gunicorn) stops accepting and finishes requests in flight.
+- `GET /metrics` for Prometheus; each chunk is a span of the trace its message carries.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from collections.abc import Callable
 
 from flask import Flask, Response, jsonify, request
 
-from audiary import messages
+from audiary import messages, metrics, observability
 from audiary.errors import BadEventError
-from audiary.logs import setup_logging
 from audiary.models import materialize
 from audiary.openai_api import openai_blueprint
 from audiary.ports import Transcriber
@@ -26,6 +26,8 @@ from audiary.settings import Settings, load_settings
 from audiary.wiring import services
 
 log = logging.getLogger(__name__)
+
+SERVICE = "transcriber"
 
 
 def _load_whisper(settings: Settings) -> Transcriber:
@@ -75,10 +77,13 @@ class ModelHolder:
 
 def create_app(load_model: Callable[[], Transcriber] | None = None) -> Flask:
     """Build the app; the model starts loading at once, in the background."""
-    setup_logging()
     settings = load_settings()
+    observability.setup(SERVICE, settings)
     holder = ModelHolder(load_model or (lambda: _load_whisper(settings)))
+    # Up means ready to transcribe, as /healthz says.
+    metrics.SERVICE_UP.labels(SERVICE).set_function(lambda: float(holder.ready))
     app = Flask("audiary-transcriber")
+    observability.instrument_flask(app, SERVICE, untraced={"push", "healthz"})
     app.register_blueprint(openai_blueprint(holder.get, load_settings))
 
     @app.get("/healthz")
@@ -91,17 +96,27 @@ def create_app(load_model: Callable[[], Transcriber] | None = None) -> Flask:
 
     @app.post("/")
     def push() -> tuple[Response | str, int]:
+        body = request.get_json(silent=True)
         try:
-            data, _attributes, message_id = messages.decode_push(request.get_json(silent=True))
-            task = messages.parse_chunk_task(data)
+            data, attributes, message_id = messages.decode_push(body)
         except BadEventError as exc:
             log.warning("rejecting push: %s", exc)
             return jsonify(error="bad_request", message=str(exc)), 400
-        outcome = handle_chunk(services(load_settings()), holder.get(), task)
-        log.info(
-            "chunk %d (message %s): %s", task.index, message_id, outcome.detail,
-            extra={"job_id": task.job_id},
-        )
+        current = load_settings()
+        with observability.consuming(
+            SERVICE, "transcribe chunk", attributes, topic=current.topic_transcribe_chunk,
+            published_at=messages.publish_time(body),
+        ):
+            try:
+                task = messages.parse_chunk_task(data)
+            except BadEventError as exc:
+                log.warning("rejecting push: %s", exc)
+                return jsonify(error="bad_request", message=str(exc)), 400
+            outcome = handle_chunk(services(current), holder.get(), task)
+            log.info(
+                "chunk %d (message %s): %s", task.index, message_id, outcome.detail,
+                extra={"job_id": task.job_id},
+            )
         return "", 204
 
     return app

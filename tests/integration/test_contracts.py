@@ -548,6 +548,19 @@ def test_list_jobs_newest_first(jobs: JobStore) -> None:
     assert [j.job_id for j in jobs.list_jobs(limit=2)] == [made[3].job_id, made[2].job_id]
 
 
+def test_count_by_status_counts_every_state(jobs: JobStore) -> None:
+    assert jobs.count_by_status() == dict.fromkeys(JobStatus, 0)
+    made = [jobs.create_job(new_job())[0] for _ in range(4)]
+    jobs.advance(made[0].job_id, JobStatus.QUEUED)
+    jobs.advance(made[1].job_id, JobStatus.QUEUED)
+    jobs.advance(made[2].job_id, JobStatus.DONE)
+
+    counts = jobs.count_by_status()
+
+    assert counts == {**dict.fromkeys(JobStatus, 0), JobStatus.RECEIVED: 1,
+                      JobStatus.QUEUED: 2, JobStatus.DONE: 1}
+
+
 # Adapter specifics: explicit endpoints (no environment variables) and stored layout -----
 
 
@@ -625,6 +638,31 @@ def test_push_subscription_with_dead_letter_policy(emulator_env: LocalServers) -
     assert sub.dead_letter_policy.max_delivery_attempts == 5
     assert sub.retry_policy.minimum_backoff.total_seconds() == 1
     assert sub.retry_policy.maximum_backoff.total_seconds() == 5
+
+
+@real
+def test_count_waiting_leaves_the_messages_in_place(emulator_env: LocalServers) -> None:
+    from audiary.adapters.pubsub import (
+        PubSubPublisher,
+        count_waiting,
+        ensure_pull_subscription,
+        ensure_topic,
+    )
+
+    topic = unique("dead-letter")
+    ensure_topic(PROJECT, topic)
+    ensure_pull_subscription(PROJECT, topic, topic, retry_policy=False)
+    assert count_waiting(PROJECT, topic) == 0
+    publisher = PubSubPublisher(PROJECT)
+    sent = [(f"m{i}".encode(), {"i": str(i)}) for i in range(7)]
+    for data, attributes in sent:
+        publisher.publish(topic, data, attributes)
+
+    # Counted again and again: each count hands every message back.
+    assert [count_waiting(PROJECT, topic) for _ in range(3)] == [7, 7, 7]
+    assert count_waiting(PROJECT, topic, limit=3) == 3
+    assert sorted(pull_until(topic, 7, emulator_env.pubsub.address)) == sorted(sent)
+    assert count_waiting(PROJECT, topic) == 0
 
 
 @real

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import REGISTRY
 
 from audiary.adapters.llm_anthropic import AnthropicClient
 from audiary.adapters.llm_openai import OpenAiClient
@@ -232,3 +233,34 @@ def test_long_transcripts_are_map_reduced_without_losing_the_middle(llm_server):
     assert seen == [f"Town{i}" for i in range(90)]
     assert {"Town0", "Town45", "Town89"} <= set(record.note.places)
     assert record.calls == len(parts) + 1
+
+
+def test_metrics_count_tokens_cost_failures_and_breaker_state(llm_server):
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    names = [("audiary_llm_tokens_total", {"provider": "anthropic", "model": "claude-haiku-4-5",
+                                            "direction": d}) for d in ("input", "output")]
+    names += [("audiary_llm_cost_usd_total", {"provider": "anthropic",
+                                              "model": "claude-haiku-4-5"})]
+    names += [("audiary_llm_failures_total", {"provider": "openai", "reason": r})
+              for r in ("server_error", "invalid_output")]
+    before = {name + repr(labels): value(name, **labels) for name, labels in names}
+    clock = Clock()
+    router = make_router(llm_server, failures_to_open=2, clock=clock)
+    assert value("audiary_breaker_state", provider="openai") == 0  # closed
+
+    llm_server.enqueue(server_error(), protocol="openai")
+    llm_server.enqueue(ok(good_note(), input_tokens=1000, output_tokens=200),
+                       protocol="anthropic")
+    router.write("job-1", transcript("Day one."))
+    llm_server.enqueue(off_schema(), ok({"title": "still wrong"}), protocol="openai")
+    llm_server.enqueue(ok(good_note(), input_tokens=10, output_tokens=5), protocol="anthropic")
+    router.write("job-2", transcript("Day two."))
+
+    after = {name + repr(labels): value(name, **labels) for name, labels in names}
+    grown = [after[key] - before[key] for key in after]
+    assert grown == pytest.approx([1010, 205, (1010 * 1.0 + 205 * 5.0) / 1e6, 1, 1])
+    assert value("audiary_breaker_state", provider="openai") == 2  # open after two failures
+    clock.now = 30.0
+    assert value("audiary_breaker_state", provider="openai") == 1  # half-open: read at scrape

@@ -263,6 +263,15 @@ class FirestoreJobStore(JobStore):
         query = query.order_by(received, direction=firestore.Query.DESCENDING).limit(limit)
         return [Job.from_doc(_data(doc)) for doc in query.stream()]
 
+    def count_by_status(self) -> dict[JobStatus, int]:
+        # Count aggregations: the server counts, no job document is read.
+        counts: dict[JobStatus, int] = {}
+        for status in JobStatus:
+            query: Any = self._jobs.where(filter=FieldFilter("status", "==", status.value))
+            result = query.count(alias="n").get()
+            counts[status] = int(result[0][0].value) if result and result[0] else 0
+        return counts
+
     def delete_job(self, job_id: str) -> bool:
         ref = self._job_ref(job_id)
         existed = ref.get().exists

@@ -368,6 +368,13 @@ class MemoryJobStore(JobStore):
             self._chunks.pop(job_id, None)
             return self._jobs.pop(job_id, None) is not None
 
+    def count_by_status(self) -> dict[JobStatus, int]:
+        counts = dict.fromkeys(JobStatus, 0)
+        with self._lock:
+            for doc in self._jobs.values():
+                counts[JobStatus(doc["status"])] += 1
+        return counts
+
 
 # Document shapes, shared with FirestoreJobStore so that both adapters store the same thing.
 

@@ -27,12 +27,17 @@ from audiary.domain.jobs import Job, JobStatus, SourceObject, job_id_for, utcnow
 from audiary.domain.notes import Feedback
 from audiary.domain.transcript import Transcript, render
 from audiary.errors import AudiaryError
+from audiary.logs import bind_job
+from audiary.messages import inject_trace
+from audiary.observability import instrument_flask
 from audiary.services.ingest import canonical_key, quarantine_key
 from audiary.services.transcription import transcript_key
 from audiary.settings import Settings, load_settings
 from audiary.wiring import Services, services
 
 log = logging.getLogger(__name__)
+
+SERVICE = "api"
 
 M = TypeVar("M", bound=BaseModel)
 API_UPLOADS = "api/"  # inbox/api/<owner id>/<job id>/<file>: uploads that come through the API
@@ -91,6 +96,8 @@ def _json(model: BaseModel, status: int = 200) -> tuple[Response, int]:
 
 def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask:
     app = Flask("audiary-api")
+    # /metrics is unauthenticated like /healthz: it holds counts, never job content.
+    instrument_flask(app, SERVICE, untraced={"healthz"})
     limiters: dict[tuple[float, int], RateLimiter] = {}
 
     def svc() -> Services:
@@ -166,6 +173,7 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
             raise ApiError(413, "too_large", f"{body.size_bytes} bytes is above the limit of "
                            f"{s.settings.max_upload_bytes} bytes")
         job_id = secrets.token_hex(12)
+        bind_job(job_id)
         key = api_object_key(s.settings, g.principal.owner, job_id, body.filename)
         signed = s.blobs.signed_put_url(
             s.settings.uploads_bucket, key, content_type=body.content_type,
@@ -295,6 +303,7 @@ def _job_from_url(s: Services, principal: Principal, url: str) -> Job:
     from audiary.fetch import fetch_audio
 
     job_id = secrets.token_hex(12)
+    bind_job(job_id)
     name = PurePosixPath(url.split("?", 1)[0]).name or "audio"
     key = api_object_key(s.settings, principal.owner, job_id, name)
     with tempfile.TemporaryDirectory(prefix="audiary-fetch-") as tmp:
@@ -328,6 +337,7 @@ def _job_from_object(s: Services, principal: Principal, name: str) -> Job:
     if info is None:
         raise ApiError(422, "invalid_object", f"gs://{st.uploads_bucket}/{name} does not exist")
     job_id = job_id_for(info.bucket, info.key, info.generation)
+    bind_job(job_id)
     job, created = s.jobs.create_job(Job(
         job_id=job_id, correlation_id=job_id, owner=principal.owner,
         source=SourceObject(bucket=info.bucket, name=info.key, generation=info.generation,
@@ -338,7 +348,8 @@ def _job_from_object(s: Services, principal: Principal, name: str) -> Job:
     if created:  # as GCS would on upload: ingest takes it from here
         data, attributes = notification_message(ObjectEvent(
             info.bucket, info.key, info.generation, info.size, info.content_type))
-        s.publisher.publish(st.topic_audio_uploaded, data, attributes)
+        # Unlike GCS, this notification can carry the request's trace on to ingest.
+        s.publisher.publish(st.topic_audio_uploaded, data, inject_trace(attributes))
     return job
 
 

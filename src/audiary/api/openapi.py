@@ -30,6 +30,8 @@ class Operation:
 JOB = ("job_id",)
 OPERATIONS = (
     Operation("get", "/healthz", "Liveness", ok=(200, schemas.Health), public=True),
+    Operation("get", "/metrics", "Prometheus metrics of this instance", ok=(200, "metrics"),
+              public=True),
     Operation("get", "/v1/openapi.json", "This document", ok=(200, "object")),
     Operation("post", "/v1/uploads", "A signed URL to PUT one audio file into the inbox",
               body=schemas.UploadRequest, ok=(201, schemas.UploadResponse), errors=(413, 422)),
@@ -79,6 +81,8 @@ def _ref(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
 def _content(kind: type[BaseModel] | str, components: dict[str, Any]) -> dict[str, Any]:
     if kind == "object":
         return {"application/json": {"schema": {"type": "object"}}}
+    if kind == "metrics":
+        return {"text/plain": {"schema": {"type": "string"}}}
     if kind == "transcript":
         text = {"schema": {"type": "string"}}
         return {"application/json": {"schema": {"type": "object"}}, "text/plain": text,

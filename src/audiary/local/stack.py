@@ -6,7 +6,9 @@ buckets, topics, push subscriptions and dead-letter topics, the `ingest`, `summa
 the bucket watcher.
 It returns once every piece answers. State (logs, the watcher's memory, `stack.json` with
 process ids and the variables that point clients at the emulators) lives under
-`settings.state_dir`.
+`settings.state_dir`; "metrics" in `stack.json` lists the Prometheus scrape target of each
+process, by the job names the compose profile's Prometheus uses (`prometheus_config` writes a
+configuration for them).
 
 `make up` / `make down` run `audiary stack up` / `audiary stack down`, which leave the
 processes running between the two commands; tests use `NativeStack` as a context manager.
@@ -49,6 +51,15 @@ TRANSCRIBER_APP = "main:create_app()"
 TRANSCRIBER_GUNICORN_ARGS = (
     "--workers", "1", "--threads", "4", "--timeout", "0", "--graceful-timeout", "600",
 )
+PUSH_SUBSCRIPTIONS = (
+    names.SUBSCRIPTION_INGEST,
+    names.SUBSCRIPTION_TRANSCRIBER,
+    names.SUBSCRIPTION_SUMMARIZE,
+    names.SUBSCRIPTION_WEBHOOKS,
+)
+#: Pull subscriptions that keep each push subscription's dead letters (same name as the topic).
+DEAD_LETTER_SUBSCRIPTIONS = tuple(names.dead_letter_topic(s) for s in PUSH_SUBSCRIPTIONS)
+METRICS_PATH = "/metrics"
 
 
 @dataclass
@@ -70,14 +81,32 @@ class NativeStack:
             env.update(emulator.env)
         return env
 
+    @property
+    def metrics_targets(self) -> dict[str, str]:
+        """Prometheus scrape targets (`host:port`, path `/metrics`) by job name: the
+        transcriber and the api on their own ports, the others on their metrics ports."""
+        s = self.settings
+        ports = {
+            "transcriber": s.transcriber_port,
+            "ingest": s.ingest_metrics_port,
+            "summarize": s.summarize_metrics_port,
+            "api": s.api_port,
+            "webhooks": s.webhooks_metrics_port,
+            "watcher": s.watcher_metrics_port,
+        }
+        return {name: f"{s.host}:{port}" for name, port in ports.items()}
+
     def _service_env(self) -> dict[str, str]:
-        # Children see exactly the settings of this stack, plus the emulator variables.
-        return {
+        # Children see exactly the settings of this stack, plus the emulator variables; the
+        # metrics port is each process's own (see _start_services).
+        env = {
             **settings_env(self.settings),
             **self.env,
             "AUDIARY_STATE_DIR": str(self.state_dir),
             "PYTHONUNBUFFERED": "1",
         }
+        env.pop("AUDIARY_METRICS_PORT", None)
+        return env
 
     def up(self, timeout_s: float = 120.0) -> Self:
         s = self.settings
@@ -119,17 +148,19 @@ class NativeStack:
         for topic in (s.topic_audio_uploaded, s.topic_transcribe_chunk,
                       s.topic_transcript_ready, s.topic_job_finished):
             ensure_topic(s.project_id, topic, emulator_host=pubsub)
-        pushes = [
-            (names.SUBSCRIPTION_INGEST, s.topic_audio_uploaded, s.ingest_port),
-            (names.SUBSCRIPTION_TRANSCRIBER, s.topic_transcribe_chunk, s.transcriber_port),
-            (names.SUBSCRIPTION_SUMMARIZE, s.topic_transcript_ready, s.summarize_port),
-            (names.SUBSCRIPTION_WEBHOOKS, s.topic_job_finished, s.webhooks_port),
-        ]
-        for subscription, topic, port in pushes:
+        pushes = dict(zip(PUSH_SUBSCRIPTIONS, [
+            (s.topic_audio_uploaded, s.ingest_port),
+            (s.topic_transcribe_chunk, s.transcriber_port),
+            (s.topic_transcript_ready, s.summarize_port),
+            (s.topic_job_finished, s.webhooks_port),
+        ], strict=True))
+        for subscription, (topic, port) in pushes.items():
             dead_letter = names.dead_letter_topic(subscription)
             ensure_topic(s.project_id, dead_letter, emulator_host=pubsub)
-            # Dead letters are kept on a pull subscription, for inspection and alerting.
-            ensure_pull_subscription(s.project_id, dead_letter, dead_letter, emulator_host=pubsub)
+            # Dead letters are kept on a pull subscription, for inspection and alerting; no
+            # retry policy, so the watcher can count them by pulling and handing them back.
+            ensure_pull_subscription(s.project_id, dead_letter, dead_letter, retry_policy=False,
+                                     emulator_host=pubsub)
             ensure_push_subscription(
                 s.project_id,
                 subscription,
@@ -159,13 +190,15 @@ class NativeStack:
                 # functions-framework has no health route; any HTTP answer means it serves.
                 ready_url=f"http://{s.host}:{port}/",
                 ready_any_status=True,
-                env={**env, "GUNICORN_LOG_LEVEL": "warning"},
+                env={**env, "GUNICORN_LOG_LEVEL": "warning", **metrics_env},
             )
-            for name, port, signature in (
-                ("ingest", s.ingest_port, "cloudevent"),
-                ("summarize", s.summarize_port, "cloudevent"),
-                ("webhooks", s.webhooks_port, "cloudevent"),
-                ("api", s.api_port, "http"),
+            for name, port, signature, metrics_env in (
+                ("ingest", s.ingest_port, "cloudevent", _metrics_env(s.ingest_metrics_port)),
+                ("summarize", s.summarize_port, "cloudevent",
+                 _metrics_env(s.summarize_metrics_port)),
+                ("webhooks", s.webhooks_port, "cloudevent",
+                 _metrics_env(s.webhooks_metrics_port)),
+                ("api", s.api_port, "http", {}),  # /metrics is a route of the API
             )
         ]
         self.processes = [
@@ -184,7 +217,8 @@ class NativeStack:
                 name="watcher",
                 argv=[sys.executable, "-m", "audiary.local.watcher"],
                 log_path=self.state_dir / "watcher.log",
-                env=env,
+                ready_url=f"http://{s.host}:{s.watcher_metrics_port}{METRICS_PATH}",
+                env={**env, **_metrics_env(s.watcher_metrics_port)},
             ),
         ]
         for process in self.processes:
@@ -194,7 +228,11 @@ class NativeStack:
 
     def _write_state(self) -> None:
         groups = [e.process.pid for e in self.emulators] + [p.pid for p in self.processes]
-        state = {"env": self.env, "process_groups": [g for g in groups if g is not None]}
+        state = {
+            "env": self.env,
+            "process_groups": [g for g in groups if g is not None],
+            "metrics": self.metrics_targets,
+        }
         (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
 
     def down(self) -> None:
@@ -211,6 +249,25 @@ class NativeStack:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+def _metrics_env(port: int) -> dict[str, str]:
+    return {"AUDIARY_METRICS_PORT": str(port)}
+
+
+def prometheus_config(targets: dict[str, str], *, scrape_interval_s: float = 5.0) -> str:
+    """A Prometheus configuration that scrapes `targets` (job name -> `host:port`), as
+    recorded under "metrics" in stack.json; JSON, which Prometheus reads as YAML."""
+    interval = f"{scrape_interval_s:g}s"
+    config = {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "scrape_configs": [
+            {"job_name": job, "metrics_path": METRICS_PATH,
+             "static_configs": [{"targets": [target]}]}
+            for job, target in targets.items()
+        ],
+    }
+    return json.dumps(config, indent=2)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -265,4 +322,11 @@ def _alive(pgid: int) -> bool:
     return True
 
 
-__all__ = ["EmulatorError", "NativeStack", "read_state", "stop_recorded"]
+__all__ = [
+    "DEAD_LETTER_SUBSCRIPTIONS",
+    "EmulatorError",
+    "NativeStack",
+    "prometheus_config",
+    "read_state",
+    "stop_recorded",
+]

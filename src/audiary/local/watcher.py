@@ -2,7 +2,12 @@
 
 The GCS emulator sends no notifications, so this process lists `inbox/` and publishes a
 GCS-format (`JSON_API_V1`, OBJECT_FINALIZE) message on `audio-uploaded` for each new object
-generation — exactly what a GCS notification would publish on Google Cloud.
+generation — exactly what a GCS notification would publish on Google Cloud, plus the W3C trace
+context of a new trace, so that one trace covers the drop from here to the diary note.
+
+It also serves Prometheus metrics (on `metrics_port`) for the stack as a whole: messages
+waiting on the dead-letter subscriptions (`audiary_dead_letter_messages`) and jobs per state
+(`audiary_jobs_in_state`), refreshed every `watch_stats_interval_s`.
 
 Run: python -m audiary.local.watcher
 """
@@ -13,14 +18,21 @@ import json
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 
+from opentelemetry.trace import SpanKind
+
+from audiary import metrics, observability
 from audiary.domain.events import ObjectEvent, notification_message
-from audiary.logs import setup_logging
+from audiary.messages import inject_trace
 from audiary.settings import load_settings
 from audiary.wiring import Services, services
 
-log = logging.getLogger(__name__)
+# Named, not __name__: run with -m this module is __main__, outside the `audiary` loggers.
+log = logging.getLogger("audiary.local.watcher")
+
+SERVICE = "watcher"
 
 
 class BucketWatcher:
@@ -49,34 +61,65 @@ class BucketWatcher:
                 content_type=info.content_type,
                 metadata=dict(info.metadata),
             )
-            data, attributes = notification_message(event)
-            self.svc.publisher.publish(s.topic_audio_uploaded, data, attributes)
+            # The upload's trace starts here; ingest continues it from the attributes.
+            with observability.tracer().start_as_current_span(
+                "upload", kind=SpanKind.PRODUCER,
+                attributes={"audiary.bucket": info.bucket, "audiary.object": info.key},
+            ):
+                data, attributes = notification_message(event)
+                self.svc.publisher.publish(s.topic_audio_uploaded, data, inject_trace(attributes))
+                log.info("notified %s (generation %s)", info.key, info.generation)
             self.seen.add(marker)
             published.append(event)
-            log.info("notified %s (generation %s)", info.key, info.generation)
         if published and self.seen_file is not None:
             self.seen_file.write_text(json.dumps(sorted(self.seen)))
         return published
 
-    def run(self, interval_s: float, stop: threading.Event) -> None:
+    def refresh_stats(self, dead_letter_subscriptions: tuple[str, ...]) -> None:
+        """Count jobs per state and messages waiting on each dead-letter subscription."""
+        for status, count in self.svc.jobs.count_by_status().items():
+            metrics.JOBS_IN_STATE.labels(status.value).set(count)
+        s = self.svc.settings
+        if s.publisher_backend != "pubsub":
+            return
+        from audiary.adapters.pubsub import count_waiting
+
+        for subscription in dead_letter_subscriptions:
+            waiting = count_waiting(s.project_id, subscription,
+                                    emulator_host=s.pubsub_emulator_host)
+            metrics.DEAD_LETTER_MESSAGES.labels(subscription).set(waiting)
+
+    def run(self, interval_s: float, stop: threading.Event, *, stats_interval_s: float = 5.0,
+            dead_letter_subscriptions: tuple[str, ...] = ()) -> None:
+        next_stats = 0.0
         while not stop.is_set():
+            # A flaky emulator must not end the watcher: log, and try again next round.
             try:
                 self.scan()
-            except Exception:  # a flaky emulator must not end the watcher
+            except Exception:
                 log.exception("scan failed; retrying")
+            if time.monotonic() >= next_stats:
+                next_stats = time.monotonic() + stats_interval_s
+                try:
+                    self.refresh_stats(dead_letter_subscriptions)
+                except Exception:
+                    log.exception("counting jobs and dead letters failed; retrying")
             stop.wait(interval_s)
 
 
 def main() -> None:
-    setup_logging()
+    from audiary.local.stack import DEAD_LETTER_SUBSCRIPTIONS
+
     settings = load_settings()
+    observability.setup(SERVICE, settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     watcher = BucketWatcher(services(settings), settings.state_dir / "watcher-seen.json")
     log.info("watching gs://%s/%s", settings.uploads_bucket, settings.inbox_prefix)
-    watcher.run(settings.watch_interval_s, stop)
+    watcher.run(settings.watch_interval_s, stop, stats_interval_s=settings.watch_stats_interval_s,
+                dead_letter_subscriptions=DEAD_LETTER_SUBSCRIPTIONS)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ class BreakerState(enum.StrEnum):
     HALF_OPEN = "half-open"
 
 
+#: The state as a number, for the `audiary_breaker_state` gauge.
+LEVELS = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 1.0, BreakerState.OPEN: 2.0}
+
+
 class CircuitBreaker:
     def __init__(
         self, failures_to_open: int, cooldown_s: float,
@@ -44,6 +48,10 @@ class CircuitBreaker:
         if self._clock() - self._opened_at >= self.cooldown_s:
             return BreakerState.HALF_OPEN
         return BreakerState.OPEN
+
+    def level(self) -> float:
+        """The state as a gauge value: 0 closed, 1 half-open, 2 open."""
+        return LEVELS[self.state]
 
     def allow(self) -> bool:
         """Whether a call may go out now; in half-open state only one trial call at a time."""

@@ -16,14 +16,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import ValidationError
 
+from audiary import metrics
 from audiary.domain.notes import DiaryNote, NoteRecord
 from audiary.domain.transcript import Segment, Transcript
 from audiary.errors import AudiaryError, ProviderError
 from audiary.notes import prompts
 from audiary.notes.breaker import CircuitBreaker
 from audiary.notes.extractive import EXTRACTIVE_VERSION, write_extractive
+from audiary.observability import tracer
 from audiary.ports import LlmClient, NoteStore
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,12 @@ class NoteRouter:
     token_budget: int = 12_000
     group_tokens: int = 6_000
 
+    def __post_init__(self) -> None:
+        # Read at scrape time, so an open breaker shows as half-open once its cool-down ends.
+        for provider in self.providers:
+            if provider.client is not None:
+                metrics.BREAKER_STATE.labels(provider.name).set_function(provider.breaker.level)
+
     def cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
         price_in, price_out = self.prices.get(model, (0.0, 0.0))
         if model not in self.prices and (input_tokens or output_tokens):
@@ -133,13 +142,23 @@ class NoteRouter:
                 reasons.append(f"{provider.name}: circuit open after repeated failures")
                 continue
             usage = _Usage()
-            try:
-                note = self._llm_note(provider.client, transcript, recorded_at, usage)
-            except (ProviderError, InvalidOutputError) as exc:
-                provider.breaker.record_failure()
-                reasons.append(str(exc))
-                log.warning("%s failed: %s", provider.name, exc, extra={"job_id": job_id})
-                continue
+            with tracer().start_as_current_span(
+                f"llm {provider.name}", kind=SpanKind.CLIENT,
+                attributes={"audiary.provider": provider.name, "audiary.model": provider.model},
+            ) as span:
+                try:
+                    note = self._llm_note(provider.client, transcript, recorded_at, usage)
+                except (ProviderError, InvalidOutputError) as exc:
+                    provider.breaker.record_failure()
+                    metrics.LLM_FAILURES.labels(provider.name, failure_reason(exc)).inc()
+                    span.set_status(StatusCode.ERROR, str(exc))
+                    reasons.append(str(exc))
+                    log.warning("%s failed: %s", provider.name, exc, extra={"job_id": job_id})
+                    continue
+                finally:
+                    _count_tokens(provider, usage)
+                    span.set_attributes({"audiary.input_tokens": usage.input_tokens,
+                                         "audiary.output_tokens": usage.output_tokens})
             provider.breaker.record_success()
             record = NoteRecord(
                 job_id=job_id, note=note, extractive=False, provider=provider.name,
@@ -148,6 +167,7 @@ class NoteRouter:
                 cost_usd=self.cost(provider.model, usage.input_tokens, usage.output_tokens),
                 cache_key=key, calls=usage.calls,
             )
+            metrics.LLM_COST_USD.labels(provider.name, provider.model).inc(record.cost_usd)
             self.store.put_cached(record)
             return record
         raise AllProvidersFailedError(reasons or ["no provider is configured"])
@@ -190,6 +210,28 @@ class NoteRouter:
             raise InvalidOutputError(
                 f"{client.provider}: answer invalid after one repair: {_describe(second)}"
             ) from second
+
+
+def failure_reason(exc: ProviderError | InvalidOutputError) -> str:
+    """A short, bounded label for why a provider attempt failed."""
+    if isinstance(exc, InvalidOutputError):
+        return "invalid_output"
+    if exc.status == 429:
+        return "rate_limited"
+    if exc.status is not None and exc.status >= 500:
+        return "server_error"
+    if exc.status is not None and 200 <= exc.status < 300:
+        return "malformed"
+    if exc.status is not None:
+        return "rejected"
+    return "unavailable" if exc.retryable else "refused"
+
+
+def _count_tokens(provider: Provider, usage: _Usage) -> None:
+    # Tokens of failed attempts (e.g. an answer that failed validation) are paid for too.
+    for direction, tokens in (("input", usage.input_tokens), ("output", usage.output_tokens)):
+        if tokens:
+            metrics.LLM_TOKENS.labels(provider.name, provider.model, direction).inc(tokens)
 
 
 def _describe(error: ValidationError) -> str:

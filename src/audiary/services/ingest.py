@@ -7,12 +7,17 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from opentelemetry import trace
+
 from audiary import messages
 from audiary.audio import AudioLimits, decode_to_canonical
 from audiary.domain.chunking import SAMPLE_RATE, plan_chunks
 from audiary.domain.events import ObjectEvent
 from audiary.domain.jobs import Chunk, Job, JobError, JobStatus, SourceObject, job_id_for, utcnow
 from audiary.errors import RejectedInputError
+from audiary.logs import job_context
+from audiary.observability import tracer
+from audiary.services.progress import advance
 from audiary.wiring import Services
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,12 @@ def ingest(svc: Services, event: ObjectEvent) -> IngestOutcome:
         return IngestOutcome(None, None, f"ignored folder placeholder {event.name}")
 
     job_id = _api_job_id(svc, event) or job_id_for(event.bucket, event.name, event.generation)
+    with job_context(job_id):
+        return _ingest_job(svc, event, job_id)
+
+
+def _ingest_job(svc: Services, event: ObjectEvent, job_id: str) -> IngestOutcome:
+    s = svc.settings
     job, created = svc.jobs.create_job(
         Job(
             job_id=job_id,
@@ -122,7 +133,10 @@ def _prepare(svc: Services, job: Job) -> int:
             f"{s.max_upload_bytes / 1e6:.0f} MB.",
         )
 
-    with tempfile.TemporaryDirectory(prefix="audiary-ingest-") as tmp:
+    with (
+        tracer().start_as_current_span("decode", attributes={"audiary.bytes": info.size}),
+        tempfile.TemporaryDirectory(prefix="audiary-ingest-") as tmp,
+    ):
         original = Path(tmp) / "original"
         canonical = Path(tmp) / "audio.wav"
         svc.blobs.download_file(src.bucket, src.name, original)
@@ -170,7 +184,9 @@ def _prepare(svc: Services, job: Job) -> int:
             messages.encode(task),
             messages.attributes_for(job.job_id, chunk=str(chunk.index)),
         )
-    svc.jobs.advance(job.job_id, JobStatus.QUEUED)
+    advance(svc, job.job_id, JobStatus.QUEUED)
+    trace.get_current_span().set_attributes(
+        {"audiary.chunks": len(chunks), "audiary.audio_seconds": audio.duration_s})
     log.info(
         "queued %d chunks for %.1f s of %s audio",
         len(chunks),
@@ -189,7 +205,8 @@ def _reject(svc: Services, job: Job, exc: RejectedInputError) -> None:
         key = quarantine_key(s.quarantine_prefix, job.job_id, src.name)
         svc.blobs.copy(src.bucket, src.name, src.bucket, key)
         quarantined = f"{src.bucket}/{key}"
-    svc.jobs.advance(
+    advance(
+        svc,
         job.job_id,
         JobStatus.REJECTED,
         error=JobError(code=exc.code, message=exc.message, stage=STAGE),
@@ -200,6 +217,6 @@ def _reject(svc: Services, job: Job, exc: RejectedInputError) -> None:
 
 def fail(svc: Services, job_id: str, code: str, message: str, stage: str) -> bool:
     """Move a job to FAILED with a reason; False if it had already ended."""
-    return svc.jobs.advance(
-        job_id, JobStatus.FAILED, error=JobError(code=code, message=message, stage=stage)
+    return advance(
+        svc, job_id, JobStatus.FAILED, error=JobError(code=code, message=message, stage=stage)
     )

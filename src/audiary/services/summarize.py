@@ -10,7 +10,9 @@ from audiary import messages
 from audiary.domain.jobs import TERMINAL, JobError, JobStatus
 from audiary.domain.notes import NoteRecord
 from audiary.domain.transcript import Transcript
+from audiary.logs import job_context
 from audiary.notes.router import AllProvidersFailedError, NoteRouter
+from audiary.services.progress import advance
 from audiary.wiring import Services
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,12 @@ def recorded_at(svc: Services, job_id: str) -> datetime | None:
 def summarize(svc: Services, router: NoteRouter, ready: messages.TranscriptReady
               ) -> SummarizeOutcome:
     """Write the job's note once. Raises when it should be retried (within the attempt limit)."""
+    with job_context(ready.job_id):
+        return _summarize(svc, router, ready)
+
+
+def _summarize(svc: Services, router: NoteRouter, ready: messages.TranscriptReady
+               ) -> SummarizeOutcome:
     s = svc.settings
     job_id = ready.job_id
     extra = {"job_id": job_id}
@@ -55,14 +63,14 @@ def summarize(svc: Services, router: NoteRouter, ready: messages.TranscriptReady
     if job.status in TERMINAL:
         return SummarizeOutcome(f"job is {job.status}; nothing to do")
     if job.summarize_attempts >= s.max_attempts:
-        svc.jobs.advance(job_id, JobStatus.FAILED, error=JobError(
+        advance(svc, job_id, JobStatus.FAILED, error=JobError(
             code="summarize_failed",
             message=f"no diary note after {job.summarize_attempts} attempts",
             stage=STAGE,
         ))
         return SummarizeOutcome("retries exhausted; job FAILED")
     svc.jobs.update_job(job_id, {"summarize_attempts": job.summarize_attempts + 1})
-    svc.jobs.advance(job_id, JobStatus.SUMMARIZING)
+    advance(svc, job_id, JobStatus.SUMMARIZING)
 
     transcript = Transcript.model_validate_json(
         svc.blobs.get(ready.transcript_bucket, ready.transcript_key)
@@ -71,7 +79,7 @@ def summarize(svc: Services, router: NoteRouter, ready: messages.TranscriptReady
         record = router.write(job_id, transcript, recorded_at=recorded_at(svc, job_id))
     except AllProvidersFailedError as exc:
         if job.summarize_attempts + 1 >= s.max_attempts:
-            svc.jobs.advance(job_id, JobStatus.FAILED, error=JobError(
+            advance(svc, job_id, JobStatus.FAILED, error=JobError(
                 code="summarize_failed", message=str(exc), stage=STAGE))
             log.error("job FAILED: %s", exc, extra=extra)
             return SummarizeOutcome("every provider failed; job FAILED")
@@ -79,7 +87,7 @@ def summarize(svc: Services, router: NoteRouter, ready: messages.TranscriptReady
 
     svc.notes.put_note(record)
     hours = (job.duration_s or 0) / 3600
-    svc.jobs.advance(job_id, JobStatus.DONE, fields={
+    advance(svc, job_id, JobStatus.DONE, fields={
         "note_provider": record.provider,
         "cost_usd": record.cost_usd,
         "cost_per_audio_hour_usd": record.cost_usd / hours if hours else None,

@@ -6,12 +6,17 @@ import json
 import logging
 from dataclasses import dataclass
 
-from audiary import messages
+from opentelemetry import trace
+
+from audiary import messages, metrics
 from audiary.audio import pcm_to_float, sample_range_bytes
 from audiary.domain.chunking import SAMPLE_RATE
 from audiary.domain.jobs import TERMINAL, ChunkStatus, FanIn, JobError, JobStatus
 from audiary.domain.transcript import Segment, Transcript, assemble
+from audiary.logs import job_context
+from audiary.observability import inference
 from audiary.ports import Transcriber
+from audiary.services.progress import advance
 from audiary.wiring import Services
 
 log = logging.getLogger(__name__)
@@ -40,12 +45,21 @@ def handle_chunk(svc: Services, model: Transcriber, task: messages.ChunkTask) ->
 
     Repeat and out-of-order deliveries are expected; each is recognised and does no harm.
     """
+    with job_context(task.job_id):
+        trace.get_current_span().set_attribute("audiary.chunk", task.index)
+        return _handle_chunk(svc, model, task)
+
+
+def _handle_chunk(svc: Services, model: Transcriber, task: messages.ChunkTask) -> ChunkOutcome:
     s = svc.settings
     extra = {"job_id": task.job_id}
     job = svc.jobs.get_job(task.job_id)
     if job is None:
         return ChunkOutcome(f"no job {task.job_id}; dropping the message")
-    if job.status in TERMINAL or job.status is JobStatus.TRANSCRIBED:
+    if job.status is JobStatus.TRANSCRIBED:
+        announce(svc, task.job_id)  # harmless if already announced: summarize is idempotent
+        return ChunkOutcome("job is TRANSCRIBED; transcript-ready announced again")
+    if job.status in TERMINAL or job.status is JobStatus.SUMMARIZING:
         return ChunkOutcome(f"job is {job.status}; nothing to do")
 
     chunk = svc.jobs.start_chunk(task.job_id, task.index)
@@ -55,8 +69,11 @@ def handle_chunk(svc: Services, model: Transcriber, task: messages.ChunkTask) ->
         if fan_in.complete:
             return ChunkOutcome("repeat delivery", fan_in, _finish(svc, task.job_id, model))
         return ChunkOutcome("repeat delivery", fan_in)
+    if chunk.attempts > 1:
+        metrics.CHUNKS_RETRIED.inc()
     if chunk.attempts > s.max_attempts:
-        svc.jobs.advance(
+        advance(
+            svc,
             task.job_id,
             JobStatus.FAILED,
             error=JobError(
@@ -67,10 +84,11 @@ def handle_chunk(svc: Services, model: Transcriber, task: messages.ChunkTask) ->
         )
         return ChunkOutcome("retries exhausted; job FAILED")
 
-    svc.jobs.advance(task.job_id, JobStatus.TRANSCRIBING)
+    advance(svc, task.job_id, JobStatus.TRANSCRIBING)
     start, end = sample_range_bytes(chunk.start_sample, chunk.end_sample)
     samples = pcm_to_float(svc.blobs.read_range(task.audio_bucket, task.audio_key, start, end))
-    segments = model.transcribe(samples, language=s.language)
+    with inference(model, len(samples) / SAMPLE_RATE):
+        segments = model.transcribe(samples, language=s.language)
     log.info(
         "chunk %d: %.1f s of audio, %d segments", task.index, len(samples) / SAMPLE_RATE,
         len(segments), extra=extra,
@@ -91,6 +109,15 @@ def handle_chunk(svc: Services, model: Transcriber, task: messages.ChunkTask) ->
     if fan_in.complete:
         return ChunkOutcome("job complete", fan_in, _finish(svc, task.job_id, model))
     return ChunkOutcome(f"{fan_in.chunks_done}/{fan_in.chunks_total} chunks done", fan_in)
+
+
+def announce(svc: Services, job_id: str) -> None:
+    """Publish `transcript-ready` for the job's stored transcript."""
+    s = svc.settings
+    ready = messages.TranscriptReady(job_id=job_id, transcript_bucket=s.transcripts_bucket,
+                                     transcript_key=transcript_key(job_id))
+    svc.publisher.publish(s.topic_transcript_ready, messages.encode(ready),
+                          messages.attributes_for(job_id))
 
 
 def _chunk_segments(svc: Services, segments: list[dict[str, object]] | None,
@@ -124,15 +151,10 @@ def _finish(svc: Services, job_id: str, model: Transcriber) -> Transcript:
         content_type="application/json",
     )
     text = transcript.text
-    svc.publisher.publish(
-        s.topic_transcript_ready,
-        messages.encode(
-            messages.TranscriptReady(job_id=job_id, transcript_bucket=s.transcripts_bucket,
-                                     transcript_key=key)
-        ),
-        messages.attributes_for(job_id),
-    )
-    svc.jobs.advance(
+    # TRANSCRIBED first, then the announcement: summarize must find the job TRANSCRIBED. If the
+    # process dies in between, a redelivered chunk finds TRANSCRIBED and announces again.
+    advance(
+        svc,
         job_id,
         JobStatus.TRANSCRIBED,
         fields={
@@ -142,5 +164,6 @@ def _finish(svc: Services, job_id: str, model: Transcriber) -> Transcript:
             "model": model.model_name,
         },
     )
+    announce(svc, job_id)
     log.info("transcript stored: %d segments", len(transcript.segments), extra={"job_id": job_id})
     return transcript
