@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from prometheus_client import REGISTRY
 
-from audiary import messages, observability
+from audiary import messages, metrics, observability
 from audiary.adapters.memory import (
     MemoryBlobStore,
     MemoryJobStore,
@@ -143,6 +143,7 @@ def test_the_stack_records_a_scrape_target_per_process(tmp_path):
 
 
 def test_metrics_server_serves_the_registry():
+    metrics.SERVICE_UP.labels(service="tests").set(1)
     port = free_port()
     server = observability.serve_metrics(port)
     try:
