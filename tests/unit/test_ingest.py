@@ -142,3 +142,34 @@ def test_object_replaced_before_ingest(svc, tmp_path, speech):
     drop(svc, path, "x.flac")
     outcome = ingest(svc, stale)
     assert svc.jobs.get_job(outcome.job_id).error.code == "source_replaced"
+
+
+def test_queued_before_any_chunk_message_and_interrupted_fan_out_is_finished(svc, tmp_path,
+                                                                            speech):
+    statuses_seen = []
+    publish = svc.publisher.publish
+
+    def watching(topic, data, attributes=None):
+        statuses_seen.append(svc.jobs.get_job(attributes["job_id"]).status)
+        if len(statuses_seen) == 2:
+            raise ConnectionError("the publisher went away mid fan-out")
+        return publish(topic, data, attributes)
+
+    svc.publisher.publish = watching
+    event = drop(svc, encode(speech, tmp_path / "a.flac"))
+    with pytest.raises(ConnectionError):
+        ingest(svc, event)
+    assert statuses_seen == [JobStatus.QUEUED, JobStatus.QUEUED]
+    (job,) = svc.jobs.list_jobs()
+    assert job.status is JobStatus.QUEUED
+    assert not job.chunks_published
+
+    svc.publisher.publish = publish
+    again = ingest(svc, event)  # the redelivery Pub/Sub makes after the failure
+    assert again.detail == "fan-out finished"
+    job = svc.jobs.get_job(again.job_id)
+    assert job.chunks_published
+    sent = [json.loads(m.data)["index"] for m in svc.publisher.messages("transcribe-chunk")]
+    # Chunk 0 went out before the failure and again after it: every chunk at least once.
+    assert sent == [0, *range(job.chunks_total)]
+    assert ingest(svc, event).detail == "duplicate delivery"

@@ -90,6 +90,7 @@ class Job(BaseModel):
     chunks_total: int = 0
     chunks_done: int = 0
     ingest_attempts: int = 0
+    chunks_published: bool = False
     summarize_attempts: int = 0
     note_provider: str | None = None
     cost_usd: float | None = None

@@ -71,6 +71,11 @@ def _ingest_job(svc: Services, event: ObjectEvent, job_id: str) -> IngestOutcome
         )
     )
     extra = {"job_id": job_id}
+    if job.status is JobStatus.QUEUED and not job.chunks_published:
+        # An earlier delivery died while fanning out; repeats are harmless to the transcriber.
+        log.info("finishing an interrupted fan-out", extra=extra)
+        publish_chunks(svc, job_id, svc.jobs.get_chunks(job_id), canonical_key(job_id))
+        return IngestOutcome(job_id, job.status, "fan-out finished")
     if job.status is not JobStatus.RECEIVED:
         log.info("job already %s; nothing to do", job.status, extra=extra)
         return IngestOutcome(job_id, job.status, "duplicate delivery")
@@ -170,21 +175,10 @@ def _prepare(svc: Services, job: Job) -> int:
             ).model_dump(),
         },
     )
-    for chunk in chunks:
-        task = messages.ChunkTask(
-            job_id=job.job_id,
-            index=chunk.index,
-            start_sample=chunk.start_sample,
-            end_sample=chunk.end_sample,
-            audio_bucket=s.work_bucket,
-            audio_key=key,
-        )
-        svc.publisher.publish(
-            s.topic_transcribe_chunk,
-            messages.encode(task),
-            messages.attributes_for(job.job_id, chunk=str(chunk.index)),
-        )
+    # QUEUED before the first message, so a fast transcriber cannot skip it; whether every
+    # message went out is recorded after, so a redelivery can finish an interrupted fan-out.
     advance(svc, job.job_id, JobStatus.QUEUED)
+    publish_chunks(svc, job.job_id, chunks, key)
     trace.get_current_span().set_attributes(
         {"audiary.chunks": len(chunks), "audiary.audio_seconds": audio.duration_s})
     log.info(
@@ -195,6 +189,26 @@ def _prepare(svc: Services, job: Job) -> int:
         extra={"job_id": job.job_id},
     )
     return len(chunks)
+
+
+def publish_chunks(svc: Services, job_id: str, chunks: list[Chunk], audio_key: str) -> None:
+    """One message per chunk, then `chunks_published` on the job."""
+    s = svc.settings
+    for chunk in chunks:
+        task = messages.ChunkTask(
+            job_id=job_id,
+            index=chunk.index,
+            start_sample=chunk.start_sample,
+            end_sample=chunk.end_sample,
+            audio_bucket=s.work_bucket,
+            audio_key=audio_key,
+        )
+        svc.publisher.publish(
+            s.topic_transcribe_chunk,
+            messages.encode(task),
+            messages.attributes_for(job_id, chunk=str(chunk.index)),
+        )
+    svc.jobs.update_job(job_id, {"chunks_published": True})
 
 
 def _reject(svc: Services, job: Job, exc: RejectedInputError) -> None:
