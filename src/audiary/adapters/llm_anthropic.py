@@ -18,18 +18,15 @@ at most 8 s, minus up to 25 % jitter) unless the server says how long to wait. I
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import math
-import re
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import anthropic
 from anthropic.types import Message, MessageParam, ToolChoiceToolParam, ToolParam
 
+from audiary.adapters.llm_http import retry_after_s, retryable_status, safe_name
 from audiary.errors import ConfigError, ProviderError
 from audiary.ports import Completion, LlmClient
 
@@ -39,7 +36,6 @@ PROVIDER = "anthropic"
 # Longest server-requested wait the SDK may sleep through inside one call; the same limit as
 # the openai SDK's MAX_RETRY_AFTER_DELAY.
 MAX_RETRY_AFTER_S = 120.0
-_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 _MAX_DETAIL_CHARS = 300
 
 
@@ -78,7 +74,7 @@ class AnthropicClient(LlmClient):
         self, *, system: str, user: str, schema_name: str, schema: dict[str, Any]
     ) -> Completion:
         """Ask for one JSON object following `schema`; its text comes back unvalidated."""
-        name = _safe_name(schema_name)
+        name = safe_name(schema_name)
         tool: ToolParam = {
             "name": name,
             "description": f"Record the answer as one {schema_name} object. "
@@ -185,8 +181,8 @@ class AnthropicClient(LlmClient):
 
     def _status_error(self, err: anthropic.APIStatusError) -> ProviderError:
         status = err.status_code
-        retryable = _retryable_status(status)
-        wait = _retry_after_s(err.response.headers)
+        retryable = retryable_status(status)
+        wait = retry_after_s(err.response.headers)
         asked = f" (the server asks to wait {wait:g} s)" if wait is not None else ""
         kind = f"{err.type}: " if err.type else ""
         return self._error(
@@ -241,8 +237,8 @@ class _RetryAfterLimit(anthropic.Middleware):
         self, request: anthropic.APIRequest, call_next: anthropic.CallNext
     ) -> anthropic.APIResponse[Any]:
         response = call_next(request)
-        if _retryable_status(response.status_code):
-            wait = _retry_after_s(response.headers)
+        if retryable_status(response.status_code):
+            wait = retry_after_s(response.headers)
             if wait is not None and wait > MAX_RETRY_AFTER_S:
                 response.http_response.close()
                 raise ProviderError(
@@ -255,36 +251,3 @@ class _RetryAfterLimit(anthropic.Middleware):
                     retry_after_s=wait,
                 )
         return response
-
-
-def _safe_name(name: str) -> str:
-    # Anthropic tool names must match [a-zA-Z0-9_-]{1,64}.
-    return (_NAME_UNSAFE.sub("_", name) or "answer")[:64]
-
-
-def _retryable_status(status: int) -> bool:
-    # The statuses the SDK itself retries (BaseClient._should_retry): once it gives up on
-    # these, trying again later or elsewhere can still work.
-    return status in (408, 409, 429) or status >= 500
-
-
-def _retry_after_s(headers: Mapping[str, str]) -> float | None:
-    """How long the server asked to wait, read like the SDK reads it."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) * scale
-        except ValueError:
-            continue
-        if math.isfinite(seconds) and seconds >= 0:
-            return seconds
-    value = headers.get("retry-after")
-    if value:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
-    return None

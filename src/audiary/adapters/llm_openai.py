@@ -22,11 +22,8 @@ to 25 % jitter) unless the server says how long to wait. In openai 3.51.0 see
 from __future__ import annotations
 
 import copy
-import email.utils
 import json
 import logging
-import math
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -35,6 +32,7 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from openai.types.chat.completion_create_params import ResponseFormat
 
+from audiary.adapters.llm_http import retry_after_s, retryable_status, safe_name
 from audiary.errors import ConfigError, ProviderError
 from audiary.ports import Completion, LlmClient
 
@@ -43,7 +41,6 @@ log = logging.getLogger(__name__)
 # Keywords OpenAI's strict mode does not accept. Dropping them only loosens the schema; the
 # router validates every answer against the full pydantic model anyway.
 _UNSUPPORTED_STRICT_KEYWORDS = frozenset({"minLength", "maxLength"})
-_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 _MAX_DETAIL_CHARS = 300
 # Local OpenAI-compatible servers ignore the key, but the SDK refuses to start without one.
 _PLACEHOLDER_KEY = "not-needed"
@@ -93,7 +90,7 @@ class OpenAiClient(LlmClient):
         self, *, system: str, user: str, schema_name: str, schema: dict[str, Any]
     ) -> Completion:
         """Ask for one JSON object following `schema`; its text comes back unvalidated."""
-        name = _safe_name(schema_name)
+        name = safe_name(schema_name)
         response_format: ResponseFormat
         if self.strict:
             response_format = {
@@ -194,8 +191,8 @@ class OpenAiClient(LlmClient):
         status = err.status_code
         body = err.body
         detail = body.get("message") if isinstance(body, dict) else body
-        retryable = _retryable_status(status)
-        wait = _retry_after_s(err.response.headers)
+        retryable = retryable_status(status)
+        wait = retry_after_s(err.response.headers)
         asked = f" (the server asks to wait {wait:g} s)" if wait is not None else ""
         return self._error(
             f"HTTP {status}: {self._detail(detail or err.message)}{asked}",
@@ -296,36 +293,3 @@ def _resolve_ref(root: dict[str, Any], ref: str) -> dict[str, Any]:
     if not isinstance(target, dict):
         raise ValueError(f"$ref {ref!r} does not point at a schema object")
     return target
-
-
-def _safe_name(name: str) -> str:
-    # OpenAI allows [a-zA-Z0-9_-]{1,64} for response format names.
-    return (_NAME_UNSAFE.sub("_", name) or "answer")[:64]
-
-
-def _retryable_status(status: int) -> bool:
-    # The statuses the SDK itself retries (BaseClient._should_retry): once it gives up on
-    # these, trying again later or elsewhere can still work.
-    return status in (408, 409, 429) or status >= 500
-
-
-def _retry_after_s(headers: Mapping[str, str]) -> float | None:
-    """How long the server asked to wait, read like the SDK reads it."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) * scale
-        except ValueError:
-            continue
-        if math.isfinite(seconds) and seconds >= 0:
-            return seconds
-    value = headers.get("retry-after")
-    if value:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
-    return None
