@@ -30,6 +30,7 @@ from typing import Self
 from pydantic import SecretStr
 
 from audiary import names
+from audiary.local import provision
 from audiary.local.emulators import (
     Emulator,
     EmulatorError,
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 STATE_FILE = "stack.json"
-ACK_DEADLINE_S = 600  # the Pub/Sub maximum; one chunk of CPU inference must fit in it
+ACK_DEADLINE_S = provision.ACK_DEADLINE_S
 # How the transcriber is served, here and in containers/transcriber/Dockerfile (a test keeps
 # the two in step): one worker holds the model, threads accept pushes, SIGTERM drains.
 TRANSCRIBER_APP = "main:create_app()"
@@ -132,48 +133,18 @@ class NativeStack:
         return self
 
     def _provision(self) -> None:
-        """Buckets, topics, subscriptions and dead-letter topics, as Pulumi makes them on GCP."""
+        """Buckets, topics, subscriptions and dead-letter topics, as Pulumi makes them on GCP.
+
+        The compose profile provisions with the same module (`audiary.local.provision`).
+        """
         from audiary.adapters.gcs import GcsBlobStore
-        from audiary.adapters.pubsub import (
-            ensure_pull_subscription,
-            ensure_push_subscription,
-            ensure_topic,
-        )
 
         s = self.settings
-        pubsub = self.env["PUBSUB_EMULATOR_HOST"]
         blobs = GcsBlobStore(s.project_id, endpoint=self.env["STORAGE_EMULATOR_HOST"])
-        for bucket in (s.uploads_bucket, s.work_bucket, s.transcripts_bucket, s.feedback_bucket):
+        for bucket in provision.pipeline_buckets(s):
             blobs.ensure_bucket(bucket)
-        for topic in (s.topic_audio_uploaded, s.topic_transcribe_chunk,
-                      s.topic_transcript_ready, s.topic_job_finished):
-            ensure_topic(s.project_id, topic, emulator_host=pubsub)
-        pushes = dict(zip(PUSH_SUBSCRIPTIONS, [
-            (s.topic_audio_uploaded, s.ingest_port),
-            (s.topic_transcribe_chunk, s.transcriber_port),
-            (s.topic_transcript_ready, s.summarize_port),
-            (s.topic_job_finished, s.webhooks_port),
-        ], strict=True))
-        for subscription, (topic, port) in pushes.items():
-            dead_letter = names.dead_letter_topic(subscription)
-            ensure_topic(s.project_id, dead_letter, emulator_host=pubsub)
-            # Dead letters are kept on a pull subscription, for inspection and alerting; no
-            # retry policy, so the watcher can count them by pulling and handing them back.
-            ensure_pull_subscription(s.project_id, dead_letter, dead_letter, retry_policy=False,
-                                     emulator_host=pubsub)
-            ensure_push_subscription(
-                s.project_id,
-                subscription,
-                topic,
-                f"http://{s.host}:{port}/",
-                ack_deadline_s=ACK_DEADLINE_S,
-                dead_letter_topic=dead_letter,
-                max_delivery_attempts=s.max_attempts,
-                # Locally a failed delivery is retried within seconds, not minutes.
-                min_backoff_s=1.0,
-                max_backoff_s=30.0,
-                emulator_host=pubsub,
-            )
+        provision.provision_pubsub(s, provision.native_endpoints(s),
+                                   emulator_host=self.env["PUBSUB_EMULATOR_HOST"])
 
     def _start_services(self, timeout_s: float) -> None:
         s = self.settings
