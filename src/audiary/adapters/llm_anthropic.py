@@ -26,7 +26,13 @@ from typing import Any
 import anthropic
 from anthropic.types import Message, MessageParam, ToolChoiceToolParam, ToolParam
 
-from audiary.adapters.llm_http import retry_after_s, retryable_status, safe_name
+from audiary.adapters.llm_http import (
+    redact,
+    retry_after_s,
+    retryable_status,
+    safe_name,
+    status_message,
+)
 from audiary.errors import ConfigError, ProviderError
 from audiary.ports import Completion, LlmClient
 
@@ -36,7 +42,6 @@ PROVIDER = "anthropic"
 # Longest server-requested wait the SDK may sleep through inside one call; the same limit as
 # the openai SDK's MAX_RETRY_AFTER_DELAY.
 MAX_RETRY_AFTER_S = 120.0
-_MAX_DETAIL_CHARS = 300
 
 
 class AnthropicClient(LlmClient):
@@ -181,15 +186,12 @@ class AnthropicClient(LlmClient):
 
     def _status_error(self, err: anthropic.APIStatusError) -> ProviderError:
         status = err.status_code
-        retryable = retryable_status(status)
-        wait = retry_after_s(err.response.headers)
-        asked = f" (the server asks to wait {wait:g} s)" if wait is not None else ""
         kind = f"{err.type}: " if err.type else ""
+        message, wait = status_message(
+            status, kind + self._detail(err.api_message or err.message), err.response.headers
+        )
         return self._error(
-            f"HTTP {status}: {kind}{self._detail(err.api_message or err.message)}{asked}",
-            retryable=retryable,
-            status=status,
-            retry_after_s=wait,
+            message, retryable=retryable_status(status), status=status, retry_after_s=wait
         )
 
     def _malformed(self, why: str, status: int) -> ProviderError:
@@ -216,10 +218,7 @@ class AnthropicClient(LlmClient):
         )
 
     def _detail(self, value: object) -> str:
-        """Server-supplied text, shortened and with the API key blanked out (some servers and
-        proxies echo it back)."""
-        text = str(value).replace(self._api_key, "***")
-        return text if len(text) <= _MAX_DETAIL_CHARS else text[:_MAX_DETAIL_CHARS] + "..."
+        return redact(value, self._api_key)
 
 
 class _RetryAfterLimit(anthropic.Middleware):

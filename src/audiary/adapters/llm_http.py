@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
+MAX_DETAIL_CHARS = 300
 
 
 def safe_name(name: str) -> str:
@@ -42,3 +43,21 @@ def retry_after_s(headers: Mapping[str, str]) -> float | None:
             return None
         return max(0.0, when.timestamp() - time.time())
     return None
+
+
+def redact(value: object, secret: str) -> str:
+    """Server-supplied text, shortened and with the API key blanked out (some servers and
+    proxies echo it back)."""
+    text = str(value)
+    if secret:
+        text = text.replace(secret, "***")
+    return text if len(text) <= MAX_DETAIL_CHARS else text[:MAX_DETAIL_CHARS] + "..."
+
+
+def status_message(
+    status: int, detail: str, headers: Mapping[str, str]
+) -> tuple[str, float | None]:
+    """The error text for an HTTP failure, and the wait the server asked for, if any."""
+    wait = retry_after_s(headers)
+    asked = f" (the server asks to wait {wait:g} s)" if wait is not None else ""
+    return f"HTTP {status}: {detail}{asked}", wait

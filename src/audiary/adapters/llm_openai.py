@@ -32,7 +32,12 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from openai.types.chat.completion_create_params import ResponseFormat
 
-from audiary.adapters.llm_http import retry_after_s, retryable_status, safe_name
+from audiary.adapters.llm_http import (
+    redact,
+    retryable_status,
+    safe_name,
+    status_message,
+)
 from audiary.errors import ConfigError, ProviderError
 from audiary.ports import Completion, LlmClient
 
@@ -41,7 +46,6 @@ log = logging.getLogger(__name__)
 # Keywords OpenAI's strict mode does not accept. Dropping them only loosens the schema; the
 # router validates every answer against the full pydantic model anyway.
 _UNSUPPORTED_STRICT_KEYWORDS = frozenset({"minLength", "maxLength"})
-_MAX_DETAIL_CHARS = 300
 # Local OpenAI-compatible servers ignore the key, but the SDK refuses to start without one.
 _PLACEHOLDER_KEY = "not-needed"
 
@@ -191,14 +195,11 @@ class OpenAiClient(LlmClient):
         status = err.status_code
         body = err.body
         detail = body.get("message") if isinstance(body, dict) else body
-        retryable = retryable_status(status)
-        wait = retry_after_s(err.response.headers)
-        asked = f" (the server asks to wait {wait:g} s)" if wait is not None else ""
+        message, wait = status_message(
+            status, self._detail(detail or err.message), err.response.headers
+        )
         return self._error(
-            f"HTTP {status}: {self._detail(detail or err.message)}{asked}",
-            retryable=retryable,
-            status=status,
-            retry_after_s=wait,
+            message, retryable=retryable_status(status), status=status, retry_after_s=wait
         )
 
     def _malformed(self, why: str, status: int) -> ProviderError:
@@ -225,12 +226,7 @@ class OpenAiClient(LlmClient):
         )
 
     def _detail(self, value: object) -> str:
-        """Server-supplied text, shortened and with the API key blanked out (some servers and
-        proxies echo it back)."""
-        text = str(value)
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text if len(text) <= _MAX_DETAIL_CHARS else text[:_MAX_DETAIL_CHARS] + "..."
+        return redact(value, self._api_key)
 
 
 def strict_json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:

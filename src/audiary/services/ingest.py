@@ -17,7 +17,7 @@ from audiary.domain.jobs import Chunk, Job, JobError, JobStatus, SourceObject, j
 from audiary.errors import RejectedInputError
 from audiary.logs import job_context
 from audiary.observability import tracer
-from audiary.services.progress import advance
+from audiary.services.progress import advance, fail
 from audiary.wiring import Services
 
 log = logging.getLogger(__name__)
@@ -228,9 +228,3 @@ def _reject(svc: Services, job: Job, exc: RejectedInputError) -> None:
     )
     log.warning("rejected: %s (%s)", exc.message, exc.code, extra={"job_id": job.job_id})
 
-
-def fail(svc: Services, job_id: str, code: str, message: str, stage: str) -> bool:
-    """Move a job to FAILED with a reason; False if it had already ended."""
-    return advance(
-        svc, job_id, JobStatus.FAILED, error=JobError(code=code, message=message, stage=stage)
-    )

@@ -37,6 +37,13 @@ def advance(
     return True
 
 
+def fail(svc: Services, job_id: str, code: str, message: str, stage: str) -> bool:
+    """Move a job to FAILED with a reason; False if it had already ended."""
+    return advance(
+        svc, job_id, JobStatus.FAILED, error=JobError(code=code, message=message, stage=stage)
+    )
+
+
 def observe_stage_left(job: Job, entered: JobStatus) -> None:
     """Observe the time `job` spent in the state it was in before it entered `entered`."""
     seen = sorted(job.timestamps.items(), key=lambda kv: kv[1])

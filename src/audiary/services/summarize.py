@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from audiary import messages
-from audiary.domain.jobs import TERMINAL, JobError, JobStatus
+from audiary.domain.jobs import TERMINAL, JobStatus
 from audiary.domain.notes import NoteRecord
 from audiary.domain.transcript import Transcript
 from audiary.logs import job_context
 from audiary.notes.router import AllProvidersFailedError, NoteRouter
-from audiary.services.progress import advance
+from audiary.services.progress import advance, fail
 from audiary.wiring import Services
 
 log = logging.getLogger(__name__)
@@ -63,11 +63,8 @@ def _summarize(svc: Services, router: NoteRouter, ready: messages.TranscriptRead
     if job.status in TERMINAL:
         return SummarizeOutcome(f"job is {job.status}; nothing to do")
     if job.summarize_attempts >= s.max_attempts:
-        advance(svc, job_id, JobStatus.FAILED, error=JobError(
-            code="summarize_failed",
-            message=f"no diary note after {job.summarize_attempts} attempts",
-            stage=STAGE,
-        ))
+        fail(svc, job_id, "summarize_failed",
+             f"no diary note after {job.summarize_attempts} attempts", STAGE)
         return SummarizeOutcome("retries exhausted; job FAILED")
     svc.jobs.update_job(job_id, {"summarize_attempts": job.summarize_attempts + 1})
     advance(svc, job_id, JobStatus.SUMMARIZING)
@@ -79,8 +76,7 @@ def _summarize(svc: Services, router: NoteRouter, ready: messages.TranscriptRead
         record = router.write(job_id, transcript, recorded_at=recorded_at(svc, job_id))
     except AllProvidersFailedError as exc:
         if job.summarize_attempts + 1 >= s.max_attempts:
-            advance(svc, job_id, JobStatus.FAILED, error=JobError(
-                code="summarize_failed", message=str(exc), stage=STAGE))
+            fail(svc, job_id, "summarize_failed", str(exc), STAGE)
             log.error("job FAILED: %s", exc, extra=extra)
             return SummarizeOutcome("every provider failed; job FAILED")
         raise

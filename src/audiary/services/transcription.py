@@ -11,12 +11,12 @@ from opentelemetry import trace
 from audiary import messages, metrics
 from audiary.audio import pcm_to_float, sample_range_bytes
 from audiary.domain.chunking import SAMPLE_RATE
-from audiary.domain.jobs import TERMINAL, ChunkStatus, FanIn, JobError, JobStatus
+from audiary.domain.jobs import TERMINAL, ChunkStatus, FanIn, JobStatus
 from audiary.domain.transcript import Segment, Transcript, assemble
 from audiary.logs import job_context
 from audiary.observability import inference
 from audiary.ports import Transcriber
-from audiary.services.progress import advance
+from audiary.services.progress import advance, fail
 from audiary.wiring import Services
 
 log = logging.getLogger(__name__)
@@ -72,15 +72,9 @@ def _handle_chunk(svc: Services, model: Transcriber, task: messages.ChunkTask) -
     if chunk.attempts > 1:
         metrics.CHUNKS_RETRIED.inc()
     if chunk.attempts > s.max_attempts:
-        advance(
-            svc,
-            task.job_id,
-            JobStatus.FAILED,
-            error=JobError(
-                code="transcription_failed",
-                message=f"chunk {task.index} failed {chunk.attempts - 1} times",
-                stage=STAGE,
-            ),
+        fail(
+            svc, task.job_id, "transcription_failed",
+            f"chunk {task.index} failed {chunk.attempts - 1} times", STAGE,
         )
         return ChunkOutcome("retries exhausted; job FAILED")
 
