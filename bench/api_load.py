@@ -27,7 +27,7 @@ from audiary.local.emulators import (
 )
 from audiary.local.stack import REPO_ROOT
 from audiary.settings import Settings
-from audiary.wiring import services
+from audiary.wiring import stores
 from bench.results import write_result
 
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
                 firestore_emulator_host=env["FIRESTORE_EMULATOR_HOST"],
                 storage_emulator_host=env["STORAGE_EMULATOR_HOST"],
             )
-            svc = services(settings)
+            svc = stores(settings)
             full, key_id, digest = new_key()
             svc.keys.put_key(ApiKey(key_id=key_id, name="bench", secret_hash=digest,
                                     created_at=datetime.now(UTC)))

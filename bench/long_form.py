@@ -26,7 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from audiary.adapters.whisper import WhisperTranscriber
+from audiary.adapters.whisper.engine import WhisperTranscriber
 from audiary.domain.transcript import Segment
 from audiary.evaluation.longform import SAMPLE_RATE, LongForm, build_longform
 from audiary.evaluation.wer import WerResult, wer

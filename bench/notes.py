@@ -13,14 +13,15 @@ import argparse
 import statistics
 import time
 
+from audiary.adapters.extractive import write_extractive
 from audiary.adapters.llm_openai import OpenAiClient
 from audiary.adapters.memory import MemoryNoteStore
 from audiary.domain.transcript import Segment, Transcript
 from audiary.evaluation.longform import build_longform
-from audiary.notes import prompts
-from audiary.notes.breaker import CircuitBreaker
-from audiary.notes.extractive import write_extractive
-from audiary.notes.router import NoteRouter, Provider
+from audiary.services.notes import prompts
+from audiary.services.notes.breaker import CircuitBreaker
+from audiary.services.notes.llm_writer import LlmNoteWriter
+from audiary.services.notes.router import NoteRouter, Provider
 from audiary.settings import Settings
 from bench.results import write_result
 from tests.fakes.llm_server import FakeLlmServer, answer_with
@@ -50,10 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     transcripts = [speech_transcript(args.minutes, seed) for seed in range(args.notes)]
     with FakeLlmServer(default=answer_with(lambda body: NOTE)) as server:
         client = OpenAiClient("sk-bench", model, base_url=server.openai_base_url, max_retries=0)
-        router = NoteRouter([Provider("openai", model, client, CircuitBreaker(3, 60))],
-                            MemoryNoteStore(), prices=settings.llm_prices,
-                            token_budget=settings.llm_token_budget,
-                            group_tokens=settings.llm_group_tokens)
+        writer = LlmNoteWriter(client, token_budget=settings.llm_token_budget,
+                               group_tokens=settings.llm_group_tokens)
+        router = NoteRouter([Provider(writer, CircuitBreaker(3, 60))], MemoryNoteStore(),
+                            prices=settings.llm_prices)
         bare, routed, tokens = [], [], []
         for transcript, audio_s in transcripts:
             user = prompts.note_prompt(transcript.segments, None)

@@ -14,13 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from audiary.client import LocalBackend
 from audiary.domain.jobs import JobStatus
+from audiary.entrypoints.cli.backends import LocalBackend
 from audiary.evaluation.longform import build_longform, write_wav
 from audiary.local.emulators import free_port
 from audiary.local.stack import NativeStack
 from audiary.settings import Settings
-from audiary.wiring import services
+from audiary.wiring import stores
 from bench.results import write_result
 
 TARGET = 1.10
@@ -34,7 +34,7 @@ def raw_seconds(settings: Settings, path: Path, repeats: int) -> tuple[list[floa
     """
     from faster_whisper import WhisperModel
 
-    from audiary.adapters.whisper import resolve_compute_type, resolve_device
+    from audiary.adapters.whisper.engine import resolve_compute_type, resolve_device
 
     device = resolve_device(settings.device)
     model = WhisperModel(
@@ -58,7 +58,7 @@ def pipeline_seconds(
     """Drop → TRANSCRIBED wall time, once per repeat, each a new upload of the same file."""
     times: list[float] = []
     with NativeStack(settings) as stack:
-        svc = services(settings.model_copy(update={
+        svc = stores(settings.model_copy(update={
             "pubsub_emulator_host": stack.env["PUBSUB_EMULATOR_HOST"],
             "firestore_emulator_host": stack.env["FIRESTORE_EMULATOR_HOST"],
             "storage_emulator_host": stack.env["STORAGE_EMULATOR_HOST"],

@@ -3,6 +3,6 @@
     gunicorn --bind :$PORT --workers 1 --threads 4 --graceful-timeout 600 'main:create_app()'
 """
 
-from audiary.transcriber_app import create_app
+from audiary.entrypoints.transcriber.app import create_app
 
 __all__ = ["create_app"]

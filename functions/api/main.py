@@ -7,15 +7,15 @@ import functools
 import flask
 import functions_framework
 
-from audiary import observability
-from audiary.api.app import create_app
+from audiary.entrypoints.api.app import create_app
+from audiary.observability import telemetry
 
 SERVICE = "api"
 
 
 @functools.cache
 def _app() -> flask.Flask:
-    observability.setup(SERVICE)
+    telemetry.setup(SERVICE)
     return create_app()
 
 

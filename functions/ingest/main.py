@@ -11,17 +11,17 @@ import logging
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from audiary import observability
-from audiary.domain.events import parse_storage_event
 from audiary.errors import BadEventError
+from audiary.observability import telemetry
 from audiary.services.ingest import ingest as run_ingest
 from audiary.settings import load_settings
-from audiary.wiring import services
+from audiary.wire.storage_events import parse_storage_event
+from audiary.wiring import stores
 
 log = logging.getLogger("audiary.functions.ingest")
 SERVICE = "ingest"
 
-observability.setup_in_workers(SERVICE)
+telemetry.setup_in_workers(SERVICE)
 
 
 @functions_framework.cloud_event
@@ -32,13 +32,13 @@ def ingest(cloud_event: CloudEvent) -> None:
     never succeed. Any other error propagates, so the platform retries within its policy.
     """
     settings = load_settings()
-    with observability.cloud_event(SERVICE, cloud_event, settings,
-                                   topic=settings.topic_audio_uploaded, span="ingest"):
+    with telemetry.cloud_event(SERVICE, cloud_event, settings,
+                               topic=settings.topic_audio_uploaded, span="ingest"):
         try:
             event = parse_storage_event(cloud_event["type"], cloud_event.get_data())
         except BadEventError as exc:
             log.error("dropping malformed event %s: %s", cloud_event["id"], exc)
             return
         if event is not None:
-            outcome = run_ingest(services(settings), event)
+            outcome = run_ingest(stores(settings), event)
             log.info("ingest: %s", outcome.detail, extra={"job_id": outcome.job_id})

@@ -6,24 +6,22 @@ in the native local stack).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from audiary import observability
 from audiary.errors import BadEventError
-from audiary.messages import parse_transcript_ready
+from audiary.observability import telemetry
 from audiary.services.summarize import summarize as run_summarize
 from audiary.settings import load_settings
-from audiary.wiring import note_router, services
+from audiary.wire.messages import cloud_event_data, parse_transcript_ready
+from audiary.wiring import note_router, stores
 
 log = logging.getLogger("audiary.functions.summarize")
 SERVICE = "summarize"
 
-observability.setup_in_workers(SERVICE)
+telemetry.setup_in_workers(SERVICE)
 
 
 @functions_framework.cloud_event
@@ -34,14 +32,12 @@ def summarize(cloud_event: CloudEvent) -> None:
     propagates so Pub/Sub retries, until the job's attempt limit ends it FAILED.
     """
     settings = load_settings()
-    with observability.cloud_event(SERVICE, cloud_event, settings,
-                                   topic=settings.topic_transcript_ready, span="summarize"):
+    with telemetry.cloud_event(SERVICE, cloud_event, settings,
+                               topic=settings.topic_transcript_ready, span="summarize"):
         try:
-            message = (cloud_event.get_data() or {}).get("message") or {}
-            ready = parse_transcript_ready(
-                base64.b64decode(message.get("data", ""), validate=True))
-        except (BadEventError, binascii.Error, AttributeError) as exc:
+            ready = parse_transcript_ready(cloud_event_data(cloud_event.get_data()))
+        except BadEventError as exc:
             log.error("dropping malformed event %s: %s", cloud_event["id"], exc)
             return
-        outcome = run_summarize(services(settings), note_router(settings), ready)
+        outcome = run_summarize(stores(settings), note_router(settings), ready)
         log.info("summarize: %s", outcome.detail, extra={"job_id": ready.job_id})

@@ -72,3 +72,28 @@ class FetchError(AudiaryError):
 
 class UnsafeUrlError(FetchError):
     """A URL refused before any request: scheme, credentials, port or a non-public address."""
+
+
+class InvalidOutputError(AudiaryError):
+    """A provider's answer did not validate, even after the repair attempt."""
+
+
+class RequestError(AudiaryError):
+    """A request a service refuses. `code` is stable, the message says what was wrong."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class InvalidRequestError(RequestError):
+    """The request names something unusable: a bad URL, a missing or foreign object."""
+
+
+class TooLargeError(RequestError):
+    """The request is above a size limit."""
+
+
+class ConflictError(RequestError):
+    """The request clashes with the state of a job (someone else's object, audio gone)."""

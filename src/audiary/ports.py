@@ -1,8 +1,9 @@
-"""Ports: the interfaces the services depend on. Adapters implement them for GCS, S3,
-Pub/Sub, Firestore, faster-whisper, and in memory for unit tests.
+"""Ports: the interfaces the services depend on, and `Stores`, the bundle they receive.
 
-The same contract tests (tests/integration/test_contracts.py) run against every adapter
-of a port, so the in-memory fakes can be trusted.
+Adapters (`audiary.adapters`) implement them for GCS, S3, Pub/Sub, Firestore, faster-whisper,
+the LLM SDKs, HTTP, and in memory for unit tests; `audiary.wiring` picks them from settings.
+The same contract tests (tests/integration/test_contracts.py) run against every adapter of a
+storage port, so the in-memory fakes can be trusted.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import numpy as np
 
 from audiary.domain.jobs import Chunk, FanIn, Job, JobError, JobStatus
 from audiary.domain.keys import ApiKey, Webhook
-from audiary.domain.notes import Feedback, NoteRecord
-from audiary.domain.transcript import Segment
+from audiary.domain.notes import DiaryNote, Feedback, NoteRecord
+from audiary.domain.transcript import Segment, Transcript
+from audiary.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -261,10 +263,28 @@ class Transcriber(ABC):
     """Speech recognition on 16 kHz mono float32 samples."""
 
     model_name: str
+    language: str | None = None  # the configured language; None means detect or English-only
+    word_timestamps_supported: bool = False
 
     @abstractmethod
-    def transcribe(self, samples: np.ndarray, *, language: str | None = None) -> list[Segment]:
-        """Segments with times relative to the first sample."""
+    def transcribe(
+        self, samples: np.ndarray, *, language: str | None = None,
+        word_timestamps: bool | None = None,
+    ) -> list[Segment]:
+        """Segments with times relative to the first sample (word times if asked and supported)."""
+
+    @property
+    def supported_languages(self) -> Sequence[str] | None:
+        """Language codes the model knows, or None when it does not say."""
+        return None
+
+    def detect_language(self, samples: np.ndarray) -> tuple[str, float] | None:
+        """(language code, probability) heard in `samples`, or None without a detector."""
+        return None
+
+    def tokenize(self, text: str) -> list[int]:
+        """The model's token ids for `text` (empty for a model without a tokenizer)."""
+        return []
 
 
 @dataclass(frozen=True)
@@ -292,3 +312,87 @@ class LlmClient(ABC):
         self, *, system: str, user: str, schema_name: str, schema: dict[str, Any]
     ) -> Completion:
         """Ask for one JSON object following `schema`."""
+
+
+@dataclass
+class Usage:
+    """Tokens and calls spent on one note, failed attempts included (they are paid for too)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = 0
+
+    def add(self, input_tokens: int, output_tokens: int) -> None:
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        self.calls += 1
+
+
+class NoteWriter(ABC):
+    """Writes a diary note from a transcript: an LLM behind `LlmClient`, or the offline
+    extractive writer. Raises `ProviderError` (or `InvalidOutputError`) when it cannot."""
+
+    provider: str  # the name in the provider order
+    model: str
+    version: str  # prompt (or writer) version: part of the note's cache key
+    extractive: bool = False  # True for a writer that needs no model, costs nothing, never fails
+
+    @abstractmethod
+    def write(
+        self, transcript: Transcript, *, recorded_at: datetime | None, usage: Usage
+    ) -> DiaryNote:
+        """The note; tokens spent are added to `usage` as they are spent."""
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    delivered: bool
+    attempts: int
+    last_status: int | None
+    last_error: str | None  # why the last attempt failed; None once delivered
+    delivery_id: str
+
+
+class WebhookSender(ABC):
+    """Signed POSTs of an event to a user's URL, with retries."""
+
+    @abstractmethod
+    def deliver(
+        self, url: str, payload: Mapping[str, Any], secret: bytes, *, delivery_id: str
+    ) -> DeliveryResult:
+        """Deliver once it succeeds or retries run out; never raises for a failed delivery
+        (an unsafe or unresolvable URL is a failed delivery with 0 attempts)."""
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    path: Path
+    size: int
+    content_type: str | None
+    final_url: str
+
+
+class UrlFetcher(ABC):
+    """Fetches user-supplied URLs without reaching into private networks (SSRF)."""
+
+    @abstractmethod
+    def check(self, url: str) -> None:
+        """`UnsafeUrlError` if `url` may not be fetched (scheme, address, port)."""
+
+    @abstractmethod
+    def fetch(self, url: str, dest: Path, *, max_bytes: int) -> FetchResult:
+        """Download `url` to `dest`; `UnsafeUrlError` or `FetchError` when it cannot."""
+
+
+@dataclass(frozen=True)
+class Stores:
+    """What a service works with, typed by port; `audiary.wiring.stores` builds it."""
+
+    settings: Settings
+    blobs: BlobStore
+    publisher: Publisher
+    jobs: JobStore
+    notes: NoteStore
+    keys: KeyStore
+    webhooks: WebhookSender
+    urls: UrlFetcher

@@ -1,8 +1,9 @@
-"""The one place that picks adapters from settings.
+"""The composition root: the one module that picks adapters from settings.
 
 Adapters hold network clients, so they are built once per process and per settings value;
-a handler calls `services(load_settings())` each time it runs, which costs a digest and a
-dictionary look-up after the first call.
+a handler calls `stores(load_settings())` each time it runs, which costs a digest and a
+dictionary look-up after the first call. Heavy adapters (faster-whisper, the LLM SDKs) are
+imported only when settings ask for them, so a function that never needs them never loads them.
 """
 
 from __future__ import annotations
@@ -11,26 +12,53 @@ import hashlib
 import json
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import TypeVar
 
 from pydantic import SecretStr
 
-from audiary.notes.breaker import CircuitBreaker
-from audiary.notes.router import NoteRouter, Provider
-from audiary.ports import BlobStore, JobStore, KeyStore, LlmClient, NoteStore, Publisher
+from audiary.ports import (
+    BlobStore,
+    JobStore,
+    KeyStore,
+    LlmClient,
+    NoteStore,
+    NoteWriter,
+    Publisher,
+    Stores,
+    Transcriber,
+    UrlFetcher,
+)
+from audiary.services.notes.breaker import CircuitBreaker
+from audiary.services.notes.llm_writer import LlmNoteWriter
+from audiary.services.notes.router import NoteRouter, Provider
 from audiary.settings import Settings
+
+__all__ = ["note_router", "publisher", "settings_digest", "stores", "transcriber", "url_fetcher"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+_built: dict[tuple[str, str], object] = {}
+_lock = threading.RLock()
 
-@dataclass(frozen=True)
-class Services:
-    settings: Settings
-    blobs: BlobStore
-    publisher: Publisher
-    jobs: JobStore
-    notes: NoteStore
-    keys: KeyStore
+
+def settings_digest(settings: Settings) -> str:
+    """Equal for equal settings (secrets included, but only as part of a hash)."""
+    values = {
+        k: v.get_secret_value() if isinstance(v, SecretStr) else v
+        for k, v in settings.model_dump().items()
+    }
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _once(kind: str, settings: Settings, build: Callable[[], T]) -> T:
+    """`build()` on first use for these settings, the same object afterwards."""
+    key = (kind, settings_digest(settings))
+    with _lock:
+        if key not in _built:
+            _built[key] = build()
+        return _built[key]  # type: ignore[return-value]
 
 
 def _blob_store(settings: Settings) -> BlobStore:
@@ -87,94 +115,109 @@ def _key_store(settings: Settings) -> KeyStore:
     return FirestoreKeyStore.from_settings(settings)
 
 
-_built: dict[str, Services] = {}
-_lock = threading.Lock()
+def url_fetcher(settings: Settings) -> UrlFetcher:
+    """The SSRF-safe fetcher with the URL policy from settings."""
+    from audiary.adapters.url_fetcher import SafeUrlFetcher
+
+    return SafeUrlFetcher(allow_private=settings.allow_private_urls,
+                          allow_http=settings.allow_http_urls)
 
 
-def settings_digest(settings: Settings) -> str:
-    """Equal for equal settings (secrets included, but only as part of a hash)."""
-    values = {
-        k: v.get_secret_value() if isinstance(v, SecretStr) else v
-        for k, v in settings.model_dump().items()
-    }
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+def _stores(settings: Settings) -> Stores:
+    from audiary.adapters.webhook_sender import HttpWebhookSender
+
+    urls = url_fetcher(settings)
+    return Stores(
+        settings=settings,
+        blobs=_blob_store(settings),
+        publisher=_publisher(settings),
+        jobs=_job_store(settings),
+        notes=_note_store(settings),
+        keys=_key_store(settings),
+        webhooks=HttpWebhookSender(urls, attempts=settings.webhook_attempts),
+        urls=urls,
+    )
 
 
-def services(settings: Settings) -> Services:
+def stores(settings: Settings) -> Stores:
     """Adapters for `settings`, built on first use and shared afterwards."""
-    key = settings_digest(settings)
-    with _lock:
-        if key not in _built:
-            _built[key] = Services(
-                settings=settings,
-                blobs=_blob_store(settings),
-                publisher=_publisher(settings),
-                jobs=_job_store(settings),
-                notes=_note_store(settings),
-                keys=_key_store(settings),
-            )
-        return _built[key]
+    return _once("stores", settings, lambda: _stores(settings))
 
 
+def publisher(settings: Settings) -> Publisher:
+    """The publisher of `stores(settings)`, for processes that only publish (the MinIO bridge)."""
+    return stores(settings).publisher
 
-def _llm_providers(settings: Settings) -> list[Provider]:
+
+def _note_writers(settings: Settings) -> list[NoteWriter]:
     """The configured order, minus providers that lack a key or address (logged)."""
     s = settings
-    found: list[Provider] = []
+    found: list[NoteWriter] = []
 
-    def breaker() -> CircuitBreaker:
-        return CircuitBreaker(s.breaker_failures, s.breaker_cooldown_s)
+    def llm(client: LlmClient) -> NoteWriter:
+        return LlmNoteWriter(client, provider=name, token_budget=s.llm_token_budget,
+                             group_tokens=s.llm_group_tokens)
 
     for name in s.provider_order:
         if name == "openai" and s.openai_api_key:
             from audiary.adapters.llm_openai import OpenAiClient
 
-            client: LlmClient | None = OpenAiClient(
+            found.append(llm(OpenAiClient(
                 s.openai_api_key.get_secret_value(), s.openai_model,
                 base_url=s.openai_base_url, timeout_s=s.llm_timeout_s,
                 max_retries=s.llm_max_retries,
-            )
-            found.append(Provider(name, s.openai_model, client, breaker()))
+            )))
         elif name == "anthropic" and s.anthropic_api_key:
             from audiary.adapters.llm_anthropic import AnthropicClient
 
-            client = AnthropicClient(
+            found.append(llm(AnthropicClient(
                 s.anthropic_api_key.get_secret_value(), s.anthropic_model,
                 base_url=s.anthropic_base_url, timeout_s=s.llm_timeout_s,
                 max_retries=s.llm_max_retries,
-            )
-            found.append(Provider(name, s.anthropic_model, client, breaker()))
+            )))
         elif name == "openai-compatible" and s.compatible_base_url:
             from audiary.adapters.llm_openai import OpenAiClient
 
             key = s.compatible_api_key.get_secret_value() if s.compatible_api_key else "none"
-            client = OpenAiClient(
+            found.append(llm(OpenAiClient(
                 key, s.compatible_model, base_url=s.compatible_base_url,
                 timeout_s=s.llm_timeout_s, max_retries=s.llm_max_retries,
                 provider="openai-compatible",
-            )
-            found.append(Provider(name, s.compatible_model, client, breaker()))
+            )))
         elif name == "extractive":
-            found.append(Provider(name, "extractive", None, breaker()))
+            from audiary.adapters.extractive import ExtractiveNoteWriter
+
+            found.append(ExtractiveNoteWriter())
         else:
             log.info("provider %s skipped: no key or base URL configured", name)
     return found
 
 
-_routers: dict[str, NoteRouter] = {}
-
-
 def note_router(settings: Settings) -> NoteRouter:
     """The router for `settings`; one per process, so circuit breakers remember failures."""
-    key = settings_digest(settings)
-    store = services(settings).notes
-    with _lock:
-        if key not in _routers:
-            _routers[key] = NoteRouter(
-                providers=_llm_providers(settings),
-                store=store,
-                prices=settings.llm_prices,
-                token_budget=settings.llm_token_budget,
-                group_tokens=settings.llm_group_tokens,
-            )
-        return _routers[key]
+
+    def build() -> NoteRouter:
+        return NoteRouter(
+            providers=[
+                Provider(writer, CircuitBreaker(settings.breaker_failures,
+                                                settings.breaker_cooldown_s))
+                for writer in _note_writers(settings)
+            ],
+            store=stores(settings).notes,
+            prices=settings.llm_prices,
+        )
+
+    return _once("note_router", settings, build)
+
+
+def transcriber(settings: Settings) -> Transcriber:
+    """faster-whisper with the configured model, copied from gs:// first if it lives there.
+
+    Not cached: the transcriber service loads it once, in the background (`ModelHolder`).
+    """
+    from audiary.adapters.model_store import materialize
+    from audiary.adapters.whisper.engine import WhisperTranscriber
+
+    location = materialize(settings.resolved_model_path(), stores(settings).blobs,
+                           settings.state_dir)
+    return WhisperTranscriber.from_settings(settings.model_copy(update={"model_path": location}))

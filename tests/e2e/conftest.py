@@ -13,8 +13,9 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wa
 from audiary.domain.jobs import Job, JobStatus
 from audiary.local.emulators import free_port
 from audiary.local.stack import NativeStack
+from audiary.ports import Stores
 from audiary.settings import Settings
-from audiary.wiring import Services, services
+from audiary.wiring import stores
 from tests.fakes.llm_server import FakeLlmServer, answer_with
 
 CHUNK_TARGET_S = 20.0
@@ -76,12 +77,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture
-def svc(stack: NativeStack, monkeypatch: pytest.MonkeyPatch) -> Services:
+def svc(stack: NativeStack, monkeypatch: pytest.MonkeyPatch) -> Stores:
     """Clients of the running stack, configured exactly like the CLI's."""
     for key, value in stack.env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AUDIARY_STATE_DIR", str(stack.state_dir))
-    return services(Settings())
+    return stores(Settings())
 
 
 def poll(check: Callable[[], T], done: Callable[[T], bool], timeout_s: float) -> T:
@@ -98,7 +99,7 @@ def poll(check: Callable[[], T], done: Callable[[T], bool], timeout_s: float) ->
         raise AssertionError(f"not reached in {timeout_s:.0f} s; last seen: {last}") from None
 
 
-def wait_for_status(svc: Services, job_id: str, statuses: set[JobStatus],
+def wait_for_status(svc: Stores, job_id: str, statuses: set[JobStatus],
                     timeout_s: float = 300) -> Job:
     job = poll(lambda: svc.jobs.get_job(job_id),
                lambda j: j is not None and j.status in statuses, timeout_s)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from audiary.cli import cli
+from audiary.entrypoints.cli.main import cli
 from tests.media import DEMO_SAMPLE, decode, encode
 
 pytestmark = pytest.mark.e2e

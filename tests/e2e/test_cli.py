@@ -9,9 +9,9 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from audiary.cli import cli, watch_folder
-from audiary.client import LocalBackend
 from audiary.domain.jobs import JobStatus
+from audiary.entrypoints.cli.backends import LocalBackend
+from audiary.entrypoints.cli.main import cli, watch_folder
 from tests.e2e.conftest import wait_for_status
 from tests.media import DEMO_SAMPLE, bad_inputs, decode, encode
 

@@ -10,16 +10,16 @@ import httpx
 import pytest
 
 from audiary.adapters.pubsub import ensure_pull_subscription, ensure_topic, pull_messages
-from audiary.adapters.whisper import WhisperTranscriber
-from audiary.client import LocalBackend
-from audiary.domain.events import ObjectEvent, notification_message
+from audiary.adapters.whisper.engine import WhisperTranscriber
 from audiary.domain.jobs import TERMINAL, ChunkStatus, JobStatus, job_id_for
 from audiary.domain.transcript import Transcript
+from audiary.entrypoints.cli.backends import LocalBackend
 from audiary.evaluation.longform import build_longform, write_wav
 from audiary.evaluation.wer import wer
 from audiary.services.ingest import ingest
 from audiary.services.transcription import transcript_key
-from audiary.wiring import services
+from audiary.wire.storage_events import ObjectEvent, notification_message
+from audiary.wiring import stores
 from tests.e2e.conftest import CHUNK_TARGET_S, poll, wait_for_status
 from tests.media import DEMO_SAMPLE, bad_inputs, decode, encode
 
@@ -112,7 +112,7 @@ def test_chunks_delivered_twice_and_out_of_order_count_once(stack, svc, tmp_path
     ensure_topic(svc.settings.project_id, held, emulator_host=pubsub)
     ensure_pull_subscription(svc.settings.project_id, held, held, emulator_host=pubsub)
     # A prefix the watcher does not watch, so only this test ingests the file.
-    held_svc = services(
+    held_svc = stores(
         svc.settings.model_copy(update={
             "topic_transcribe_chunk": held, "inbox_prefix": "held/",
             "chunk_target_s": CHUNK_TARGET_S, "chunk_search_s": 5.0,

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from audiary.client import LocalBackend
 from audiary.domain.jobs import JobStatus, job_id_for
+from audiary.entrypoints.cli.backends import LocalBackend
 from audiary.local.emulators import ManagedProcess, free_port
 from audiary.local.stack import NativeStack, prometheus_config, read_state
 from tests.e2e.conftest import poll, wait_for_status

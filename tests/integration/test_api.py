@@ -12,15 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from audiary.api.app import create_app
-from audiary.api.openapi import OPERATIONS, openapi_document
-from audiary.domain.events import ObjectEvent
 from audiary.domain.jobs import JobStatus
 from audiary.domain.keys import ApiKey, new_key
 from audiary.domain.transcript import Segment, Transcript
+from audiary.entrypoints.api.app import create_app
+from audiary.entrypoints.api.openapi import OPERATIONS, openapi_document
 from audiary.services.ingest import ingest
 from audiary.settings import Settings
-from audiary.wiring import services
+from audiary.wire.storage_events import ObjectEvent
+from audiary.wiring import stores
 from tests.media import DEMO_SAMPLE, decode, encode
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ def settings(emulator_env, tmp_path) -> Settings:
         topic_transcribe_chunk=f"chunks-{run}", state_dir=tmp_path,
         api_rate_per_s=1000, api_burst=1000,
     )
-    svc = services(s)
+    svc = stores(s)
     for bucket in (s.uploads_bucket, s.work_bucket, s.transcripts_bucket, s.feedback_bucket):
         svc.blobs.ensure_bucket(bucket)
     from audiary.adapters.pubsub import ensure_topic
@@ -50,7 +50,7 @@ def settings(emulator_env, tmp_path) -> Settings:
 
 def make_key(settings: Settings, name: str = "k") -> str:
     full, key_id, digest = new_key()
-    services(settings).keys.put_key(
+    stores(settings).keys.put_key(
         ApiKey(key_id=key_id, name=name, secret_hash=digest, created_at=datetime.now(UTC)))
     return full
 
@@ -77,7 +77,7 @@ def upload_via_api(client, settings, key: str, path: Path) -> str:
 
 def ingest_uploaded(settings, job_id: str) -> None:
     """What the GCS notification does next: ingest the uploaded object."""
-    svc = services(settings)
+    svc = stores(settings)
     job = svc.jobs.get_job(job_id)
     info = svc.blobs.stat(job.source.bucket, job.source.name)
     ingest(svc, ObjectEvent(info.bucket, info.key, info.generation, info.size))
@@ -125,7 +125,7 @@ def test_revoked_key_and_other_keys_jobs(client, settings, flac):
     assert client.get("/v1/jobs", headers=auth(theirs)).json["jobs"] == []
 
     key_id = mine.split("_")[1]
-    services(settings).keys.revoke_key(key_id, datetime.now(UTC))
+    stores(settings).keys.revoke_key(key_id, datetime.now(UTC))
     revoked = client.get(f"/v1/jobs/{job_id}", headers=auth(mine))
     assert revoked.status_code == 401
     assert f"{key_id} was revoked" in revoked.json["error"]["message"]
@@ -219,8 +219,8 @@ def test_audio_url_is_fetched_and_redirects_to_metadata_are_refused(settings, au
     created = client.post("/v1/jobs", headers=auth(key),
                           json={"audio_url": f"{audio_server}/audio.flac"})
     assert created.status_code == 202, created.json
-    job = services(dev).jobs.get_job(created.json["job_id"])
-    assert services(dev).blobs.get(job.source.bucket, job.source.name) == flac.read_bytes()
+    job = stores(dev).jobs.get_job(created.json["job_id"])
+    assert stores(dev).blobs.get(job.source.bucket, job.source.name) == flac.read_bytes()
 
     strict = settings.model_copy(update={"allow_http_urls": True})
     # The first hop is allowed only for 127.0.0.1 in dev mode; the redirect target never is.
@@ -234,7 +234,7 @@ def test_audio_url_is_fetched_and_redirects_to_metadata_are_refused(settings, au
 
 
 def test_job_from_an_inbox_object_and_conflicts(client, settings, flac):
-    svc = services(settings)
+    svc = stores(settings)
     info = svc.blobs.upload_file(settings.uploads_bucket, "inbox/team/day.flac", flac)
     mine, theirs = make_key(settings), make_key(settings)
     created = client.post("/v1/jobs", headers=auth(mine), json={"object": info.key})
@@ -255,7 +255,7 @@ def finished_job(client, settings, key, flac) -> str:
     """A job through ingest with a stored transcript, as the transcriber leaves it."""
     job_id = upload_via_api(client, settings, key, flac)
     ingest_uploaded(settings, job_id)
-    svc = services(settings)
+    svc = stores(settings)
     transcript = Transcript(job_id=job_id, segments=[
         Segment(start=0.0, end=2.0, text=" Monday, the third of November."),
         Segment(start=2.0, end=5.5, text=" I met Sarah."),
@@ -291,7 +291,7 @@ def test_feedback_lands_in_both_buckets_with_metadata(client, settings, flac):
     response = client.post(f"/v1/jobs/{job_id}/feedback", headers=auth(key), json={
         "corrected_transcript": "Monday, the third of November. I met Sara.", "flagged": True})
     assert response.status_code == 201, response.json
-    svc = services(settings)
+    svc = stores(settings)
     stored = svc.notes.list_feedback(job_id)
     assert [(f.flagged, f.corrected_transcript) for f in stored] == [
         (True, "Monday, the third of November. I met Sara.")]
@@ -314,7 +314,7 @@ def test_feedback_lands_in_both_buckets_with_metadata(client, settings, flac):
 def test_delete_removes_audio_transcript_note_and_job(client, settings, flac):
     key = make_key(settings)
     job_id = finished_job(client, settings, key, flac)
-    svc = services(settings)
+    svc = stores(settings)
     source = svc.jobs.get_job(job_id).source
     assert client.delete(f"/v1/jobs/{job_id}", headers=auth(key)).status_code == 204
     assert svc.jobs.get_job(job_id) is None

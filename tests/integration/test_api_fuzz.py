@@ -14,22 +14,22 @@ from schemathesis.specs.openapi.checks import (
     positive_data_acceptance,
 )
 
-from audiary.api.app import create_app
-from audiary.api.openapi import openapi_document
 from audiary.domain.keys import ApiKey, new_key
+from audiary.entrypoints.api.app import create_app
+from audiary.entrypoints.api.openapi import openapi_document
 from audiary.settings import Settings
-from audiary.wiring import services
+from audiary.wiring import stores
 
 pytestmark = pytest.mark.integration
 
 SETTINGS = Settings(blob_backend="memory", job_backend="memory", publisher_backend="memory",
                     api_rate_per_s=10_000, api_burst=10_000)
 KEY, KEY_ID, DIGEST = new_key()
-services(SETTINGS).keys.put_key(
+stores(SETTINGS).keys.put_key(
     ApiKey(key_id=KEY_ID, name="fuzz", secret_hash=DIGEST, created_at=datetime.now(UTC)))
 for bucket in (SETTINGS.uploads_bucket, SETTINGS.work_bucket, SETTINGS.transcripts_bucket,
                SETTINGS.feedback_bucket):
-    services(SETTINGS).blobs.ensure_bucket(bucket)
+    stores(SETTINGS).blobs.ensure_bucket(bucket)
 
 schema = schemathesis.openapi.from_dict(openapi_document())
 schema.app = create_app(lambda: SETTINGS)

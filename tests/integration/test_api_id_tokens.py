@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
 
-from audiary.api.app import create_app
+from audiary.entrypoints.api.app import create_app
 from audiary.settings import Settings
 
 ROBOT = "robot@audiary-test.iam.gserviceaccount.com"

@@ -15,10 +15,10 @@ from datetime import date, datetime
 import numpy as np
 import pytest
 
+from audiary.adapters.extractive import write_extractive
 from audiary.domain.notes import DiaryNote
 from audiary.domain.transcript import Segment, Transcript, Word
 from audiary.evaluation.longform import SAMPLE_RATE, decode_audio, load_manifest, speech_dir
-from audiary.notes.extractive import write_extractive
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from audiary.adapters.url_fetcher import fetch_audio
 from audiary.errors import FetchError, UnsafeUrlError
-from audiary.fetch import fetch_audio
 
 pytestmark = pytest.mark.integration
 

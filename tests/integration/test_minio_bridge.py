@@ -32,16 +32,16 @@ from audiary.adapters.pubsub import (
     pull_messages,
 )
 from audiary.adapters.s3 import S3BlobStore
-from audiary.domain.events import (
+from audiary.local import provision
+from audiary.local.minio_bridge import count_stats, create_app
+from audiary.local.stack import DEAD_LETTER_SUBSCRIPTIONS
+from audiary.settings import Settings, load_settings
+from audiary.wire.storage_events import (
     PUBSUB_PUBLISHED,
     ObjectEvent,
     notification_message,
     parse_storage_event,
 )
-from audiary.local import provision
-from audiary.local.minio_bridge import count_stats, create_app
-from audiary.local.stack import DEAD_LETTER_SUBSCRIPTIONS
-from audiary.settings import Settings, load_settings
 
 from .conftest import LocalServers
 

@@ -5,15 +5,15 @@ from pathlib import Path
 import pytest
 
 from audiary.adapters.gcs import GcsBlobStore
+from audiary.adapters.model_store import materialize
 from audiary.errors import ConfigError
-from audiary.models import materialize
 from audiary.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
 def test_gs_model_is_copied_once_and_loads(emulator_env, tmp_path):
-    from audiary.adapters.whisper import WhisperTranscriber
+    from audiary.adapters.whisper.engine import WhisperTranscriber
 
     blobs = GcsBlobStore.from_settings(Settings())
     blobs.ensure_bucket("models")

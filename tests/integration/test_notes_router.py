@@ -10,12 +10,15 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import REGISTRY
 
+from audiary.adapters.extractive import ExtractiveNoteWriter
 from audiary.adapters.llm_anthropic import AnthropicClient
 from audiary.adapters.llm_openai import OpenAiClient
 from audiary.adapters.memory import MemoryNoteStore
 from audiary.domain.transcript import Segment, Transcript
-from audiary.notes.breaker import BreakerState, CircuitBreaker
-from audiary.notes.router import AllProvidersFailedError, NoteRouter, Provider
+from audiary.ports import LlmClient
+from audiary.services.notes.breaker import BreakerState, CircuitBreaker
+from audiary.services.notes.llm_writer import LlmNoteWriter
+from audiary.services.notes.router import AllProvidersFailedError, NoteRouter, Provider
 from tests.fakes.llm_server import (
     FakeLlmServer,
     answer_with,
@@ -74,18 +77,20 @@ def make_router(server: FakeLlmServer, *, failures_to_open: int = 3, clock: Cloc
     def breaker() -> CircuitBreaker:
         return CircuitBreaker(failures_to_open, 30.0, clock=clock or Clock())
 
+    def llm(client: LlmClient) -> Provider:
+        return Provider(LlmNoteWriter(client, token_budget=budget, group_tokens=group),
+                        breaker())
+
     providers = [
-        Provider("openai", "gpt-4o-mini", OpenAiClient(
-            "sk-test-openai", "gpt-4o-mini", base_url=server.openai_base_url,
-            timeout_s=1.0, max_retries=retries), breaker()),
-        Provider("anthropic", "claude-haiku-4-5", AnthropicClient(
-            "sk-ant-test", "claude-haiku-4-5", base_url=server.anthropic_base_url,
-            timeout_s=1.0, max_retries=retries), breaker()),
+        llm(OpenAiClient("sk-test-openai", "gpt-4o-mini", base_url=server.openai_base_url,
+                         timeout_s=1.0, max_retries=retries)),
+        llm(AnthropicClient("sk-ant-test", "claude-haiku-4-5",
+                            base_url=server.anthropic_base_url, timeout_s=1.0,
+                            max_retries=retries)),
     ]
     if extractive:
-        providers.append(Provider("extractive", "extractive", None, breaker()))
-    return NoteRouter(providers, MemoryNoteStore(), prices=PRICES, token_budget=budget,
-                      group_tokens=group)
+        providers.append(Provider(ExtractiveNoteWriter(), breaker()))
+    return NoteRouter(providers, MemoryNoteStore(), prices=PRICES)
 
 
 def protocols(server: FakeLlmServer) -> list[str | None]:

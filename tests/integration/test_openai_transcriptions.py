@@ -22,11 +22,11 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from audiary.domain.transcript import Segment
+from audiary.entrypoints.transcriber.openai import SyncLimits, openai_blueprint
 from audiary.evaluation.longform import Utterance, load_manifest, speech_dir
 from audiary.evaluation.wer import wer
 from audiary.local.emulators import ManagedProcess, free_port
 from audiary.local.stack import REPO_ROOT, TRANSCRIBER_APP, TRANSCRIBER_GUNICORN_ARGS
-from audiary.openai_api import SyncLimits, openai_blueprint
 from audiary.ports import Transcriber
 from audiary.settings import Settings
 
@@ -264,7 +264,8 @@ class _SegmentsOnly(Transcriber):
     def __init__(self, error: Exception | None = None) -> None:
         self.error = error
 
-    def transcribe(self, samples: np.ndarray, *, language: str | None = None) -> list[Segment]:
+    def transcribe(self, samples: np.ndarray, *, language: str | None = None,
+                   word_timestamps: bool | None = None) -> list[Segment]:
         if self.error:
             raise self.error
         return [Segment(start=0.0, end=1.0, text="hello")]

@@ -23,14 +23,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from audiary import observability
 from audiary.adapters.memory import PublishedMessage
 from audiary.domain.jobs import JobStatus
+from audiary.entrypoints.transcriber.app import create_app
 from audiary.local.watcher import BucketWatcher
-from audiary.logs import SPAN_FIELD, TRACE_FIELD, JsonFormatter
+from audiary.observability import telemetry
+from audiary.observability.logs import SPAN_FIELD, TRACE_FIELD, JsonFormatter
+from audiary.ports import Stores
 from audiary.settings import Settings
-from audiary.transcriber_app import create_app
-from audiary.wiring import Services, services
+from audiary.wiring import stores
 from tests.e2e.conftest import poll
 from tests.media import DEMO_SAMPLE, REPO, decode, encode
 
@@ -42,7 +43,7 @@ PROJECT = "audiary-trace"
 @pytest.fixture(scope="module")
 def exporter() -> Iterator[InMemorySpanExporter]:
     """Every span this process finishes, from here on (added to the provider `setup` made)."""
-    observability.setup("tests", Settings(project_id=PROJECT))
+    telemetry.setup("tests", Settings(project_id=PROJECT))
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
     spans = InMemorySpanExporter()
@@ -52,7 +53,7 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 
 
 @pytest.fixture
-def svc(monkeypatch, tmp_path) -> Services:
+def svc(monkeypatch, tmp_path) -> Stores:
     for port in ("JOB", "BLOB", "PUBLISHER"):
         monkeypatch.setenv(f"AUDIARY_{port}_BACKEND", "memory")
     for name, value in {
@@ -60,7 +61,7 @@ def svc(monkeypatch, tmp_path) -> Services:
         "LLM_PROVIDERS": "extractive", "STATE_DIR": str(tmp_path),  # own settings: fresh stores
     }.items():
         monkeypatch.setenv(f"AUDIARY_{name}", value)
-    s = services(Settings())
+    s = stores(Settings())
     for bucket in (s.settings.uploads_bucket, s.settings.work_bucket,
                    s.settings.transcripts_bucket):
         s.blobs.ensure_bucket(bucket)
@@ -164,5 +165,5 @@ def test_one_trace_from_the_drop_to_the_webhooks(svc, exporter, lines, tmp_path)
         assert line[TRACE_FIELD] == trace_field, line
         assert int(line[SPAN_FIELD], 16) in {span.context.span_id for span in spans}, line
     loggers = {line["logger"] for line in lines}
-    assert {"audiary.services.ingest", "audiary.transcriber_app",
+    assert {"audiary.services.ingest", "audiary.entrypoints.transcriber.app",
             "audiary.functions.summarize", "audiary.functions.webhooks"} <= loggers

@@ -17,14 +17,14 @@ import pytest
 
 from audiary.adapters.memory import MemoryPublisher
 from audiary.adapters.pubsub import ensure_topic
-from audiary.domain.events import ObjectEvent
 from audiary.domain.jobs import ChunkStatus
+from audiary.entrypoints.transcriber.app import create_app
 from audiary.local.emulators import ManagedProcess, free_port
 from audiary.local.stack import REPO_ROOT, TRANSCRIBER_APP, TRANSCRIBER_GUNICORN_ARGS
 from audiary.services.ingest import ingest
 from audiary.settings import Settings
-from audiary.transcriber_app import create_app
-from audiary.wiring import services
+from audiary.wire.storage_events import ObjectEvent
+from audiary.wiring import stores
 from tests.e2e.conftest import poll
 from tests.media import DEMO_SAMPLE, decode, encode
 
@@ -114,7 +114,7 @@ def test_task_for_an_unknown_job_is_acknowledged_not_retried():
 def test_sigterm_lets_the_request_in_flight_finish(emulator_env, tmp_path):
     """Cloud Run sends SIGTERM on scale-in: the chunk being transcribed is still stored."""
     settings = Settings(chunk_target_s=20.0, chunk_search_s=5.0)
-    real = services(settings)
+    real = stores(settings)
     for bucket in (settings.uploads_bucket, settings.work_bucket, settings.transcripts_bucket):
         real.blobs.ensure_bucket(bucket)
     ensure_topic(settings.project_id, settings.topic_transcript_ready,

@@ -1,8 +1,8 @@
 """Webhook deliveries to a real receiver on 127.0.0.1 that checks signatures with its own code.
 
-The receiver runs `verify_audiary_webhook`, the snippet from the `audiary.webhooks` docstring,
-copied here rather than imported from `audiary.webhooks.verify`: it is what a user would
-paste, and a test keeps the copy equal to the documentation.
+The receiver runs `verify_audiary_webhook`, the snippet from the `audiary.adapters.webhook_sender`
+docstring, copied here rather than imported from `audiary.adapters.webhook_sender.verify`: it is
+what a user would paste, and a test keeps the copy equal to the documentation.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-import audiary.webhooks
+import audiary.adapters.webhook_sender
 from audiary.adapters.memory import MemoryPublisher
-from audiary.webhooks import DeliveryResult, dead_letter, deliver, sign, verify
+from audiary.adapters.webhook_sender import deliver, sign, verify
+from audiary.ports import DeliveryResult
+from audiary.services.notify import dead_letter
 
 pytestmark = pytest.mark.integration
 
@@ -135,7 +137,7 @@ class Tampering(httpx.BaseTransport):
 
 
 def test_the_receiver_runs_the_documented_snippet():
-    doc = audiary.webhooks.__doc__ or ""
+    doc = audiary.adapters.webhook_sender.__doc__ or ""
     start = doc.index("    def verify_audiary_webhook")
     end = doc.index("\n\n", start)
     documented = textwrap.dedent(doc[start:end])

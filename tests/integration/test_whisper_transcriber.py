@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from audiary.adapters.whisper import WhisperTranscriber
+from audiary.adapters.whisper.engine import WhisperTranscriber
 from audiary.domain.transcript import Segment
 from audiary.evaluation.longform import SAMPLE_RATE, LongForm, build_longform, speech_dir
 from audiary.evaluation.wer import WerResult, wer

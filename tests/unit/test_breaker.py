@@ -1,4 +1,4 @@
-from audiary.notes.breaker import BreakerState, CircuitBreaker
+from audiary.services.notes.breaker import BreakerState, CircuitBreaker
 
 
 class Clock:

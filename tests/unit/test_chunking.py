@@ -3,7 +3,8 @@ import itertools
 import numpy as np
 import pytest
 
-from audiary.domain.chunking import SAMPLE_RATE, frame_db, plan_chunks
+from audiary.domain.audio import SAMPLE_RATE, frame_db
+from audiary.domain.chunking import FRAME, plan_chunks
 
 
 def speech_with_gaps(seed: int, n: int = 30):
@@ -25,7 +26,7 @@ def speech_with_gaps(seed: int, n: int = 30):
 @pytest.mark.parametrize("seed", range(5))
 def test_cuts_land_in_silence(seed):
     samples, gaps = speech_with_gaps(seed)
-    spans = plan_chunks(frame_db(samples), len(samples), target_s=20, search_s=6)
+    spans = plan_chunks(frame_db(samples, FRAME), len(samples), target_s=20, search_s=6)
     assert len(spans) > 3
     for span in spans[1:]:
         assert any(a <= span.start_sample < b for a, b in gaps), span
@@ -34,7 +35,7 @@ def test_cuts_land_in_silence(seed):
 @pytest.mark.parametrize("seed", range(3))
 def test_spans_cover_everything_once(seed):
     samples, _ = speech_with_gaps(seed)
-    spans = plan_chunks(frame_db(samples), len(samples), target_s=20, search_s=6)
+    spans = plan_chunks(frame_db(samples, FRAME), len(samples), target_s=20, search_s=6)
     assert spans[0].start_sample == 0
     assert spans[-1].end_sample == len(samples)
     assert all(a.end_sample == b.start_sample for a, b in itertools.pairwise(spans))
@@ -43,21 +44,22 @@ def test_spans_cover_everything_once(seed):
 
 def test_short_audio_is_one_chunk_and_tail_is_not_a_sliver():
     samples, _ = speech_with_gaps(1, n=3)
-    assert len(plan_chunks(frame_db(samples), len(samples), target_s=300, search_s=15)) == 1
+    assert len(plan_chunks(frame_db(samples, FRAME), len(samples), target_s=300, search_s=15)) == 1
     samples = np.zeros(int(62 * SAMPLE_RATE), np.float32)
-    spans = plan_chunks(frame_db(samples), len(samples), target_s=30, search_s=5)
+    spans = plan_chunks(frame_db(samples, FRAME), len(samples), target_s=30, search_s=5)
     assert [round(s.duration_s) for s in spans] == [30, 32]
 
 
 def test_without_silence_cut_stays_near_target():
     rng = np.random.default_rng(0)
     noise = rng.normal(0, 0.2, 100 * SAMPLE_RATE).astype(np.float32)
-    spans = plan_chunks(frame_db(noise), len(noise), target_s=30, search_s=5)
+    spans = plan_chunks(frame_db(noise, FRAME), len(noise), target_s=30, search_s=5)
     assert all(25 <= s.duration_s <= 35 for s in spans[:-1])
 
 
 def test_frame_db_levels():
-    levels = frame_db(np.concatenate([np.zeros(1600), np.full(1600, 0.5)]).astype(np.float32))
+    samples = np.concatenate([np.zeros(1600), np.full(1600, 0.5)]).astype(np.float32)
+    levels = frame_db(samples, FRAME)
     assert len(levels) == 20
     assert levels[:10].max() < -100
     assert levels[10:] == pytest.approx(20 * np.log10(0.5), abs=0.01)

@@ -31,10 +31,11 @@ import pytest
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
-from audiary import metrics, names
+from audiary import names
 from audiary.local import provision
 from audiary.local.emulators import Emulator, ManagedProcess
 from audiary.local.stack import REPO_ROOT, NativeStack
+from audiary.observability import metrics
 from audiary.settings import Settings
 
 EMULATORS = REPO_ROOT / "emulators"

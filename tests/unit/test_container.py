@@ -40,7 +40,7 @@ def test_copied_sources_exist_and_entry_point_exposes_the_factory():
             for src in sources:
                 assert (REPO_ROOT / src).exists(), src
     main = (REPO_ROOT / "containers/transcriber/main.py").read_text()
-    assert "from audiary.transcriber_app import create_app" in main
+    assert "from audiary.entrypoints.transcriber.app import create_app" in main
 
 
 def pins(path: Path) -> dict[str, str]:

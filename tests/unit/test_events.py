@@ -3,14 +3,14 @@ import json
 
 import pytest
 
-from audiary.domain.events import (
+from audiary.errors import BadEventError
+from audiary.wire.storage_events import (
     PUBSUB_PUBLISHED,
     STORAGE_FINALIZED,
     ObjectEvent,
     notification_message,
     parse_storage_event,
 )
-from audiary.errors import BadEventError
 
 RESOURCE = {
     "kind": "storage#object",

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from audiary.adapters.extractive import EXTRACTIVE_VERSION, write_extractive
 from audiary.domain.notes import DiaryNote
 from audiary.domain.transcript import Segment, Transcript, Word
-from audiary.notes.extractive import EXTRACTIVE_VERSION, write_extractive
 
 DEMO_TEXT = Path(__file__).resolve().parents[2] / "samples" / "diary-demo.txt"
 SECONDS_PER_WORD = 0.4
@@ -183,7 +183,7 @@ _CHILD = """
 import json, sys
 from datetime import datetime
 from audiary.domain.transcript import Transcript
-from audiary.notes.extractive import write_extractive
+from audiary.adapters.extractive import write_extractive
 t = Transcript.model_validate_json(sys.stdin.read())
 sys.stdout.write(write_extractive(t, recorded_at=datetime(2026, 11, 3, 21, 15)).model_dump_json())
 """

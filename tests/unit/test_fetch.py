@@ -1,4 +1,4 @@
-"""What `audiary.fetch` refuses before any connection: address kinds and URL checks.
+"""What `audiary.adapters.url_fetcher` refuses before any connection: address kinds and URL checks.
 
 No network: host names go through a fake resolver (numeric host forms through the system one,
 which parses them without asking DNS).
@@ -8,8 +8,8 @@ from ipaddress import ip_address
 
 import pytest
 
+from audiary.adapters.url_fetcher import AddressKind, check_url, classify_address
 from audiary.errors import FetchError, UnsafeUrlError
-from audiary.fetch import AddressKind, check_url, classify_address
 
 K = AddressKind
 

@@ -6,18 +6,11 @@ import wave
 
 import pytest
 
-from audiary.adapters.memory import (
-    MemoryBlobStore,
-    MemoryJobStore,
-    MemoryKeyStore,
-    MemoryNoteStore,
-    MemoryPublisher,
-)
-from audiary.domain.events import ObjectEvent
 from audiary.domain.jobs import JobStatus
 from audiary.services.ingest import canonical_key, ingest
 from audiary.settings import Settings
-from audiary.wiring import Services
+from audiary.wire.storage_events import ObjectEvent
+from tests.fakes.stores import memory_stores
 from tests.media import DEMO_SAMPLE, FORMATS, bad_inputs, decode, encode
 
 
@@ -27,10 +20,7 @@ def svc():
         blob_backend="memory", job_backend="memory", publisher_backend="memory",
         chunk_target_s=4.0, chunk_search_s=1.0,
     )
-    s = Services(
-        settings, MemoryBlobStore(), MemoryPublisher(), MemoryJobStore(), MemoryNoteStore(),
-        MemoryKeyStore(),
-    )
+    s = memory_stores(settings)
     for bucket in (settings.uploads_bucket, settings.work_bucket, settings.transcripts_bucket):
         s.blobs.ensure_bucket(bucket)
     return s

@@ -16,26 +16,21 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from prometheus_client import REGISTRY
 
-from audiary import messages, metrics, observability
-from audiary.adapters.memory import (
-    MemoryBlobStore,
-    MemoryJobStore,
-    MemoryKeyStore,
-    MemoryNoteStore,
-    MemoryPublisher,
-)
 from audiary.domain.jobs import Job, JobStatus, SourceObject
 from audiary.local.emulators import free_port
 from audiary.local.stack import NativeStack, prometheus_config
 from audiary.local.watcher import BucketWatcher
-from audiary.logs import JOB_ID, JsonFormatter, bind_job, job_context
+from audiary.observability import metrics, telemetry
+from audiary.observability.logs import JOB_ID, JsonFormatter, bind_job, job_context
+from audiary.ports import Stores
 from audiary.settings import Settings
-from audiary.wiring import Services
+from audiary.wire import messages
+from tests.fakes.stores import memory_stores
 
 
 @pytest.fixture(autouse=True)
 def _tracing() -> None:
-    observability.setup("tests", Settings())  # once per process: the SDK tracer provider
+    telemetry.setup("tests", Settings())  # once per process: the SDK tracer provider
 
 
 def line(formatter: JsonFormatter, message: str, **extra: object) -> dict[str, object]:
@@ -48,7 +43,7 @@ def line(formatter: JsonFormatter, message: str, **extra: object) -> dict[str, o
 def test_log_lines_carry_the_job_and_the_active_span():
     formatter = JsonFormatter("my-project")
     assert "job_id" not in line(formatter, "idle")
-    with observability.tracer().start_as_current_span("work") as span, job_context("job-7"):
+    with telemetry.tracer().start_as_current_span("work") as span, job_context("job-7"):
         entry = line(formatter, "busy")
         explicit = line(formatter, "other", job_id="job-8")
     ids = span.get_span_context()
@@ -73,15 +68,15 @@ def test_bind_job_lasts_until_its_scope_resets():
 
 def test_attributes_carry_the_trace_context_of_the_publisher():
     assert set(messages.attributes_for("job-1")) == {"job_id", "correlation_id"}
-    with observability.tracer().start_as_current_span("publisher") as span:
+    with telemetry.tracer().start_as_current_span("publisher") as span:
         attributes = messages.attributes_for("job-1", chunk="3")
     ids = span.get_span_context()
     flags = int(ids.trace_flags)
     assert attributes["traceparent"] == f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{flags:02x}"
     assert attributes["chunk"] == "3"
 
-    with observability.consuming("tests", "handle", attributes, topic="t",
-                                 published_at=None) as handling:
+    with telemetry.consuming("tests", "handle", attributes, topic="t",
+                             published_at=None) as handling:
         assert JOB_ID.get() == "job-1"
     assert handling.get_span_context().trace_id == ids.trace_id
     assert handling.parent is not None
@@ -96,10 +91,9 @@ def test_publish_time_of_a_push_envelope():
 
 
 @pytest.fixture
-def svc() -> Services:
+def svc() -> Stores:
     settings = Settings(blob_backend="memory", job_backend="memory", publisher_backend="memory")
-    s = Services(settings, MemoryBlobStore(), MemoryPublisher(), MemoryJobStore(),
-                 MemoryNoteStore(), MemoryKeyStore())
+    s = memory_stores(settings)
     s.blobs.ensure_bucket(settings.uploads_bucket)
     return s
 
@@ -145,7 +139,7 @@ def test_the_stack_records_a_scrape_target_per_process(tmp_path):
 def test_metrics_server_serves_the_registry():
     metrics.SERVICE_UP.labels(service="tests").set(1)
     port = free_port()
-    server = observability.serve_metrics(port)
+    server = telemetry.serve_metrics(port)
     try:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
@@ -170,8 +164,8 @@ def test_otlp_exporter_posts_spans_to_the_configured_collector():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-        exporter = observability.span_exporter(Settings(otel_exporter="otlp",
-                                                        otel_endpoint=endpoint))
+        exporter = telemetry.span_exporter(Settings(otel_exporter="otlp",
+                                                    otel_endpoint=endpoint))
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         with provider.get_tracer("tests").start_as_current_span("exported-span"):
@@ -182,4 +176,4 @@ def test_otlp_exporter_posts_spans_to_the_configured_collector():
     [(path, content_type, body)] = received
     assert (path, content_type) == ("/v1/traces", "application/x-protobuf")
     assert b"exported-span" in body
-    assert observability.span_exporter(Settings()) is None
+    assert telemetry.span_exporter(Settings()) is None

@@ -4,21 +4,15 @@ import json
 
 import pytest
 
-from audiary import messages
-from audiary.adapters.memory import (
-    MemoryBlobStore,
-    MemoryJobStore,
-    MemoryKeyStore,
-    MemoryNoteStore,
-    MemoryPublisher,
-)
+from audiary.adapters.extractive import ExtractiveNoteWriter
 from audiary.domain.jobs import Job, JobStatus, SourceObject
 from audiary.domain.transcript import Segment, Transcript
-from audiary.notes.breaker import CircuitBreaker
-from audiary.notes.router import NoteRouter, Provider
+from audiary.services.notes.breaker import CircuitBreaker
+from audiary.services.notes.router import NoteRouter, Provider
 from audiary.services.summarize import summarize
 from audiary.settings import Settings
-from audiary.wiring import Services
+from audiary.wire import messages
+from tests.fakes.stores import memory_stores
 from tests.media import REPO
 
 TEXT = (REPO / "samples" / "diary-demo.txt").read_text()
@@ -28,8 +22,7 @@ TEXT = (REPO / "samples" / "diary-demo.txt").read_text()
 def svc():
     settings = Settings(blob_backend="memory", job_backend="memory", publisher_backend="memory",
                         max_attempts=2)
-    s = Services(settings, MemoryBlobStore(), MemoryPublisher(), MemoryJobStore(),
-                 MemoryNoteStore(), MemoryKeyStore())
+    s = memory_stores(settings)
     for bucket in (settings.uploads_bucket, settings.transcripts_bucket):
         s.blobs.ensure_bucket(bucket)
     return s
@@ -56,8 +49,7 @@ def transcribed_job(svc, *, recorded_at: str | None = "2026-11-03T21:00:00+00:00
 
 
 def extractive_router(svc):
-    return NoteRouter([Provider("extractive", "extractive", None, CircuitBreaker(3, 60))],
-                      svc.notes)
+    return NoteRouter([Provider(ExtractiveNoteWriter(), CircuitBreaker(3, 60))], svc.notes)
 
 
 def test_note_written_job_done_and_announced_once(svc):

@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from audiary.domain.events import ObjectEvent
 from audiary.domain.transcript import Segment
+from audiary.entrypoints.transcriber.app import create_app
+from audiary.ports import Stores
 from audiary.services.ingest import ingest
 from audiary.settings import Settings
-from audiary.transcriber_app import create_app
-from audiary.wiring import Services, services
+from audiary.wire.storage_events import ObjectEvent
+from audiary.wiring import stores
 from tests.e2e.conftest import poll
 from tests.media import DEMO_SAMPLE, decode, encode
 from tests.promtext import sample
@@ -36,13 +37,13 @@ class FlakyModel:
 
 
 @pytest.fixture
-def svc(monkeypatch, tmp_path) -> Services:
+def svc(monkeypatch, tmp_path) -> Stores:
     for port in ("JOB", "BLOB", "PUBLISHER"):
         monkeypatch.setenv(f"AUDIARY_{port}_BACKEND", "memory")
     monkeypatch.setenv("AUDIARY_CHUNK_TARGET_S", "4")
     monkeypatch.setenv("AUDIARY_CHUNK_SEARCH_S", "1")
     monkeypatch.setenv("AUDIARY_STATE_DIR", str(tmp_path))  # settings of its own: fresh stores
-    s = services(Settings())
+    s = stores(Settings())
     for bucket in (s.settings.uploads_bucket, s.settings.work_bucket,
                    s.settings.transcripts_bucket):
         s.blobs.ensure_bucket(bucket)

@@ -28,11 +28,11 @@ from anthropic.types import Message, MessageParam, ToolChoiceToolParam, ToolPara
 
 from audiary.adapters.llm_http import (
     redact,
-    retry_after_s,
     retryable_status,
     safe_name,
     status_message,
 )
+from audiary.adapters.retry_after import retry_after_s
 from audiary.errors import ConfigError, ProviderError
 from audiary.ports import Completion, LlmClient
 

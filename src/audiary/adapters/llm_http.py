@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import email.utils
-import math
 import re
-import time
 from collections.abc import Mapping
+
+from audiary.adapters.retry_after import retry_after_s
 
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 MAX_DETAIL_CHARS = 300
@@ -21,28 +20,6 @@ def retryable_status(status: int) -> bool:
     """The statuses the SDKs themselves retry (`BaseClient._should_retry`): once they give up
     on these, trying again later or elsewhere can still work."""
     return status in (408, 409, 429) or status >= 500
-
-
-def retry_after_s(headers: Mapping[str, str]) -> float | None:
-    """How long the server asked to wait, read as the SDKs read it."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) * scale
-        except ValueError:
-            continue
-        if math.isfinite(seconds) and seconds >= 0:
-            return seconds
-    value = headers.get("retry-after")
-    if value:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
-    return None
 
 
 def redact(value: object, secret: str) -> str:

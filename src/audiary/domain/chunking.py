@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
-FRAME = 160  # 10 ms at 16 kHz: the resolution of the energy envelope
+from audiary.domain.audio import SAMPLE_RATE
+
+FRAME = 160  # 10 ms at 16 kHz: the resolution of the energy envelope (`frame_db(x, FRAME)`)
 _SMOOTH_FRAMES = 20  # judge quietness over 200 ms so a cut never lands between two syllables
 
 
@@ -20,17 +21,6 @@ class ChunkSpan:
     @property
     def duration_s(self) -> float:
         return (self.end_sample - self.start_sample) / SAMPLE_RATE
-
-
-def frame_db(samples: np.ndarray) -> np.ndarray:
-    """Level of each 10 ms frame in dBFS (int16 or float in [-1, 1] input)."""
-    x = samples.astype(np.float32)
-    if samples.dtype == np.int16:
-        x /= 32768.0
-    n = len(x) // FRAME
-    frames = x[: n * FRAME].reshape(n, FRAME) if n else np.zeros((0, FRAME), np.float32)
-    rms = np.sqrt(np.mean(frames**2, axis=1) + 1e-12)
-    return np.asarray(20 * np.log10(rms), dtype=np.float32)
 
 
 def plan_chunks(

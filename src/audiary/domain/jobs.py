@@ -119,6 +119,16 @@ class Job(BaseModel):
         }
 
 
+def new_job(
+    job_id: str, source: SourceObject, *, owner: str | None = None,
+    received_at: datetime | None = None,
+) -> Job:
+    """A job that has just been received; its id doubles as the correlation id."""
+    timestamps = {JobStatus.RECEIVED.value: received_at} if received_at else {}
+    return Job(job_id=job_id, correlation_id=job_id, owner=owner, source=source,
+               timestamps=timestamps)
+
+
 class ChunkStatus(enum.StrEnum):
     PENDING = "PENDING"
     DONE = "DONE"

@@ -34,12 +34,14 @@ from urllib.parse import unquote_plus
 from flask import Flask, Response, jsonify, request
 from opentelemetry.trace import SpanKind
 
-from audiary import observability
-from audiary.domain.events import ObjectEvent, notification_message
+from audiary import wiring
 from audiary.errors import BadEventError
-from audiary.messages import inject_trace
+from audiary.observability import telemetry
+from audiary.observability.http import instrument_flask
 from audiary.ports import Publisher
 from audiary.settings import Settings, load_settings
+from audiary.wire.messages import inject_trace
+from audiary.wire.storage_events import ObjectEvent, notification_message
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +159,8 @@ def count_stats(settings: Settings, interval_s: float, stop: threading.Event) ->
     """Refresh the stack-wide gauges every `interval_s`: the watcher's job in the native stack."""
     from audiary.local.stack import DEAD_LETTER_SUBSCRIPTIONS
     from audiary.local.watcher import BucketWatcher
-    from audiary.wiring import services
 
-    watcher = BucketWatcher(services(settings))
+    watcher = BucketWatcher(wiring.stores(settings))
     while True:
         try:
             watcher.refresh_stats(DEAD_LETTER_SUBSCRIPTIONS)
@@ -181,14 +182,12 @@ def create_app(
     current, as the native stack's watcher does (compose has no watcher: MinIO notifies).
     """
     settings = settings or load_settings()
-    observability.setup(SERVICE, settings)
+    telemetry.setup(SERVICE, settings)
     if publisher is None:
-        from audiary.adapters.pubsub import PubSubPublisher
-
-        publisher = PubSubPublisher.from_settings(settings)
+        publisher = wiring.publisher(settings)
     topic = settings.topic_audio_uploaded
     app = Flask("audiary-bridge")
-    observability.instrument_flask(app, SERVICE, untraced={"healthz", "probe", "receive"})
+    instrument_flask(app, SERVICE, untraced={"healthz", "probe", "receive"})
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
@@ -215,7 +214,7 @@ def create_app(
         for obj in objects:
             # The upload's trace starts here, as in the native watcher; ingest continues it
             # from the message attributes.
-            with observability.tracer().start_as_current_span(
+            with telemetry.tracer().start_as_current_span(
                 "upload", kind=SpanKind.PRODUCER,
                 attributes={"audiary.bucket": obj.bucket, "audiary.object": obj.name},
             ):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from audiary import names
 from audiary.errors import AudiaryError
-from audiary.logs import setup_logging
+from audiary.observability.logs import setup_logging
 from audiary.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)

@@ -23,11 +23,12 @@ from pathlib import Path
 
 from opentelemetry.trace import SpanKind
 
-from audiary import metrics, observability
-from audiary.domain.events import ObjectEvent, notification_message
-from audiary.messages import inject_trace
+from audiary.observability import metrics, telemetry
+from audiary.ports import Stores
 from audiary.settings import load_settings
-from audiary.wiring import Services, services
+from audiary.wire.messages import inject_trace
+from audiary.wire.storage_events import ObjectEvent, notification_message
+from audiary.wiring import stores
 
 # Named, not __name__: run with -m this module is __main__, outside the `audiary` loggers.
 log = logging.getLogger("audiary.local.watcher")
@@ -38,7 +39,7 @@ SERVICE = "watcher"
 class BucketWatcher:
     """Publishes one notification per (object, generation) seen under the inbox prefix."""
 
-    def __init__(self, svc: Services, seen_file: Path | None = None) -> None:
+    def __init__(self, svc: Stores, seen_file: Path | None = None) -> None:
         self.svc = svc
         self.seen_file = seen_file
         self.seen: set[str] = set()
@@ -62,7 +63,7 @@ class BucketWatcher:
                 metadata=dict(info.metadata),
             )
             # The upload's trace starts here; ingest continues it from the attributes.
-            with observability.tracer().start_as_current_span(
+            with telemetry.tracer().start_as_current_span(
                 "upload", kind=SpanKind.PRODUCER,
                 attributes={"audiary.bucket": info.bucket, "audiary.object": info.key},
             ):
@@ -111,12 +112,12 @@ def main() -> None:
     from audiary.local.stack import DEAD_LETTER_SUBSCRIPTIONS
 
     settings = load_settings()
-    observability.setup(SERVICE, settings)
+    telemetry.setup(SERVICE, settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    watcher = BucketWatcher(services(settings), settings.state_dir / "watcher-seen.json")
+    watcher = BucketWatcher(stores(settings), settings.state_dir / "watcher-seen.json")
     log.info("watching gs://%s/%s", settings.uploads_bucket, settings.inbox_prefix)
     watcher.run(settings.watch_interval_s, stop, stats_interval_s=settings.watch_stats_interval_s,
                 dead_letter_subscriptions=DEAD_LETTER_SUBSCRIPTIONS)

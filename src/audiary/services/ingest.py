@@ -9,16 +9,26 @@ from pathlib import Path, PurePosixPath
 
 from opentelemetry import trace
 
-from audiary import messages
-from audiary.audio import AudioLimits, decode_to_canonical
-from audiary.domain.chunking import SAMPLE_RATE, plan_chunks
-from audiary.domain.events import ObjectEvent
-from audiary.domain.jobs import Chunk, Job, JobError, JobStatus, SourceObject, job_id_for, utcnow
+from audiary.domain.audio import SAMPLE_RATE
+from audiary.domain.chunking import plan_chunks
+from audiary.domain.jobs import (
+    Chunk,
+    Job,
+    JobError,
+    JobStatus,
+    SourceObject,
+    job_id_for,
+    new_job,
+    utcnow,
+)
 from audiary.errors import RejectedInputError
-from audiary.logs import job_context
-from audiary.observability import tracer
+from audiary.observability.logs import job_context
+from audiary.observability.telemetry import tracer
+from audiary.ports import Stores
+from audiary.services.decode import AudioLimits, decode_to_canonical
 from audiary.services.progress import advance, fail
-from audiary.wiring import Services
+from audiary.wire import messages
+from audiary.wire.storage_events import ObjectEvent
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +51,7 @@ def quarantine_key(quarantine_prefix: str, job_id: str, name: str) -> str:
     return f"{quarantine_prefix}{job_id}/{PurePosixPath(name).name}"
 
 
-def ingest(svc: Services, event: ObjectEvent) -> IngestOutcome:
+def ingest(svc: Stores, event: ObjectEvent) -> IngestOutcome:
     """Handle one finalized object. Safe to call again with the same event."""
     s = svc.settings
     if event.bucket != s.uploads_bucket or not event.name.startswith(s.inbox_prefix):
@@ -54,22 +64,14 @@ def ingest(svc: Services, event: ObjectEvent) -> IngestOutcome:
         return _ingest_job(svc, event, job_id)
 
 
-def _ingest_job(svc: Services, event: ObjectEvent, job_id: str) -> IngestOutcome:
+def _ingest_job(svc: Stores, event: ObjectEvent, job_id: str) -> IngestOutcome:
     s = svc.settings
-    job, created = svc.jobs.create_job(
-        Job(
-            job_id=job_id,
-            correlation_id=job_id,
-            source=SourceObject(
-                bucket=event.bucket,
-                name=event.name,
-                generation=event.generation,
-                size=event.size,
-                content_type=event.content_type,
-            ),
-            timestamps={JobStatus.RECEIVED.value: utcnow()},
-        )
-    )
+    job, created = svc.jobs.create_job(new_job(
+        job_id,
+        SourceObject(bucket=event.bucket, name=event.name, generation=event.generation,
+                     size=event.size, content_type=event.content_type),
+        received_at=utcnow(),
+    ))
     extra = {"job_id": job_id}
     if job.status is JobStatus.QUEUED and not job.chunks_published:
         # An earlier delivery died while fanning out; repeats are harmless to the transcriber.
@@ -94,7 +96,7 @@ def _ingest_job(svc: Services, event: ObjectEvent, job_id: str) -> IngestOutcome
     return IngestOutcome(job_id, JobStatus.QUEUED, f"{chunks_total} chunks queued")
 
 
-def _api_job_id(svc: Services, event: ObjectEvent) -> str | None:
+def _api_job_id(svc: Stores, event: ObjectEvent) -> str | None:
     """The id of the job the API created for this upload (`inbox/api/<owner>/<job_id>/...`).
 
     Honoured only when that job exists and names exactly this object, so a name alone cannot
@@ -115,7 +117,7 @@ def _api_job_id(svc: Services, event: ObjectEvent) -> str | None:
     return job.job_id
 
 
-def _prepare(svc: Services, job: Job) -> int:
+def _prepare(svc: Stores, job: Job) -> int:
     s = svc.settings
     src = job.source
     info = svc.blobs.stat(src.bucket, src.name)
@@ -191,7 +193,7 @@ def _prepare(svc: Services, job: Job) -> int:
     return len(chunks)
 
 
-def publish_chunks(svc: Services, job_id: str, chunks: list[Chunk], audio_key: str) -> None:
+def publish_chunks(svc: Stores, job_id: str, chunks: list[Chunk], audio_key: str) -> None:
     """One message per chunk, then `chunks_published` on the job."""
     s = svc.settings
     for chunk in chunks:
@@ -211,7 +213,7 @@ def publish_chunks(svc: Services, job_id: str, chunks: list[Chunk], audio_key: s
     svc.jobs.update_job(job_id, {"chunks_published": True})
 
 
-def _reject(svc: Services, job: Job, exc: RejectedInputError) -> None:
+def _reject(svc: Stores, job: Job, exc: RejectedInputError) -> None:
     s = svc.settings
     src = job.source
     quarantined: str | None = None

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from audiary import messages, names
-from audiary.errors import UnsafeUrlError
-from audiary.fetch import check_url
-from audiary.logs import job_context
-from audiary.observability import tracer
-from audiary.webhooks import DeliveryResult, dead_letter, deliver
-from audiary.wiring import Services
+from audiary import names
+from audiary.observability.logs import job_context
+from audiary.observability.telemetry import tracer
+from audiary.ports import DeliveryResult, Publisher, Stores
+from audiary.wire import messages
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class NotifyOutcome:
     failed: int
 
 
-def notify(svc: Services, finished: messages.JobFinished) -> NotifyOutcome:
+def notify(svc: Stores, finished: messages.JobFinished) -> NotifyOutcome:
     """Deliver the job's notice to its owner's webhooks; undeliverable ones are dead-lettered.
 
     Each delivery retries on its own (with backoff, honouring Retry-After), so this handler
@@ -36,7 +36,7 @@ def notify(svc: Services, finished: messages.JobFinished) -> NotifyOutcome:
         return _notify(svc, finished)
 
 
-def _notify(svc: Services, finished: messages.JobFinished) -> NotifyOutcome:
+def _notify(svc: Stores, finished: messages.JobFinished) -> NotifyOutcome:
     job = svc.jobs.get_job(finished.job_id)
     if job is None or job.owner is None:
         return NotifyOutcome(0, 0)
@@ -49,23 +49,14 @@ def _notify(svc: Services, finished: messages.JobFinished) -> NotifyOutcome:
         "transcript": f"/v1/jobs/{job.job_id}/transcript",
         "notes": f"/v1/jobs/{job.job_id}/notes",
     }
-    s = svc.settings
     results: list[DeliveryResult] = []
     for hook in svc.keys.list_webhooks(job.owner):
         delivery_id = f"{job.job_id}-{hook.webhook_id}"
         with tracer().start_as_current_span(
             "webhook", kind=SpanKind.CLIENT, attributes={"audiary.webhook_id": hook.webhook_id}
         ) as span:
-            try:
-                # Checked at registration too; a name may point somewhere private since then.
-                check_url(hook.url, allow_http=s.allow_http_urls,
-                          allow_private=s.allow_private_urls)
-            except UnsafeUrlError as exc:
-                result = DeliveryResult(delivered=False, attempts=0, last_status=None,
-                                        last_error=str(exc), delivery_id=delivery_id)
-            else:
-                result = deliver(hook.url, payload, hook.secret.encode(),
-                                 attempts=s.webhook_attempts, delivery_id=delivery_id)
+            result = svc.webhooks.deliver(hook.url, payload, hook.secret.encode(),
+                                          delivery_id=delivery_id)
             span.set_attributes({"audiary.delivered": result.delivered,
                                  "audiary.attempts": result.attempts})
         results.append(result)
@@ -75,3 +66,37 @@ def _notify(svc: Services, finished: messages.JobFinished) -> NotifyOutcome:
                         extra={"job_id": job.job_id})
     delivered = sum(r.delivered for r in results)
     return NotifyOutcome(delivered, len(results) - delivered)
+
+
+def dead_letter(
+    publisher: Publisher,
+    topic: str,
+    url: str,
+    payload: Mapping[str, Any],
+    result: DeliveryResult,
+) -> str:
+    """Publish an undelivered event with why it failed, for inspection or replay; the message id.
+
+    The message body is JSON with `url`, `payload`, `reason`, `attempts`, `last_status` and
+    `delivery_id`; `reason`, `attempts` and `delivery_id` are also attributes, for filtering.
+    """
+    if result.delivered:
+        raise ValueError(f"webhook {result.delivery_id} was delivered; nothing to dead-letter")
+    reason = result.last_error or "not delivered"
+    data = {
+        "url": url,
+        "payload": dict(payload),
+        "reason": reason,
+        "attempts": result.attempts,
+        "last_status": result.last_status,
+        "delivery_id": result.delivery_id,
+    }
+    attributes = {
+        # Pub/Sub caps attribute values at 1024 bytes; the full reason is in the body.
+        "reason": reason[:256],
+        "attempts": str(result.attempts),
+        "delivery_id": result.delivery_id,
+    }
+    message_id = publisher.publish(topic, messages.canonical_json(data), attributes)
+    log.info("webhook %s dead-lettered to %s (%s)", result.delivery_id, topic, reason)
+    return message_id

@@ -8,13 +8,13 @@ from collections.abc import Mapping
 
 from opentelemetry import trace
 
-from audiary import metrics
 from audiary.domain.jobs import TERMINAL, Job, JobError, JobStatus
-from audiary.wiring import Services
+from audiary.observability import metrics
+from audiary.ports import Stores
 
 
 def advance(
-    svc: Services,
+    svc: Stores,
     job_id: str,
     status: JobStatus,
     *,
@@ -37,7 +37,7 @@ def advance(
     return True
 
 
-def fail(svc: Services, job_id: str, code: str, message: str, stage: str) -> bool:
+def fail(svc: Stores, job_id: str, code: str, message: str, stage: str) -> bool:
     """Move a job to FAILED with a reason; False if it had already ended."""
     return advance(
         svc, job_id, JobStatus.FAILED, error=JobError(code=code, message=message, stage=stage)

@@ -6,14 +6,14 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from audiary import messages
 from audiary.domain.jobs import TERMINAL, JobStatus
 from audiary.domain.notes import NoteRecord
 from audiary.domain.transcript import Transcript
-from audiary.logs import job_context
-from audiary.notes.router import AllProvidersFailedError, NoteRouter
+from audiary.observability.logs import job_context
+from audiary.ports import Stores
+from audiary.services.notes.router import AllProvidersFailedError, NoteRouter
 from audiary.services.progress import advance, fail
-from audiary.wiring import Services
+from audiary.wire import messages
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class SummarizeOutcome:
     record: NoteRecord | None = None
 
 
-def recorded_at(svc: Services, job_id: str) -> datetime | None:
+def recorded_at(svc: Stores, job_id: str) -> datetime | None:
     """When the audio was recorded: upload metadata if it says, else when it was received."""
     job = svc.jobs.get_job(job_id)
     if job is None:
@@ -45,14 +45,14 @@ def recorded_at(svc: Services, job_id: str) -> datetime | None:
     return job.timestamps.get(JobStatus.RECEIVED.value)
 
 
-def summarize(svc: Services, router: NoteRouter, ready: messages.TranscriptReady
+def summarize(svc: Stores, router: NoteRouter, ready: messages.TranscriptReady
               ) -> SummarizeOutcome:
     """Write the job's note once. Raises when it should be retried (within the attempt limit)."""
     with job_context(ready.job_id):
         return _summarize(svc, router, ready)
 
 
-def _summarize(svc: Services, router: NoteRouter, ready: messages.TranscriptReady
+def _summarize(svc: Stores, router: NoteRouter, ready: messages.TranscriptReady
                ) -> SummarizeOutcome:
     s = svc.settings
     job_id = ready.job_id

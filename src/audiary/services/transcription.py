@@ -8,16 +8,15 @@ from dataclasses import dataclass
 
 from opentelemetry import trace
 
-from audiary import messages, metrics
-from audiary.audio import pcm_to_float, sample_range_bytes
-from audiary.domain.chunking import SAMPLE_RATE
+from audiary.domain.audio import SAMPLE_RATE, pcm_to_float, sample_range_bytes
 from audiary.domain.jobs import TERMINAL, ChunkStatus, FanIn, JobStatus
 from audiary.domain.transcript import Segment, Transcript, assemble
-from audiary.logs import job_context
-from audiary.observability import inference
-from audiary.ports import Transcriber
+from audiary.observability import metrics
+from audiary.observability.logs import job_context
+from audiary.observability.telemetry import inference
+from audiary.ports import Stores, Transcriber
 from audiary.services.progress import advance, fail
-from audiary.wiring import Services
+from audiary.wire import messages
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def transcript_key(job_id: str) -> str:
     return f"{job_id}.json"
 
 
-def handle_chunk(svc: Services, model: Transcriber, task: messages.ChunkTask) -> ChunkOutcome:
+def handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask) -> ChunkOutcome:
     """Transcribe one chunk, record it once, and finish the job if it was the last one.
 
     Repeat and out-of-order deliveries are expected; each is recognised and does no harm.
@@ -50,7 +49,7 @@ def handle_chunk(svc: Services, model: Transcriber, task: messages.ChunkTask) ->
         return _handle_chunk(svc, model, task)
 
 
-def _handle_chunk(svc: Services, model: Transcriber, task: messages.ChunkTask) -> ChunkOutcome:
+def _handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask) -> ChunkOutcome:
     s = svc.settings
     extra = {"job_id": task.job_id}
     job = svc.jobs.get_job(task.job_id)
@@ -105,7 +104,7 @@ def _handle_chunk(svc: Services, model: Transcriber, task: messages.ChunkTask) -
     return ChunkOutcome(f"{fan_in.chunks_done}/{fan_in.chunks_total} chunks done", fan_in)
 
 
-def announce(svc: Services, job_id: str) -> None:
+def announce(svc: Stores, job_id: str) -> None:
     """Publish `transcript-ready` for the job's stored transcript."""
     s = svc.settings
     ready = messages.TranscriptReady(job_id=job_id, transcript_bucket=s.transcripts_bucket,
@@ -114,7 +113,7 @@ def announce(svc: Services, job_id: str) -> None:
                           messages.attributes_for(job_id))
 
 
-def _chunk_segments(svc: Services, segments: list[dict[str, object]] | None,
+def _chunk_segments(svc: Stores, segments: list[dict[str, object]] | None,
                     uri: str | None) -> list[Segment]:
     if uri is not None:
         bucket, key = uri.split("/", 1)
@@ -122,7 +121,7 @@ def _chunk_segments(svc: Services, segments: list[dict[str, object]] | None,
     return [Segment.model_validate(seg) for seg in segments or []]
 
 
-def _finish(svc: Services, job_id: str, model: Transcriber) -> Transcript:
+def _finish(svc: Stores, job_id: str, model: Transcriber) -> Transcript:
     """Assemble, store and announce the transcript. Idempotent: same chunks, same transcript."""
     s = svc.settings
     job = svc.jobs.get_job(job_id)

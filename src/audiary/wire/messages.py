@@ -7,7 +7,7 @@ import binascii
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import propagate
 from pydantic import BaseModel, ValidationError
@@ -41,15 +41,38 @@ class JobFinished(BaseModel):
     status: str
 
 
-def parse_transcript_ready(data: bytes) -> TranscriptReady:
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], data: bytes, what: str) -> M:
     try:
-        return TranscriptReady.model_validate(json.loads(data))
+        return model.model_validate(json.loads(data))
     except (ValueError, ValidationError) as exc:
-        raise BadEventError(f"message is not a transcript-ready event: {exc}") from exc
+        raise BadEventError(f"message is not {what}: {exc}") from exc
+
+
+def parse_chunk_task(data: bytes) -> ChunkTask:
+    """The chunk task in a message body; `BadEventError` when it is not one."""
+    return _parse(ChunkTask, data, "a chunk task")
+
+
+def parse_transcript_ready(data: bytes) -> TranscriptReady:
+    """The transcript-ready event in a message body; `BadEventError` when it is not one."""
+    return _parse(TranscriptReady, data, "a transcript-ready event")
+
+
+def parse_job_finished(data: bytes) -> JobFinished:
+    """The job-finished event in a message body; `BadEventError` when it is not one."""
+    return _parse(JobFinished, data, "a job-finished event")
 
 
 def encode(message: BaseModel) -> bytes:
     return message.model_dump_json().encode()
+
+
+def canonical_json(payload: Mapping[str, Any]) -> bytes:
+    """Compact JSON with sorted keys: the same payload always gives the same bytes."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
 
 
 def attributes_for(job_id: str, **extra: str) -> dict[str, str]:
@@ -108,9 +131,6 @@ def decode_push(body: Any) -> tuple[bytes, dict[str, str], str]:
     return data, {str(k): str(v) for k, v in attributes.items()}, message_id
 
 
-def parse_chunk_task(data: bytes) -> ChunkTask:
-    """The chunk task in a message body; `BadEventError` when it is not one."""
-    try:
-        return ChunkTask.model_validate(json.loads(data))
-    except (ValueError, ValidationError) as exc:
-        raise BadEventError(f"message is not a chunk task: {exc}") from exc
+def cloud_event_data(event_data: Any) -> bytes:
+    """The message body of a Pub/Sub CloudEvent, whose data is a push envelope."""
+    return decode_push(event_data)[0]

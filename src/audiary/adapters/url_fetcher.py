@@ -46,12 +46,13 @@ from pathlib import Path
 import httpx
 
 from audiary.errors import FetchError, UnsafeUrlError
+from audiary.ports import FetchResult, UrlFetcher
 
 __all__ = [
     "AddressKind",
     "CheckedUrl",
-    "FetchResult",
     "Resolver",
+    "SafeUrlFetcher",
     "check_url",
     "classify_address",
     "fetch_audio",
@@ -170,14 +171,6 @@ class CheckedUrl:
     host: str  # ASCII (IDNA) host name or IP literal, as sent in Host and SNI
     port: int
     addresses: tuple[IPAddress, ...]
-
-
-@dataclass(frozen=True)
-class FetchResult:
-    path: Path
-    size: int
-    content_type: str | None
-    final_url: str
 
 
 @dataclass(frozen=True)
@@ -465,3 +458,30 @@ def _too_large(max_bytes: int, detail: str) -> str:
     return (
         f"audio_url is larger than the limit of {max_bytes} bytes ({detail}); send a shorter file"
     )
+
+
+class SafeUrlFetcher(UrlFetcher):
+    """`check_url` and `fetch_audio` behind the `UrlFetcher` port, with one policy."""
+
+    def __init__(
+        self, *, allow_private: bool = False, allow_http: bool = False,
+        allow_networks: Iterable[Network | str] = (), timeout_s: float = 30,
+        resolve: Resolver = system_resolve, ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.allow_private = allow_private
+        self.allow_http = allow_http
+        self.allow_networks = tuple(allow_networks)
+        self.timeout_s = timeout_s
+        self.resolve = resolve
+        self.ssl_context = ssl_context
+
+    def check(self, url: str) -> None:
+        check_url(url, allow_private=self.allow_private, allow_http=self.allow_http,
+                  allow_networks=self.allow_networks, resolve=self.resolve)
+
+    def fetch(self, url: str, dest: Path, *, max_bytes: int) -> FetchResult:
+        return fetch_audio(
+            url, dest, max_bytes=max_bytes, allow_private=self.allow_private,
+            allow_http=self.allow_http, allow_networks=self.allow_networks,
+            timeout_s=self.timeout_s, resolve=self.resolve, ssl_context=self.ssl_context,
+        )

@@ -5,44 +5,45 @@ from __future__ import annotations
 
 import base64
 import logging
-import re
 import secrets
-import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
-from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from flask import Flask, Response, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
-from audiary.api import schemas
-from audiary.api.auth import AuthError, Principal, authenticate, credentials_of
-from audiary.api.openapi import openapi_document
-from audiary.api.ratelimit import RateLimiter, retry_after_header
-from audiary.domain.events import ObjectEvent, notification_message
-from audiary.domain.jobs import Job, JobStatus, SourceObject, job_id_for, utcnow
-from audiary.domain.notes import Feedback
+from audiary.domain.jobs import Job, JobStatus, utcnow
+from audiary.domain.keys import Webhook
 from audiary.domain.transcript import Transcript, render
-from audiary.errors import AudiaryError
-from audiary.logs import bind_job
-from audiary.messages import inject_trace
-from audiary.observability import instrument_flask
-from audiary.services.ingest import canonical_key, quarantine_key
+from audiary.entrypoints.api import schemas
+from audiary.entrypoints.api.auth import AuthError, Principal, authenticate, credentials_of
+from audiary.entrypoints.api.openapi import openapi_document
+from audiary.entrypoints.api.ratelimit import RateLimiter, retry_after_header
+from audiary.errors import (
+    AudiaryError,
+    ConflictError,
+    InvalidRequestError,
+    RequestError,
+    TooLargeError,
+)
+from audiary.observability.http import instrument_flask
+from audiary.ports import Stores
+from audiary.services import jobs as use_cases
 from audiary.services.transcription import transcript_key
 from audiary.settings import Settings, load_settings
-from audiary.wiring import Services, services
+from audiary.wiring import stores
 
 log = logging.getLogger(__name__)
 
 SERVICE = "api"
 
 M = TypeVar("M", bound=BaseModel)
-API_UPLOADS = "api/"  # inbox/api/<owner id>/<job id>/<file>: uploads that come through the API
-# GCS custom metadata is limited to 8 KiB in all; long transcripts go by reference.
-METADATA_TEXT_CHARS = 2000
+# How the job use cases' refusals are answered.
+REFUSAL_STATUS: dict[type[RequestError], int] = {
+    InvalidRequestError: 422, TooLargeError: 413, ConflictError: 409}
 TRANSCRIPT_TYPES = {"json": "application/json", "txt": "text/plain; charset=utf-8",
                     "srt": "application/x-subrip", "vtt": "text/vtt"}
 
@@ -53,12 +54,6 @@ class ApiError(AudiaryError):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = headers or {}
-
-
-def api_object_key(settings: Settings, owner: str, job_id: str, filename: str) -> str:
-    safe = re.sub(r"[^\w.-]+", "_", PurePosixPath(filename).name).strip("._") or "audio"
-    owner_id = re.sub(r"[^\w-]+", "_", owner)
-    return f"{settings.inbox_prefix}{API_UPLOADS}{owner_id}/{job_id}/{safe}"
 
 
 def _error(status: int, code: str, message: str) -> tuple[Response, int]:
@@ -100,8 +95,8 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
     instrument_flask(app, SERVICE, untraced={"healthz"})
     limiters: dict[tuple[float, int], RateLimiter] = {}
 
-    def svc() -> Services:
-        return services(settings_source())
+    def svc() -> Stores:
+        return stores(settings_source())
 
     def limiter(s: Settings) -> RateLimiter:
         key = (s.api_rate_per_s, s.api_burst)
@@ -134,6 +129,10 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
         if job is None or job.owner != principal.owner:
             raise ApiError(404, "not_found", f"no job {job_id}")
         return job
+
+    @app.errorhandler(RequestError)
+    def refused(exc: RequestError) -> tuple[Response, int]:
+        return _error(REFUSAL_STATUS[type(exc)], exc.code, exc.message)
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> tuple[Response, int]:
@@ -169,26 +168,13 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
     def create_upload() -> tuple[Response, int]:
         body = _body(schemas.UploadRequest)
         s = svc()
-        if body.size_bytes > s.settings.max_upload_bytes:
-            raise ApiError(413, "too_large", f"{body.size_bytes} bytes is above the limit of "
-                           f"{s.settings.max_upload_bytes} bytes")
-        job_id = secrets.token_hex(12)
-        bind_job(job_id)
-        key = api_object_key(s.settings, g.principal.owner, job_id, body.filename)
-        signed = s.blobs.signed_put_url(
-            s.settings.uploads_bucket, key, content_type=body.content_type,
-            size=body.size_bytes, expires_s=s.settings.upload_url_ttl_s,
-        )
-        # The job exists from now on, so GET /v1/jobs/{id} works before the upload lands;
-        # ingest recognises it by the object name (see services.ingest).
-        s.jobs.create_job(Job(
-            job_id=job_id, correlation_id=job_id, owner=g.principal.owner,
-            source=SourceObject(bucket=s.settings.uploads_bucket, name=key, generation="",
-                                size=body.size_bytes, content_type=body.content_type),
-        ))
+        upload = use_cases.create_upload(s, g.principal.owner, body.filename, body.content_type,
+                                    body.size_bytes)
+        source = upload.job.source
         return _json(schemas.UploadResponse(
-            job_id=job_id, upload_url=signed.url, method="PUT", headers=dict(signed.headers),
-            expires_at=signed.expires_at, object=f"gs://{s.settings.uploads_bucket}/{key}",
+            job_id=upload.job.job_id, upload_url=upload.signed.url, method="PUT",
+            headers=dict(upload.signed.headers), expires_at=upload.signed.expires_at,
+            object=f"gs://{source.bucket}/{source.name}",
         ), 201)
 
     @app.post("/v1/jobs")
@@ -197,9 +183,9 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
         body = _body(schemas.JobRequest)
         s = svc()
         if body.audio_url is not None:
-            job = _job_from_url(s, g.principal, body.audio_url)
+            job = use_cases.job_from_url(s, g.principal.owner, body.audio_url)
         else:
-            job = _job_from_object(s, g.principal, body.object or "")
+            job = use_cases.job_from_object(s, g.principal.owner, body.object or "")
         return _json(_view(job), 202)
 
     @app.get("/v1/jobs")
@@ -214,9 +200,9 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
                 before = datetime.fromisoformat(base64.urlsafe_b64decode(token).decode())
             except ValueError as exc:
                 raise ApiError(400, "invalid_query", "page_token is not valid") from exc
-        jobs = svc().jobs.list_jobs(int(limit) + 1, owner=g.principal.owner,
-                                    received_before=before)
-        page, more = jobs[: int(limit)], len(jobs) > int(limit)
+        found = svc().jobs.list_jobs(int(limit) + 1, owner=g.principal.owner,
+                                     received_before=before)
+        page, more = found[: int(limit)], len(found) > int(limit)
         next_token = None
         if more:
             last = page[-1].timestamps[JobStatus.RECEIVED.value].isoformat()
@@ -254,7 +240,7 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
     @app.delete("/v1/jobs/<job_id>")
     @authed
     def delete_job(job_id: str) -> tuple[str, int]:
-        _delete_everything(svc(), own_job(job_id))
+        use_cases.delete_job(svc(), own_job(job_id))
         return "", 204
 
     @app.post("/v1/jobs/<job_id>/feedback")
@@ -262,19 +248,20 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
     def feedback(job_id: str) -> tuple[Response, int]:
         body = _body(schemas.FeedbackRequest)
         job = own_job(job_id)
-        return _json(_store_feedback(svc(), job, body, g.principal), 201)
+        stored = use_cases.store_feedback(
+            svc(), job, g.principal.owner, corrected_transcript=body.corrected_transcript,
+            flagged=body.flagged, comment=body.comment)
+        return _json(schemas.FeedbackResponse(
+            feedback_id=stored.feedback.feedback_id, job_id=job.job_id,
+            feedback_object=stored.feedback_object), 201)
 
     @app.post("/v1/webhooks")
     @authed
     def add_webhook() -> tuple[Response, int]:
-        from audiary.domain.keys import Webhook
-        from audiary.fetch import check_url
-
         body = _body(schemas.WebhookRequest)
         s = svc()
         try:
-            check_url(body.url, allow_http=s.settings.allow_http_urls,
-                      allow_private=s.settings.allow_private_urls)
+            s.urls.check(body.url)
         except AudiaryError as exc:
             raise ApiError(422, "invalid_url", str(exc)) from exc
         hook = Webhook(webhook_id=secrets.token_hex(8), owner=g.principal.owner, url=body.url,
@@ -297,104 +284,3 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
         return "", 204
 
     return app
-
-
-def _job_from_url(s: Services, principal: Principal, url: str) -> Job:
-    from audiary.fetch import fetch_audio
-
-    job_id = secrets.token_hex(12)
-    bind_job(job_id)
-    name = PurePosixPath(url.split("?", 1)[0]).name or "audio"
-    key = api_object_key(s.settings, principal.owner, job_id, name)
-    with tempfile.TemporaryDirectory(prefix="audiary-fetch-") as tmp:
-        try:
-            fetched = fetch_audio(
-                url, Path(tmp) / "audio", max_bytes=s.settings.audio_url_max_bytes,
-                allow_private=s.settings.allow_private_urls,
-                allow_http=s.settings.allow_http_urls,
-            )
-        except AudiaryError as exc:
-            raise ApiError(422, "invalid_audio_url", str(exc)) from exc
-        job, _ = s.jobs.create_job(Job(
-            job_id=job_id, correlation_id=job_id, owner=principal.owner,
-            source=SourceObject(bucket=s.settings.uploads_bucket, name=key, generation="",
-                                size=fetched.size, content_type=fetched.content_type),
-        ))
-        # The upload's notification (GCS, or the local watcher) starts ingest as for any drop.
-        s.blobs.upload_file(s.settings.uploads_bucket, key, fetched.path,
-                            content_type=fetched.content_type)
-    return job
-
-
-def _job_from_object(s: Services, principal: Principal, name: str) -> Job:
-    st = s.settings
-    name = name.removeprefix(f"gs://{st.uploads_bucket}/")
-    if not name.startswith(st.inbox_prefix) or name.startswith(st.inbox_prefix + API_UPLOADS):
-        raise ApiError(422, "invalid_object",
-                       f"object must be in gs://{st.uploads_bucket}/{st.inbox_prefix} "
-                       f"(and not under {st.inbox_prefix}{API_UPLOADS})")
-    info = s.blobs.stat(st.uploads_bucket, name)
-    if info is None:
-        raise ApiError(422, "invalid_object", f"gs://{st.uploads_bucket}/{name} does not exist")
-    job_id = job_id_for(info.bucket, info.key, info.generation)
-    bind_job(job_id)
-    job, created = s.jobs.create_job(Job(
-        job_id=job_id, correlation_id=job_id, owner=principal.owner,
-        source=SourceObject(bucket=info.bucket, name=info.key, generation=info.generation,
-                            size=info.size, content_type=info.content_type),
-    ))
-    if not created and job.owner != principal.owner:
-        raise ApiError(409, "conflict", "this object is already being processed for someone else")
-    if created:  # as GCS would on upload: ingest takes it from here
-        data, attributes = notification_message(ObjectEvent(
-            info.bucket, info.key, info.generation, info.size, info.content_type))
-        # Unlike GCS, this notification can carry the request's trace on to ingest.
-        s.publisher.publish(st.topic_audio_uploaded, data, inject_trace(attributes))
-    return job
-
-
-def _delete_everything(s: Services, job: Job) -> None:
-    st = s.settings
-    s.blobs.delete(job.source.bucket, job.source.name)
-    s.blobs.delete(st.uploads_bucket, quarantine_key(st.quarantine_prefix, job.job_id,
-                                                       job.source.name))
-    for info in s.blobs.list(st.work_bucket, f"{job.job_id}/"):
-        s.blobs.delete(st.work_bucket, info.key)
-    s.blobs.delete(st.work_bucket, canonical_key(job.job_id))
-    s.blobs.delete(st.transcripts_bucket, transcript_key(job.job_id))
-    s.notes.delete_note(job.job_id)
-    s.jobs.delete_job(job.job_id)
-    log.info("deleted job, audio, transcript and note", extra={"job_id": job.job_id})
-
-
-def _store_feedback(s: Services, job: Job, body: schemas.FeedbackRequest,
-                    principal: Principal) -> schemas.FeedbackResponse:
-    """Feedback document, a copy of the audio in the userfeedback bucket carrying the
-    correction, and the review state on the original upload."""
-    st = s.settings
-    now = utcnow()
-    fb = Feedback(feedback_id=secrets.token_hex(10), job_id=job.job_id, owner=principal.owner,
-                  corrected_transcript=body.corrected_transcript, flagged=body.flagged,
-                  comment=body.comment, source="api", created_at=now)
-    s.notes.put_feedback(fb)
-    stamp = now.isoformat()
-    dest = f"{job.job_id}/{PurePosixPath(job.source.name).name}"
-    if s.blobs.stat(job.source.bucket, job.source.name) is None:
-        raise ApiError(409, "audio_gone", "the job's audio no longer exists")
-    s.blobs.copy(job.source.bucket, job.source.name, st.feedback_bucket, dest)
-    corrected = body.corrected_transcript or ""
-    s.blobs.update_metadata(st.feedback_bucket, dest, {
-        "corrected_transcript": corrected[:METADATA_TEXT_CHARS],
-        "corrected_transcript_truncated": str(len(corrected) > METADATA_TEXT_CHARS).lower(),
-        "feedback_id": fb.feedback_id,
-        "timestamp": stamp,
-    })
-    machine = job.text or ""
-    s.blobs.update_metadata(job.source.bucket, job.source.name, {
-        "transcript": machine[:METADATA_TEXT_CHARS],
-        "timestamp": stamp,
-        "flagged": str(body.flagged).lower(),
-    })
-    return schemas.FeedbackResponse(feedback_id=fb.feedback_id, job_id=job.job_id,
-                                    feedback_object=f"gs://{st.feedback_bucket}/{dest}")
-

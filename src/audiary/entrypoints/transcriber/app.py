@@ -16,27 +16,19 @@ from collections.abc import Callable
 
 from flask import Flask, Response, jsonify, request
 
-from audiary import messages, metrics, observability
+from audiary.entrypoints.transcriber.openai import openai_blueprint
 from audiary.errors import BadEventError
-from audiary.models import materialize
-from audiary.openai_api import openai_blueprint
+from audiary.observability import metrics, telemetry
+from audiary.observability.http import instrument_flask
 from audiary.ports import Transcriber
 from audiary.services.transcription import handle_chunk
-from audiary.settings import Settings, load_settings
-from audiary.wiring import services
+from audiary.settings import load_settings
+from audiary.wire import messages
+from audiary.wiring import stores, transcriber
 
 log = logging.getLogger(__name__)
 
 SERVICE = "transcriber"
-
-
-def _load_whisper(settings: Settings) -> Transcriber:
-    from audiary.adapters.whisper import WhisperTranscriber
-
-    location = materialize(
-        settings.resolved_model_path(), services(settings).blobs, settings.state_dir
-    )
-    return WhisperTranscriber.from_settings(settings.model_copy(update={"model_path": location}))
 
 
 class ModelHolder:
@@ -78,12 +70,12 @@ class ModelHolder:
 def create_app(load_model: Callable[[], Transcriber] | None = None) -> Flask:
     """Build the app; the model starts loading at once, in the background."""
     settings = load_settings()
-    observability.setup(SERVICE, settings)
-    holder = ModelHolder(load_model or (lambda: _load_whisper(settings)))
+    telemetry.setup(SERVICE, settings)
+    holder = ModelHolder(load_model or (lambda: transcriber(settings)))
     # Up means ready to transcribe, as /healthz says.
     metrics.SERVICE_UP.labels(SERVICE).set_function(lambda: float(holder.ready))
     app = Flask("audiary-transcriber")
-    observability.instrument_flask(app, SERVICE, untraced={"push", "healthz"})
+    instrument_flask(app, SERVICE, untraced={"push", "healthz"})
     app.register_blueprint(openai_blueprint(holder.get, load_settings))
 
     @app.get("/healthz")
@@ -103,7 +95,7 @@ def create_app(load_model: Callable[[], Transcriber] | None = None) -> Flask:
             log.warning("rejecting push: %s", exc)
             return jsonify(error="bad_request", message=str(exc)), 400
         current = load_settings()
-        with observability.consuming(
+        with telemetry.consuming(
             SERVICE, "transcribe chunk", attributes, topic=current.topic_transcribe_chunk,
             published_at=messages.publish_time(body),
         ):
@@ -112,7 +104,7 @@ def create_app(load_model: Callable[[], Transcriber] | None = None) -> Flask:
             except BadEventError as exc:
                 log.warning("rejecting push: %s", exc)
                 return jsonify(error="bad_request", message=str(exc)), 400
-            outcome = handle_chunk(services(current), holder.get(), task)
+            outcome = handle_chunk(stores(current), holder.get(), task)
             log.info(
                 "chunk %d (message %s): %s", task.index, message_id, outcome.detail,
                 extra={"job_id": task.job_id},

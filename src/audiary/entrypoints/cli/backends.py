@@ -14,9 +14,8 @@ from audiary.domain.jobs import Job, JobError, SourceObject, job_id_for
 from audiary.domain.notes import NoteRecord
 from audiary.domain.transcript import Transcript
 from audiary.errors import AudiaryError, NotFoundError
-from audiary.ports import BlobInfo
+from audiary.ports import BlobInfo, Stores
 from audiary.services.transcription import transcript_key
-from audiary.wiring import Services
 
 
 class ClientError(AudiaryError):
@@ -35,7 +34,7 @@ def _content_type(path: Path) -> str:
 
 
 class LocalBackend:
-    def __init__(self, svc: Services) -> None:
+    def __init__(self, svc: Stores) -> None:
         self.svc = svc
 
     def upload(self, path: Path) -> str:

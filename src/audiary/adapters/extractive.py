@@ -1,4 +1,5 @@
-"""The offline extractive note writer: the router's last provider, no key and no network.
+"""The offline extractive note writer (`NoteWriter`): the router's last provider, no key and
+no network.
 
 It fills the same `DiaryNote` schema as the LLM providers, from the transcript alone, with small
 explainable heuristics (regular expressions and word counts, no model):
@@ -32,8 +33,9 @@ from datetime import date, datetime, timedelta
 
 from audiary.domain.notes import ActionItem, DiaryNote, Statement, TimeRange
 from audiary.domain.transcript import Segment, Transcript
+from audiary.ports import NoteWriter, Usage
 
-__all__ = ["EXTRACTIVE_VERSION", "write_extractive"]
+__all__ = ["EXTRACTIVE_VERSION", "ExtractiveNoteWriter", "write_extractive"]
 
 logger = logging.getLogger(__name__)
 
@@ -1042,3 +1044,17 @@ def write_extractive(
         len(sentences), len(highlights), len(action_items),
     )
     return note
+
+
+class ExtractiveNoteWriter(NoteWriter):
+    """`write_extractive` behind the `NoteWriter` port: no model, no tokens, no failures."""
+
+    provider = "extractive"
+    model = EXTRACTIVE_VERSION
+    version = EXTRACTIVE_VERSION
+    extractive = True
+
+    def write(
+        self, transcript: Transcript, *, recorded_at: datetime | None, usage: Usage
+    ) -> DiaryNote:
+        return write_extractive(transcript, recorded_at=recorded_at)

@@ -9,7 +9,6 @@
 - `cloud_event(...)` and `consuming(...)`: one delivered message, handled as a span of the trace
   its publisher started (W3C `traceparent`/`tracestate` in the message attributes, put there by
   `messages.attributes_for`), with its queue lag, the request count and the job id for logs.
-- `instrument_flask(app, service)`: `GET /metrics`, requests by route and status, server spans.
 
 Spans are recorded even with the exporter `none`: their ids still correlate log lines and
 travel in messages, so turning an exporter on later needs no other change.
@@ -22,24 +21,23 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from opentelemetry import context, propagate, trace
-from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind
 
-from audiary import metrics
 from audiary.domain.jobs import utcnow
 from audiary.errors import ConfigError
-from audiary.logs import JOB_ID, job_context, setup_logging
-from audiary.messages import parse_time
+from audiary.observability import metrics
+from audiary.observability.logs import job_context, setup_logging
+from audiary.wire.messages import parse_time
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from flask import Flask
     from opentelemetry.sdk.trace.export import SpanExporter
 
     from audiary.ports import Transcriber
@@ -49,7 +47,6 @@ __all__ = [
     "cloud_event",
     "consuming",
     "inference",
-    "instrument_flask",
     "serve_metrics",
     "setup",
     "setup_in_workers",
@@ -60,7 +57,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TRACER_NAME = "audiary"
-UNMATCHED_ROUTE = "unmatched"
 
 _lock = threading.Lock()
 _ready_pid: int | None = None
@@ -238,70 +234,3 @@ def inference(model: Transcriber, audio_s: float) -> Iterator[Span]:
         metrics.INFERENCE_SECONDS.labels(model.model_name, device).inc(
             time.perf_counter() - started)
         metrics.AUDIO_SECONDS.labels(model.model_name, device).inc(audio_s)
-
-
-def instrument_flask(app: Flask, service: str, *, untraced: Collection[str] = ()) -> None:
-    """Give `app` a `GET /metrics` route, count its requests by route, method and status, and
-    trace each request as a server span that continues a `traceparent` header.
-
-    `untraced` names endpoints that get no span: health checks, and Pub/Sub push endpoints,
-    whose trace comes from the message rather than the request (see `consuming`). Each request
-    also scopes `JOB_ID`: its `job_id` path parameter, or what the view binds.
-    """
-    from flask import Response, g, request
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-
-    skip = {"metrics", "static", *untraced}
-
-    @app.get("/metrics", endpoint="metrics")
-    def metrics_endpoint() -> Response:
-        return Response(generate_latest(REGISTRY), mimetype=CONTENT_TYPE_LATEST)
-
-    def route() -> str:
-        return request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
-
-    @app.before_request
-    def start() -> None:
-        g.audiary_started = time.perf_counter()
-        job_id = (request.view_args or {}).get("job_id")
-        g.audiary_job_token = JOB_ID.set(job_id if isinstance(job_id, str) else None)
-        if request.endpoint is None or request.endpoint in skip:
-            return
-        span = tracer().start_span(
-            f"{request.method} {route()}",
-            context=propagate.extract(request.headers),
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": request.method, "http.route": route()},
-        )
-        g.audiary_span = span
-        g.audiary_context_token = context.attach(trace.set_span_in_context(span))
-        if isinstance(job_id, str):
-            span.set_attribute("audiary.job_id", job_id)
-
-    @app.after_request
-    def count(response: Response) -> Response:
-        if request.endpoint != "metrics":
-            started: float = g.get("audiary_started", time.perf_counter())
-            metrics.REQUESTS.labels(
-                service, route(), request.method, str(response.status_code)).inc()
-            metrics.REQUEST_SECONDS.labels(service, route()).observe(
-                time.perf_counter() - started)
-        span: Span | None = g.get("audiary_span")
-        if span is not None:
-            span.set_attribute("http.response.status_code", response.status_code)
-            if response.status_code >= 500:
-                span.set_status(StatusCode.ERROR)
-        return response
-
-    @app.teardown_request
-    def end(exc: BaseException | None) -> None:
-        span: Span | None = g.pop("audiary_span", None)
-        if span is not None:
-            if exc is not None:
-                span.record_exception(exc)
-                span.set_status(StatusCode.ERROR)
-            span.end()
-            context.detach(g.pop("audiary_context_token"))
-        token = g.pop("audiary_job_token", None)
-        if token is not None:
-            JOB_ID.reset(token)

@@ -20,14 +20,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from audiary.client import ApiBackend, Backend, LocalBackend
 from audiary.domain.jobs import TERMINAL, Job, JobStatus
 from audiary.domain.keys import ApiKey, new_key
 from audiary.domain.transcript import TranscriptFormat, render
+from audiary.entrypoints.cli.backends import ApiBackend, Backend, LocalBackend
 from audiary.errors import AudiaryError
-from audiary.notes.render import to_markdown
+from audiary.ports import Stores
+from audiary.services.notes.render import to_markdown
 from audiary.settings import load_settings
-from audiary.wiring import Services, services
+from audiary.wiring import stores
 
 AUDIO_SUFFIXES = frozenset({
     ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".webm", ".mp4", ".mov",
@@ -51,9 +52,9 @@ def _use_local_stack() -> None:
             os.environ.setdefault(key, value)
 
 
-def _svc() -> Services:
+def _svc() -> Stores:
     _use_local_stack()
-    return services(load_settings())
+    return stores(load_settings())
 
 
 def _backend(ctx: click.Context) -> Backend:
@@ -314,7 +315,7 @@ def demo(sample: Path, timeout: float) -> None:
         running = NativeStack(settings).up()
     try:
         os.environ.update(running.env)
-        backend = LocalBackend(services(load_settings()))
+        backend = LocalBackend(stores(load_settings()))
         console.print(f"dropping {sample.name} into gs://{settings.uploads_bucket}/"
                       f"{settings.inbox_prefix}")
         job_id = backend.upload(sample)

@@ -28,29 +28,28 @@ Access control is the platform's (Cloud Run IAM: an identity token works as the 
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol, cast, get_args
+from typing import IO, Literal, cast, get_args
 
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from audiary.audio import WAV_HEADER_BYTES, AudioLimits, decode_to_canonical, pcm_to_float
-from audiary.domain.chunking import SAMPLE_RATE
+from audiary.domain.audio import SAMPLE_RATE, WAV_HEADER_BYTES, pcm_to_float
 from audiary.domain.transcript import Segment, Transcript, render
 from audiary.errors import AudiaryError, RejectedInputError
-from audiary.observability import inference
+from audiary.observability.telemetry import inference
 from audiary.ports import Transcriber
+from audiary.services.decode import AudioLimits, decode_to_canonical
 from audiary.settings import Settings
 
 __all__ = [
@@ -174,18 +173,6 @@ class Options:
         return "word" in self.granularities
 
 
-class _WordTimedTranscriber(Protocol):
-    """`WhisperTranscriber.transcribe`, which can add word timestamps."""
-
-    def transcribe(
-        self,
-        samples: np.ndarray,
-        *,
-        language: str | None = None,
-        word_timestamps: bool | None = None,
-    ) -> list[Segment]: ...
-
-
 def openai_blueprint(
     get_model: Callable[[float], Transcriber],
     get_settings: Callable[[], Settings],
@@ -271,7 +258,7 @@ def _transcribe_request(
         len(segments),
         options.response_format,
     )
-    return _render(options, segments, language, duration_s, _tokenizer(transcriber))
+    return _render(options, segments, language, duration_s, transcriber.tokenize)
 
 
 def _parse_options(form: MultiDict[str, str]) -> Options:
@@ -422,18 +409,11 @@ def _loaded(get_model: Callable[[float], Transcriber], wait_s: float) -> Transcr
         ) from exc
 
 
-def _whisper_model(transcriber: Transcriber) -> Any:
-    """The faster-whisper `WhisperModel` inside the transcriber, or None if it has none."""
-    model = getattr(transcriber, "model", None)
-    return model if hasattr(model, "supported_languages") else None
-
-
 def _resolve_language(
     requested: str | None, transcriber: Transcriber, samples: np.ndarray
 ) -> str | None:
     """The language to decode in: asked for, configured, English-only, else detected."""
-    model = _whisper_model(transcriber)
-    supported: Sequence[str] | None = model.supported_languages if model is not None else None
+    supported = transcriber.supported_languages
     if requested is not None:
         if supported is not None and requested not in supported:
             raise ApiError(
@@ -444,24 +424,23 @@ def _resolve_language(
                 code="unsupported_value",
             )
         return requested
-    configured = getattr(transcriber, "language", None)
-    if isinstance(configured, str) and configured:
-        return configured
+    if transcriber.language:
+        return transcriber.language
     if supported is not None and len(supported) == 1:
         return supported[0]
-    if model is None:
-        return None
     # Detected once, here, so that every window is decoded in the language reported.
-    language, probability, _ = model.detect_language(audio=samples)
+    detected = transcriber.detect_language(samples)
+    if detected is None:
+        return None
+    language, probability = detected
     log.info("detected language %s (p=%.2f)", language, probability)
-    return str(language)
+    return language
 
 
 def _run(
     transcriber: Transcriber, samples: np.ndarray, language: str | None, *, words: bool
 ) -> list[Segment]:
-    timed = "word_timestamps" in inspect.signature(transcriber.transcribe).parameters
-    if words and not timed:
+    if words and not transcriber.word_timestamps_supported:
         raise ApiError(
             400,
             "The loaded model does not give word timestamps; ask for 'segment' only.",
@@ -469,10 +448,7 @@ def _run(
             code="unsupported_value",
         )
     with inference(transcriber, samples.size / SAMPLE_RATE):
-        if timed:
-            return cast(_WordTimedTranscriber, transcriber).transcribe(
-                samples, language=language, word_timestamps=words)
-        return transcriber.transcribe(samples, language=language)
+        return transcriber.transcribe(samples, language=language, word_timestamps=words)
 
 
 def _render(
@@ -507,19 +483,6 @@ def _render(
         return jsonify(body)
     fmt = "txt" if options.response_format == "text" else options.response_format
     return Response(render(transcript, fmt), mimetype="text/plain")
-
-
-def _tokenizer(transcriber: Transcriber) -> Callable[[str], list[int]]:
-    """Text -> Whisper token ids with the loaded model's tokenizer (none without one)."""
-    model = _whisper_model(transcriber)
-    tokenizer = getattr(model, "hf_tokenizer", None)
-    if tokenizer is None:
-        return lambda text: []
-
-    def encode(text: str) -> list[int]:
-        return [int(i) for i in tokenizer.encode(text, add_special_tokens=False).ids]
-
-    return encode
 
 
 def _segment_body(

@@ -17,13 +17,12 @@ from pathlib import Path
 import av
 import numpy as np
 
-from audiary.domain.chunking import FRAME, SAMPLE_RATE, frame_db
+from audiary.domain.audio import BYTES_PER_SAMPLE, SAMPLE_RATE, frame_db
+from audiary.domain.chunking import FRAME
 from audiary.errors import RejectedInputError
 
 log = logging.getLogger(__name__)
 
-WAV_HEADER_BYTES = 44  # the stdlib wave module writes a plain 44-byte PCM header
-BYTES_PER_SAMPLE = 2
 _TRUNCATION_TOLERANCE = 0.9  # decoded/declared below this means the file was cut short
 
 
@@ -121,7 +120,7 @@ def decode_to_canonical(source: Path, dest: Path, limits: AudioLimits) -> Canoni
                         peak = max(peak, int(np.abs(pcm.astype(np.int32)).max()))
                     carry = np.concatenate([carry, pcm])
                     whole = len(carry) // FRAME * FRAME
-                    levels.append(frame_db(carry[:whole]))
+                    levels.append(frame_db(carry[:whole], FRAME))
                     carry = carry[whole:]
                     if samples / SAMPLE_RATE > limits.max_duration_s:
                         raise _too_long(samples / SAMPLE_RATE, limits)
@@ -176,16 +175,3 @@ def _too_long(seconds: float, limits: AudioLimits) -> RejectedInputError:
         f"The audio lasts {seconds / 60:.1f} min; the limit is {limits.max_duration_s / 60:g} min. "
         "Split the recording and upload the parts.",
     )
-
-
-def sample_range_bytes(start_sample: int, end_sample: int) -> tuple[int, int]:
-    """Byte range [start, end) of samples [start_sample, end_sample) in a canonical WAV."""
-    return (
-        WAV_HEADER_BYTES + start_sample * BYTES_PER_SAMPLE,
-        WAV_HEADER_BYTES + end_sample * BYTES_PER_SAMPLE,
-    )
-
-
-def pcm_to_float(data: bytes) -> np.ndarray:
-    """Canonical s16 little-endian PCM bytes as float32 samples in [-1, 1]."""
-    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0

@@ -1,41 +1,31 @@
 """The LLM router: which provider writes a job's diary note, and what it cost.
 
-Providers are tried in the configured order. For each: a cache hit (same transcript, prompt
-version, provider and model) costs nothing; an open circuit breaker skips it; the SDK retries
-transport errors (with backoff, jitter and Retry-After); an answer that fails validation gets
-one repair attempt; what still fails counts against the breaker and the next provider is
-tried. Transcripts above the token budget are never truncated: they are summarised in groups
-of segments (partial notes keep their time ranges) and the partial notes merged.
+Providers (note writers, `NoteWriter`) are tried in the configured order. For each: a cache
+hit (same transcript, prompt version, provider and model) costs nothing; an open circuit
+breaker skips it; what fails (`ProviderError`, `InvalidOutputError`) counts against the
+breaker and the next provider is tried. How an LLM writer retries, repairs and map-reduces
+long transcripts is in `llm_writer.py`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from opentelemetry.trace import SpanKind, StatusCode
-from pydantic import ValidationError
 
-from audiary import metrics
-from audiary.domain.notes import DiaryNote, NoteRecord
-from audiary.domain.transcript import Segment, Transcript
-from audiary.errors import AudiaryError, ProviderError
-from audiary.notes import prompts
-from audiary.notes.breaker import CircuitBreaker
-from audiary.notes.extractive import EXTRACTIVE_VERSION, write_extractive
-from audiary.observability import tracer
-from audiary.ports import LlmClient, NoteStore
+from audiary.domain.notes import NoteRecord
+from audiary.domain.transcript import Transcript
+from audiary.errors import AudiaryError, InvalidOutputError, ProviderError
+from audiary.observability import metrics
+from audiary.observability.telemetry import tracer
+from audiary.ports import NoteStore, NoteWriter, Usage
+from audiary.services.notes.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
-
-EXTRACTIVE = "extractive"
-
-
-class InvalidOutputError(AudiaryError):
-    """A provider's answer did not validate, even after the repair attempt."""
 
 
 class AllProvidersFailedError(AudiaryError):
@@ -48,24 +38,18 @@ class AllProvidersFailedError(AudiaryError):
 
 @dataclass
 class Provider:
-    """One entry of the provider order: an LLM client, or None for the extractive writer."""
+    """One entry of the provider order: a note writer and its circuit breaker."""
 
-    name: str
-    model: str
-    client: LlmClient | None
+    writer: NoteWriter
     breaker: CircuitBreaker
 
+    @property
+    def name(self) -> str:
+        return self.writer.provider
 
-@dataclass
-class _Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    calls: int = 0
-
-    def add(self, input_tokens: int, output_tokens: int) -> None:
-        self.input_tokens += input_tokens
-        self.output_tokens += output_tokens
-        self.calls += 1
+    @property
+    def model(self) -> str:
+        return self.writer.model
 
 
 def cache_key(
@@ -86,32 +70,16 @@ def cache_key(
     return h.hexdigest()
 
 
-def segment_groups(segments: Sequence[Segment], max_tokens: int) -> list[list[Segment]]:
-    """Consecutive segments in groups of at most `max_tokens` (a longer segment stands alone)."""
-    groups: list[list[Segment]] = [[]]
-    size = 0
-    for seg in segments:
-        cost = prompts.estimate_tokens(prompts.transcript_lines([seg])) + 1
-        if groups[-1] and size + cost > max_tokens:
-            groups.append([])
-            size = 0
-        groups[-1].append(seg)
-        size += cost
-    return [g for g in groups if g]
-
-
 @dataclass
 class NoteRouter:
     providers: list[Provider]
     store: NoteStore
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
-    token_budget: int = 12_000
-    group_tokens: int = 6_000
 
     def __post_init__(self) -> None:
         # Read at scrape time, so an open breaker shows as half-open once its cool-down ends.
         for provider in self.providers:
-            if provider.client is not None:
+            if not provider.writer.extractive:
                 metrics.BREAKER_STATE.labels(provider.name).set_function(provider.breaker.level)
 
     def cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
@@ -126,28 +94,28 @@ class NoteRouter:
         """The note for `transcript`; `AllProvidersFailedError` when no provider managed."""
         reasons: list[str] = []
         for provider in self.providers:
-            version = EXTRACTIVE_VERSION if provider.client is None else prompts.PROMPT_VERSION
-            key = cache_key(transcript, version, provider.name, provider.model, recorded_at)
+            writer = provider.writer
+            key = cache_key(transcript, writer.version, writer.provider, writer.model, recorded_at)
             cached = self.store.get_cached(key)
             if cached is not None:
                 log.info("cache hit with %s", provider.name, extra={"job_id": job_id})
                 return cached.model_copy(update={"job_id": job_id, "cached": True, "calls": 0})
-            if provider.client is None:
-                note = write_extractive(transcript, recorded_at=recorded_at)
+            if writer.extractive:
+                note = writer.write(transcript, recorded_at=recorded_at, usage=Usage())
                 return NoteRecord(
-                    job_id=job_id, note=note, extractive=True, provider=EXTRACTIVE,
-                    model=EXTRACTIVE_VERSION, prompt_version=EXTRACTIVE_VERSION, cache_key=key,
+                    job_id=job_id, note=note, extractive=True, provider=writer.provider,
+                    model=writer.model, prompt_version=writer.version, cache_key=key,
                 )
             if not provider.breaker.allow():
                 reasons.append(f"{provider.name}: circuit open after repeated failures")
                 continue
-            usage = _Usage()
+            usage = Usage()
             with tracer().start_as_current_span(
                 f"llm {provider.name}", kind=SpanKind.CLIENT,
                 attributes={"audiary.provider": provider.name, "audiary.model": provider.model},
             ) as span:
                 try:
-                    note = self._llm_note(provider.client, transcript, recorded_at, usage)
+                    note = writer.write(transcript, recorded_at=recorded_at, usage=usage)
                 except (ProviderError, InvalidOutputError) as exc:
                     provider.breaker.record_failure()
                     metrics.LLM_FAILURES.labels(provider.name, failure_reason(exc)).inc()
@@ -162,7 +130,7 @@ class NoteRouter:
             provider.breaker.record_success()
             record = NoteRecord(
                 job_id=job_id, note=note, extractive=False, provider=provider.name,
-                model=provider.model, prompt_version=prompts.PROMPT_VERSION,
+                model=provider.model, prompt_version=writer.version,
                 input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
                 cost_usd=self.cost(provider.model, usage.input_tokens, usage.output_tokens),
                 cache_key=key, calls=usage.calls,
@@ -171,45 +139,6 @@ class NoteRouter:
             self.store.put_cached(record)
             return record
         raise AllProvidersFailedError(reasons or ["no provider is configured"])
-
-    def _llm_note(
-        self, client: LlmClient, transcript: Transcript, recorded_at: datetime | None,
-        usage: _Usage,
-    ) -> DiaryNote:
-        whole = prompts.note_prompt(transcript.segments, recorded_at)
-        if prompts.estimate_tokens(whole) <= self.token_budget:
-            return self._ask(client, whole, usage)
-        groups = segment_groups(transcript.segments, self.group_tokens)
-        log.info("transcript above the token budget: map-reduce over %d groups", len(groups))
-        partials = [
-            self._ask(client, prompts.partial_prompt(g, recorded_at, i, len(groups)), usage)
-            for i, g in enumerate(groups, start=1)
-        ]
-        return self._ask(client, prompts.merge_prompt(partials, recorded_at), usage)
-
-    def _ask(self, client: LlmClient, user: str, usage: _Usage) -> DiaryNote:
-        schema = prompts.note_schema()
-        answer = client.complete_json(
-            system=prompts.SYSTEM, user=user, schema_name=prompts.SCHEMA_NAME, schema=schema
-        )
-        usage.add(answer.input_tokens, answer.output_tokens)
-        try:
-            return DiaryNote.model_validate_json(answer.text)
-        except ValidationError as first:
-            problem = _describe(first)
-        log.info("%s answer failed validation (%s); asking once to repair", client.provider,
-                 problem)
-        repaired = client.complete_json(
-            system=prompts.SYSTEM, user=prompts.repair_prompt(user, answer.text, problem),
-            schema_name=prompts.SCHEMA_NAME, schema=schema,
-        )
-        usage.add(repaired.input_tokens, repaired.output_tokens)
-        try:
-            return DiaryNote.model_validate_json(repaired.text)
-        except ValidationError as second:
-            raise InvalidOutputError(
-                f"{client.provider}: answer invalid after one repair: {_describe(second)}"
-            ) from second
 
 
 def failure_reason(exc: ProviderError | InvalidOutputError) -> str:
@@ -227,16 +156,8 @@ def failure_reason(exc: ProviderError | InvalidOutputError) -> str:
     return "unavailable" if exc.retryable else "refused"
 
 
-def _count_tokens(provider: Provider, usage: _Usage) -> None:
+def _count_tokens(provider: Provider, usage: Usage) -> None:
     # Tokens of failed attempts (e.g. an answer that failed validation) are paid for too.
     for direction, tokens in (("input", usage.input_tokens), ("output", usage.output_tokens)):
         if tokens:
             metrics.LLM_TOKENS.labels(provider.name, provider.model, direction).inc(tokens)
-
-
-def _describe(error: ValidationError) -> str:
-    parts = [
-        f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}"
-        for e in error.errors()[:5]
-    ]
-    return "; ".join(parts)

@@ -10,8 +10,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from audiary import __version__
-from audiary.api import schemas
 from audiary.domain.notes import NoteRecord
+from audiary.entrypoints.api import schemas
 
 
 @dataclass(frozen=True)

@@ -40,10 +40,8 @@ did not register.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import hmac
-import json
 import logging
 import time
 import uuid
@@ -54,16 +52,17 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_result, wait_exponential_jitter
 
-from audiary.ports import Publisher
+from audiary.adapters.retry_after import parse_retry_after
+from audiary.errors import UnsafeUrlError
+from audiary.ports import DeliveryResult, UrlFetcher, WebhookSender
+from audiary.wire.messages import canonical_json
 
 __all__ = [
     "DELIVERY_HEADER",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
-    "DeliveryResult",
-    "dead_letter",
+    "HttpWebhookSender",
     "deliver",
-    "encode_payload",
     "sign",
     "verify",
 ]
@@ -102,15 +101,6 @@ def verify(
         return False
     expected = f"{SIGNATURE_VERSION}={sign(secret, timestamp, body)}"
     return hmac.compare_digest(expected.encode(), signature_header.encode())
-
-
-@dataclass(frozen=True)
-class DeliveryResult:
-    delivered: bool
-    attempts: int
-    last_status: int | None
-    last_error: str | None  # why the last attempt failed; None once delivered
-    delivery_id: str
 
 
 @dataclass(frozen=True)
@@ -155,7 +145,7 @@ def deliver(
     """
     if attempts < 1:
         raise ValueError(f"attempts must be at least 1, got {attempts}")
-    body = encode_payload(payload)
+    body = canonical_json(payload)
     delivery_id = delivery_id or uuid.uuid4().hex
     backoff = wait_exponential_jitter(initial=1, max=max_wait_s, jitter=1)
 
@@ -215,11 +205,6 @@ def deliver(
     )
 
 
-def encode_payload(payload: Mapping[str, Any]) -> bytes:
-    """Compact JSON with sorted keys: the same payload always gives the same bytes."""
-    return json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
-
-
 def _attempt(
     client: httpx.Client,
     url: str,
@@ -257,24 +242,10 @@ def _attempt(
         return _Outcome(error=f"{type(exc).__name__}: {exc}")
     if status != 429:
         return _Outcome(status=status)
-    wait_s = _retry_after_s(retry_after, now())
+    wait_s = parse_retry_after(retry_after, now())
     if wait_s is not None and wait_s > max_wait_s:
         return _Outcome(status=status, retry_after_s=wait_s, error=f"Retry-After {wait_s:g} s")
     return _Outcome(status=status, retry_after_s=wait_s)
-
-
-def _retry_after_s(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date), None if absent."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 def _outcome(state: RetryCallState) -> _Outcome:
@@ -299,35 +270,22 @@ def _origin(url: str) -> str:
     return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}"
 
 
-def dead_letter(
-    publisher: Publisher,
-    topic: str,
-    url: str,
-    payload: Mapping[str, Any],
-    result: DeliveryResult,
-) -> str:
-    """Publish an undelivered event with why it failed, for inspection or replay; the message id.
+class HttpWebhookSender(WebhookSender):
+    """`deliver` behind the `WebhookSender` port, with the URL checked again first: a name
+    that was public at registration may point somewhere private since."""
 
-    The message body is JSON with `url`, `payload`, `reason`, `attempts`, `last_status` and
-    `delivery_id`; `reason`, `attempts` and `delivery_id` are also attributes, for filtering.
-    """
-    if result.delivered:
-        raise ValueError(f"webhook {result.delivery_id} was delivered; nothing to dead-letter")
-    reason = result.last_error or "not delivered"
-    data = {
-        "url": url,
-        "payload": dict(payload),
-        "reason": reason,
-        "attempts": result.attempts,
-        "last_status": result.last_status,
-        "delivery_id": result.delivery_id,
-    }
-    attributes = {
-        # Pub/Sub caps attribute values at 1024 bytes; the full reason is in the body.
-        "reason": reason[:256],
-        "attempts": str(result.attempts),
-        "delivery_id": result.delivery_id,
-    }
-    message_id = publisher.publish(topic, encode_payload(data), attributes)
-    log.info("webhook %s dead-lettered to %s (%s)", result.delivery_id, topic, reason)
-    return message_id
+    def __init__(self, urls: UrlFetcher, *, attempts: int = 5, timeout_s: float = 10) -> None:
+        self.urls = urls
+        self.attempts = attempts
+        self.timeout_s = timeout_s
+
+    def deliver(
+        self, url: str, payload: Mapping[str, Any], secret: bytes, *, delivery_id: str
+    ) -> DeliveryResult:
+        try:
+            self.urls.check(url)
+        except UnsafeUrlError as exc:
+            return DeliveryResult(delivered=False, attempts=0, last_status=None,
+                                  last_error=str(exc), delivery_id=delivery_id)
+        return deliver(url, payload, secret, attempts=self.attempts, timeout_s=self.timeout_s,
+                       delivery_id=delivery_id)

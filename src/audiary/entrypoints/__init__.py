@@ -1,0 +1,1 @@
+"""Entry points: the HTTPS API, the transcriber service and the command line."""

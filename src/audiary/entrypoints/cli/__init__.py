@@ -1,0 +1,1 @@
+"""The `audiary` command line, on the local stores or over the HTTPS API."""

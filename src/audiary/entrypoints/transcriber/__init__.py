@@ -1,0 +1,1 @@
+"""The transcriber service: Pub/Sub push endpoint and the OpenAI-compatible routes."""

@@ -1,0 +1,177 @@
+"""Job use cases behind the HTTPS API: uploads, jobs from URLs or inbox objects, deletion and
+feedback. Refusals raise `RequestError` subclasses; the API turns them into HTTP answers."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from audiary.domain.jobs import Job, SourceObject, job_id_for, new_job, utcnow
+from audiary.domain.notes import Feedback
+from audiary.errors import AudiaryError, ConflictError, InvalidRequestError, TooLargeError
+from audiary.observability.logs import bind_job
+from audiary.ports import SignedUpload, Stores
+from audiary.services.ingest import canonical_key, quarantine_key
+from audiary.services.transcription import transcript_key
+from audiary.settings import Settings
+from audiary.wire.messages import inject_trace
+from audiary.wire.storage_events import ObjectEvent, notification_message
+
+__all__ = [
+    "API_UPLOADS",
+    "FeedbackStored",
+    "Upload",
+    "api_object_key",
+    "create_upload",
+    "delete_job",
+    "job_from_object",
+    "job_from_url",
+    "store_feedback",
+]
+
+log = logging.getLogger(__name__)
+
+API_UPLOADS = "api/"  # inbox/api/<owner id>/<job id>/<file>: uploads that come through the API
+# GCS custom metadata is limited to 8 KiB in all; long transcripts go by reference.
+METADATA_TEXT_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Upload:
+    job: Job
+    signed: SignedUpload
+
+
+@dataclass(frozen=True)
+class FeedbackStored:
+    feedback: Feedback
+    feedback_object: str  # gs:// URI of the audio copy in the userfeedback bucket
+
+
+def api_object_key(settings: Settings, owner: str, job_id: str, filename: str) -> str:
+    """Inbox key of an upload made through the API, under its owner and job."""
+    safe = re.sub(r"[^\w.-]+", "_", PurePosixPath(filename).name).strip("._") or "audio"
+    owner_id = re.sub(r"[^\w-]+", "_", owner)
+    return f"{settings.inbox_prefix}{API_UPLOADS}{owner_id}/{job_id}/{safe}"
+
+
+def _new_api_job_id() -> str:
+    job_id = secrets.token_hex(12)
+    bind_job(job_id)
+    return job_id
+
+
+def create_upload(svc: Stores, owner: str, filename: str, content_type: str,
+                  size_bytes: int) -> Upload:
+    """A job waiting for its audio, and a signed URL to PUT exactly that audio into the inbox."""
+    s = svc.settings
+    if size_bytes > s.max_upload_bytes:
+        raise TooLargeError("too_large", f"{size_bytes} bytes is above the limit of "
+                            f"{s.max_upload_bytes} bytes")
+    job_id = _new_api_job_id()
+    key = api_object_key(s, owner, job_id, filename)
+    signed = svc.blobs.signed_put_url(s.uploads_bucket, key, content_type=content_type,
+                                      size=size_bytes, expires_s=s.upload_url_ttl_s)
+    # The job exists from now on, so GET /v1/jobs/{id} works before the upload lands;
+    # ingest recognises it by the object name (see services.ingest).
+    job, _ = svc.jobs.create_job(new_job(job_id, SourceObject(
+        bucket=s.uploads_bucket, name=key, generation="", size=size_bytes,
+        content_type=content_type), owner=owner))
+    return Upload(job=job, signed=signed)
+
+
+def job_from_url(svc: Stores, owner: str, url: str) -> Job:
+    """Fetch `url` (SSRF-safe, size-capped) into the inbox as a new job of `owner`."""
+    s = svc.settings
+    job_id = _new_api_job_id()
+    name = PurePosixPath(url.split("?", 1)[0]).name or "audio"
+    key = api_object_key(s, owner, job_id, name)
+    with tempfile.TemporaryDirectory(prefix="audiary-fetch-") as tmp:
+        try:
+            fetched = svc.urls.fetch(url, Path(tmp) / "audio", max_bytes=s.audio_url_max_bytes)
+        except AudiaryError as exc:
+            raise InvalidRequestError("invalid_audio_url", str(exc)) from exc
+        job, _ = svc.jobs.create_job(new_job(job_id, SourceObject(
+            bucket=s.uploads_bucket, name=key, generation="", size=fetched.size,
+            content_type=fetched.content_type), owner=owner))
+        # The upload's notification (GCS, or the local watcher) starts ingest as for any drop.
+        svc.blobs.upload_file(s.uploads_bucket, key, fetched.path,
+                              content_type=fetched.content_type)
+    return job
+
+
+def job_from_object(svc: Stores, owner: str, name: str) -> Job:
+    """A job for an object already in the inbox (not one uploaded through the API)."""
+    s = svc.settings
+    name = name.removeprefix(f"gs://{s.uploads_bucket}/")
+    if not name.startswith(s.inbox_prefix) or name.startswith(s.inbox_prefix + API_UPLOADS):
+        raise InvalidRequestError(
+            "invalid_object", f"object must be in gs://{s.uploads_bucket}/{s.inbox_prefix} "
+            f"(and not under {s.inbox_prefix}{API_UPLOADS})")
+    info = svc.blobs.stat(s.uploads_bucket, name)
+    if info is None:
+        raise InvalidRequestError("invalid_object",
+                                  f"gs://{s.uploads_bucket}/{name} does not exist")
+    job_id = job_id_for(info.bucket, info.key, info.generation)
+    bind_job(job_id)
+    job, created = svc.jobs.create_job(new_job(job_id, SourceObject(
+        bucket=info.bucket, name=info.key, generation=info.generation, size=info.size,
+        content_type=info.content_type), owner=owner))
+    if not created and job.owner != owner:
+        raise ConflictError("conflict", "this object is already being processed for someone else")
+    if created:  # as GCS would on upload: ingest takes it from here
+        data, attributes = notification_message(ObjectEvent(
+            info.bucket, info.key, info.generation, info.size, info.content_type))
+        # Unlike GCS, this notification can carry the request's trace on to ingest.
+        svc.publisher.publish(s.topic_audio_uploaded, data, inject_trace(attributes))
+    return job
+
+
+def delete_job(svc: Stores, job: Job) -> None:
+    """Remove the job's audio (original, canonical, chunks), transcript, note and the job."""
+    s = svc.settings
+    svc.blobs.delete(job.source.bucket, job.source.name)
+    svc.blobs.delete(s.uploads_bucket, quarantine_key(s.quarantine_prefix, job.job_id,
+                                                      job.source.name))
+    for info in svc.blobs.list(s.work_bucket, f"{job.job_id}/"):
+        svc.blobs.delete(s.work_bucket, info.key)
+    svc.blobs.delete(s.work_bucket, canonical_key(job.job_id))
+    svc.blobs.delete(s.transcripts_bucket, transcript_key(job.job_id))
+    svc.notes.delete_note(job.job_id)
+    svc.jobs.delete_job(job.job_id)
+    log.info("deleted job, audio, transcript and note", extra={"job_id": job.job_id})
+
+
+def store_feedback(svc: Stores, job: Job, owner: str, *, corrected_transcript: str | None,
+                   flagged: bool, comment: str | None) -> FeedbackStored:
+    """Feedback document, a copy of the audio in the userfeedback bucket carrying the
+    correction, and the review state on the original upload."""
+    s = svc.settings
+    now = utcnow()
+    fb = Feedback(feedback_id=secrets.token_hex(10), job_id=job.job_id, owner=owner,
+                  corrected_transcript=corrected_transcript, flagged=flagged,
+                  comment=comment, source="api", created_at=now)
+    svc.notes.put_feedback(fb)
+    stamp = now.isoformat()
+    dest = f"{job.job_id}/{PurePosixPath(job.source.name).name}"
+    if svc.blobs.stat(job.source.bucket, job.source.name) is None:
+        raise ConflictError("audio_gone", "the job's audio no longer exists")
+    svc.blobs.copy(job.source.bucket, job.source.name, s.feedback_bucket, dest)
+    corrected = corrected_transcript or ""
+    svc.blobs.update_metadata(s.feedback_bucket, dest, {
+        "corrected_transcript": corrected[:METADATA_TEXT_CHARS],
+        "corrected_transcript_truncated": str(len(corrected) > METADATA_TEXT_CHARS).lower(),
+        "feedback_id": fb.feedback_id,
+        "timestamp": stamp,
+    })
+    machine = job.text or ""
+    svc.blobs.update_metadata(job.source.bucket, job.source.name, {
+        "transcript": machine[:METADATA_TEXT_CHARS],
+        "timestamp": stamp,
+        "flagged": str(flagged).lower(),
+    })
+    return FeedbackStored(fb, f"gs://{s.feedback_bucket}/{dest}")
