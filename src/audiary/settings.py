@@ -169,6 +169,8 @@ class Settings(BaseSettings):
 
     # Native local stack.
     state_dir: Path = Path(".audiary")
+    # The checkout whose functions/ and containers/ the native stack runs (make runs from it).
+    project_dir: Path = Path(".")
     host: str = "127.0.0.1"
     pubsub_port: int = 8085
     firestore_port: int = 8086

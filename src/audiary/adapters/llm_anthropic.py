@@ -26,15 +26,10 @@ from typing import Any
 import anthropic
 from anthropic.types import Message, MessageParam, ToolChoiceToolParam, ToolParam
 
-from audiary.adapters.llm_http import (
-    redact,
-    retryable_status,
-    safe_name,
-    status_message,
-)
+from audiary.adapters.llm_http import SdkErrors, SdkLlmClient, retryable_status, safe_name
 from audiary.adapters.retry_after import retry_after_s
 from audiary.errors import ConfigError, ProviderError
-from audiary.ports import Completion, LlmClient
+from audiary.ports import Completion
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +39,13 @@ PROVIDER = "anthropic"
 MAX_RETRY_AFTER_S = 120.0
 
 
-class AnthropicClient(LlmClient):
+class AnthropicClient(SdkLlmClient):
     """Messages API with the answer forced through a single tool whose input schema is the
     requested schema."""
+
+    sdk_errors = SdkErrors(anthropic.APIStatusError, anthropic.APITimeoutError,
+                           anthropic.APIConnectionError, anthropic.APIResponseValidationError)
+    answer_noun = "a message"
 
     def __init__(
         self,
@@ -60,11 +59,9 @@ class AnthropicClient(LlmClient):
     ) -> None:
         if not api_key:
             raise ConfigError("the Anthropic provider needs an API key; none was configured")
+        super().__init__(api_key, timeout_s=timeout_s, max_retries=max_retries)
         self.provider = PROVIDER
         self.model = model
-        self._api_key = api_key
-        self._timeout_s = timeout_s
-        self._max_retries = max_retries
         self._max_tokens = max_tokens
         self._client = anthropic.Anthropic(
             api_key=api_key,
@@ -89,66 +86,15 @@ class AnthropicClient(LlmClient):
         tool_choice: ToolChoiceToolParam = {"type": "tool", "name": name}
         messages: list[MessageParam] = [{"role": "user", "content": user}]
         started = time.monotonic()
-        message = self._call(system, messages, tool, tool_choice)
+        message = self._request(
+            lambda: self._client.messages.with_raw_response.create(
+                model=self.model, max_tokens=self._max_tokens, system=system,
+                messages=messages, tools=[tool], tool_choice=tool_choice),
+            Message,
+        )
         text, input_tokens, output_tokens = self._read(message, name)
-        log.debug(
-            "%s answered",
-            self.provider,
-            extra={
-                "model": self.model,
-                "input_tokens": input_tokens,
-                "output_tokens": output_tokens,
-                "duration_s": round(time.monotonic() - started, 3),
-            },
-        )
-        return Completion(
-            text=text,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            model=getattr(message, "model", None) or self.model,
-        )
-
-    def _call(
-        self,
-        system: str,
-        messages: list[MessageParam],
-        tool: ToolParam,
-        tool_choice: ToolChoiceToolParam,
-    ) -> Message:
-        # The raw-response form separates transport (create) from parsing (parse), so a body
-        # the SDK cannot decode is told apart from a failed request.
-        try:
-            raw = self._client.messages.with_raw_response.create(
-                model=self.model,
-                max_tokens=self._max_tokens,
-                system=system,
-                messages=messages,
-                tools=[tool],
-                tool_choice=tool_choice,
-            )
-        except anthropic.APIStatusError as err:
-            raise self._status_error(err) from None
-        except anthropic.APITimeoutError:
-            raise self._error(
-                f"no answer within {self._timeout_s:g} s (after {self._max_retries} retries)",
-                retryable=True,
-            ) from None
-        except anthropic.APIConnectionError as err:
-            raise self._error(
-                f"cannot reach the server ({err.message}) after {self._max_retries} retries; "
-                "check the base URL and network",
-                retryable=True,
-            ) from None
-        try:
-            message: object = raw.parse()
-        except (ValueError, anthropic.APIResponseValidationError) as err:
-            raise self._malformed(f"{type(err).__name__}: {err}", raw.status_code) from None
-        if not isinstance(message, Message):
-            # The SDK hands back the bare text when the body is not JSON.
-            raise self._malformed(
-                f"content-type {raw.headers.get('content-type')!r}", raw.status_code
-            )
-        return message
+        return self._answered(started, text, input_tokens, output_tokens,
+                              getattr(message, "model", None))
 
     def _read(self, message: Message, name: str) -> tuple[str, int, int]:
         # The SDK builds response models without validation, so a JSON body of the wrong
@@ -184,41 +130,9 @@ class AnthropicClient(LlmClient):
         )
         return json.dumps(tool_input, ensure_ascii=False), input_tokens, usage.output_tokens or 0
 
-    def _status_error(self, err: anthropic.APIStatusError) -> ProviderError:
-        status = err.status_code
+    def _status_detail(self, err: anthropic.APIStatusError) -> str:
         kind = f"{err.type}: " if err.type else ""
-        message, wait = status_message(
-            status, kind + self._detail(err.api_message or err.message), err.response.headers
-        )
-        return self._error(
-            message, retryable=retryable_status(status), status=status, retry_after_s=wait
-        )
-
-    def _malformed(self, why: str, status: int) -> ProviderError:
-        return self._error(
-            f"answer could not be read as a message ({self._detail(why)})",
-            retryable=True,
-            status=status,
-        )
-
-    def _error(
-        self,
-        message: str,
-        *,
-        retryable: bool,
-        status: int | None = None,
-        retry_after_s: float | None = None,
-    ) -> ProviderError:
-        return ProviderError(
-            self.provider,
-            f"{self.model}: {message}",
-            retryable=retryable,
-            status=status,
-            retry_after_s=retry_after_s,
-        )
-
-    def _detail(self, value: object) -> str:
-        return redact(value, self._api_key)
+        return kind + self._detail(err.api_message or err.message)
 
 
 class _RetryAfterLimit(anthropic.Middleware):

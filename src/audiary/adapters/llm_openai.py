@@ -32,14 +32,9 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from openai.types.chat.completion_create_params import ResponseFormat
 
-from audiary.adapters.llm_http import (
-    redact,
-    retryable_status,
-    safe_name,
-    status_message,
-)
-from audiary.errors import ConfigError, ProviderError
-from audiary.ports import Completion, LlmClient
+from audiary.adapters.llm_http import SdkErrors, SdkLlmClient, safe_name
+from audiary.errors import ConfigError
+from audiary.ports import Completion
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +45,7 @@ _UNSUPPORTED_STRICT_KEYWORDS = frozenset({"minLength", "maxLength"})
 _PLACEHOLDER_KEY = "not-needed"
 
 
-class OpenAiClient(LlmClient):
+class OpenAiClient(SdkLlmClient):
     """Chat Completions with a JSON Schema answer format.
 
     `strict=True` (the default) sends the schema as strict `json_schema`: OpenAI enforces it
@@ -60,6 +55,10 @@ class OpenAiClient(LlmClient):
     puts the schema in the system prompt, so conformance rests on the model and the router's
     validation.
     """
+
+    sdk_errors = SdkErrors(openai.APIStatusError, openai.APITimeoutError,
+                           openai.APIConnectionError, openai.APIResponseValidationError)
+    answer_noun = "a chat completion"
 
     def __init__(
         self,
@@ -77,12 +76,10 @@ class OpenAiClient(LlmClient):
         if base_url is None and provider != "openai":
             # Without a base URL the SDK would send this provider's requests to OpenAI.
             raise ConfigError(f"provider {provider!r} needs the base URL of its server")
+        super().__init__(api_key, timeout_s=timeout_s, max_retries=max_retries)
         self.provider = provider
         self.model = model
         self.strict = strict
-        self._api_key = api_key
-        self._timeout_s = timeout_s
-        self._max_retries = max_retries
         self._client = openai.OpenAI(
             api_key=api_key or _PLACEHOLDER_KEY,
             base_url=base_url,
@@ -112,57 +109,14 @@ class OpenAiClient(LlmClient):
             {"role": "user", "content": user},
         ]
         started = time.monotonic()
-        completion = self._call(messages, response_format)
+        completion = self._request(
+            lambda: self._client.chat.completions.with_raw_response.create(
+                model=self.model, messages=messages, response_format=response_format),
+            ChatCompletion,
+        )
         text, input_tokens, output_tokens = self._read(completion)
-        log.debug(
-            "%s answered",
-            self.provider,
-            extra={
-                "model": self.model,
-                "input_tokens": input_tokens,
-                "output_tokens": output_tokens,
-                "duration_s": round(time.monotonic() - started, 3),
-            },
-        )
-        return Completion(
-            text=text,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            model=getattr(completion, "model", None) or self.model,
-        )
-
-    def _call(
-        self, messages: list[ChatCompletionMessageParam], response_format: ResponseFormat
-    ) -> ChatCompletion:
-        # The raw-response form separates transport (create) from parsing (parse), so a body
-        # the SDK cannot decode is told apart from a failed request.
-        try:
-            raw = self._client.chat.completions.with_raw_response.create(
-                model=self.model, messages=messages, response_format=response_format
-            )
-        except openai.APIStatusError as err:
-            raise self._status_error(err) from None
-        except openai.APITimeoutError:
-            raise self._error(
-                f"no answer within {self._timeout_s:g} s (after {self._max_retries} retries)",
-                retryable=True,
-            ) from None
-        except openai.APIConnectionError as err:
-            raise self._error(
-                f"cannot reach the server ({err.message}) after {self._max_retries} retries; "
-                "check the base URL and network",
-                retryable=True,
-            ) from None
-        try:
-            completion: object = raw.parse()
-        except (ValueError, openai.APIResponseValidationError) as err:
-            raise self._malformed(f"{type(err).__name__}: {err}", raw.status_code) from None
-        if not isinstance(completion, ChatCompletion):
-            # The SDK hands back the bare text when the body is not JSON.
-            raise self._malformed(
-                f"content-type {raw.headers.get('content-type')!r}", raw.status_code
-            )
-        return completion
+        return self._answered(started, text, input_tokens, output_tokens,
+                              getattr(completion, "model", None))
 
     def _read(self, completion: ChatCompletion) -> tuple[str, int, int]:
         # The SDK builds response models without validation, so a JSON body of the wrong
@@ -191,42 +145,10 @@ class OpenAiClient(LlmClient):
         output_tokens = usage.completion_tokens if usage else 0
         return message.content, input_tokens or 0, output_tokens or 0
 
-    def _status_error(self, err: openai.APIStatusError) -> ProviderError:
-        status = err.status_code
+    def _status_detail(self, err: openai.APIStatusError) -> str:
         body = err.body
         detail = body.get("message") if isinstance(body, dict) else body
-        message, wait = status_message(
-            status, self._detail(detail or err.message), err.response.headers
-        )
-        return self._error(
-            message, retryable=retryable_status(status), status=status, retry_after_s=wait
-        )
-
-    def _malformed(self, why: str, status: int) -> ProviderError:
-        return self._error(
-            f"answer could not be read as a chat completion ({self._detail(why)})",
-            retryable=True,
-            status=status,
-        )
-
-    def _error(
-        self,
-        message: str,
-        *,
-        retryable: bool,
-        status: int | None = None,
-        retry_after_s: float | None = None,
-    ) -> ProviderError:
-        return ProviderError(
-            self.provider,
-            f"{self.model}: {message}",
-            retryable=retryable,
-            status=status,
-            retry_after_s=retry_after_s,
-        )
-
-    def _detail(self, value: object) -> str:
-        return redact(value, self._api_key)
+        return self._detail(detail or err.message)
 
 
 def strict_json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:

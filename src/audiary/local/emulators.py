@@ -26,8 +26,10 @@ started alone, and in brackets when all four start at once (the integration test
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,18 +37,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Self
+from typing import IO, Self, TypedDict, Unpack
 
 from audiary.errors import AudiaryError
 
 log = logging.getLogger(__name__)
 
-GCLOUD_SDK_ROOT = Path("/usr/lib/google-cloud-sdk")
-PUBSUB_EMULATOR = GCLOUD_SDK_ROOT / "platform/pubsub-emulator/bin/cloud-pubsub-emulator"
-FIRESTORE_EMULATOR = GCLOUD_SDK_ROOT / "platform/cloud-firestore-emulator/cloud_firestore_emulator"
+# Below the Google Cloud SDK's root, wherever it was installed (apt or `gcloud components`).
+PUBSUB_EMULATOR = "platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+FIRESTORE_EMULATOR = "platform/cloud-firestore-emulator/cloud_firestore_emulator"
 
 # moto accepts any credentials; these make boto3 sign requests without looking elsewhere.
 S3_ACCESS_KEY_ID = "audiary-local"
@@ -250,155 +252,144 @@ def stop_all(processes: Iterable[ManagedProcess | Emulator], grace_s: float = 5.
         proc.stop(grace_s)
 
 
-def _launch(
-    name: str,
-    argv: Sequence[str],
-    state_dir: Path,
-    host: str,
-    port: int,
-    env: dict[str, str],
-    ready_path: str,
-    ready_body: str | None,
-    wait: bool,
-    timeout_s: float,
-    process_env: Mapping[str, str] | None = None,
-) -> Emulator:
-    process = ManagedProcess(
-        name=name,
-        argv=argv,
-        log_path=state_dir / f"{name}.log",
-        ready_url=f"http://{host}:{port}{ready_path}",
-        ready_body=ready_body,
-        env=dict(process_env or {}),
+@functools.cache
+def gcloud_sdk_root() -> Path:
+    """The Google Cloud SDK's root folder, as `gcloud info` reports it."""
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        raise EmulatorError(
+            "the Google Cloud CLI (gcloud) is not on PATH; install it with its emulator "
+            "components (see the README's prerequisites)")
+    found = subprocess.run(
+        [gcloud, "info", "--format=value(installation.sdk_root)"], capture_output=True,
+        text=True, timeout=60, env={**os.environ, **_GCLOUD_ENV}, check=False,
     )
-    emulator = Emulator(name=name, host=host, port=port, process=process, env=env)
+    root = found.stdout.strip()
+    if found.returncode != 0 or not root:
+        raise EmulatorError(f"`gcloud info` did not report the SDK root: {found.stderr.strip()}")
+    return Path(root)
+
+
+def gcloud_component(relative: str, component: str) -> Path:
+    """An emulator's launcher below the SDK root; `EmulatorError` naming the install if absent."""
+    path = gcloud_sdk_root() / relative
+    if not path.exists():
+        raise EmulatorError(
+            f"the {component} component is not installed (no {path}); install it with "
+            f"`apt-get install google-cloud-cli-{component}` or "
+            f"`gcloud components install {component.replace('firestore', 'cloud-firestore')}`"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class ServerKind:
+    """How to start one kind of local server and tell when it is ready."""
+
+    name: str
+    argv: Callable[[str, int, Path], list[str]]  # (host, port, state dir) -> command
+    env: Callable[[str, int], dict[str, str]]  # variables that point clients at it
+    ready_path: str = "/"
+    ready_body: str | None = None
+    process_env: Mapping[str, str] = field(default_factory=dict)
+
+
+class StartOptions(TypedDict, total=False):
+    host: str
+    port: int | None
+    wait: bool
+    timeout_s: float
+
+
+def start_server(
+    kind: ServerKind,
+    state_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    wait: bool = True,
+    timeout_s: float = 60.0,
+) -> Emulator:
+    """Start a server of `kind` on `port` (a free one by default), ready when `wait`."""
+    port = port or free_port(host)
+    process = ManagedProcess(
+        name=kind.name,
+        argv=kind.argv(host, port, state_dir),
+        log_path=state_dir / f"{kind.name}.log",
+        ready_url=f"http://{host}:{port}{kind.ready_path}",
+        ready_body=kind.ready_body,
+        env=dict(kind.process_env),
+    )
+    emulator = Emulator(name=kind.name, host=host, port=port, process=process,
+                        env=kind.env(host, port))
     process.start()
     if wait:
         emulator.wait_ready(timeout_s)
     return emulator
 
 
-def _require(path: Path, what: str) -> None:
-    if not path.exists():
-        raise EmulatorError(
-            f"{what} not found at {path}; install the Google Cloud CLI component "
-            "(e.g. `apt-get install google-cloud-cli-pubsub-emulator "
-            "google-cloud-cli-firestore-emulator`)"
-        )
-
-
 _GCLOUD_ENV = {"CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
 
+PUBSUB = ServerKind(
+    "pubsub-emulator",
+    lambda host, port, _: [str(gcloud_component(PUBSUB_EMULATOR, "pubsub-emulator")),
+                           f"--host={host}", f"--port={port}"],
+    lambda host, port: {"PUBSUB_EMULATOR_HOST": f"{host}:{port}"},
+    ready_body="Ok",
+    process_env=_GCLOUD_ENV,
+)
+FIRESTORE = ServerKind(
+    "firestore-emulator",
+    lambda host, port, _: [str(gcloud_component(FIRESTORE_EMULATOR, "firestore-emulator")),
+                           "start", f"--host={host}", f"--port={port}"],
+    lambda host, port: {"FIRESTORE_EMULATOR_HOST": f"{host}:{port}"},
+    ready_body="Ok",
+    process_env=_GCLOUD_ENV,
+)
+GCS_IN_MEMORY = ServerKind(
+    "gcs-emulator",
+    lambda host, port, _: [_venv_bin("gcp-storage-emulator"), "start", "--host", host,
+                           "--port", str(port), "--in-memory"],
+    lambda host, port: {"STORAGE_EMULATOR_HOST": f"http://{host}:{port}"},
+    ready_body="OK",
+)
+# Objects persist under `<state_dir>/gcs`.
+GCS_ON_DISK = ServerKind(
+    "gcs-emulator",
+    lambda host, port, state: [_venv_bin("gcp-storage-emulator"), "--data-dir",
+                               str(state / "gcs"), "start", "--host", host, "--port", str(port)],
+    GCS_IN_MEMORY.env,
+    ready_body="OK",
+)
+S3 = ServerKind(
+    "s3-server",
+    lambda host, port, _: [_venv_bin("moto_server"), "-H", host, "-p", str(port)],
+    lambda host, port: {
+        "AUDIARY_S3_ENDPOINT_URL": f"http://{host}:{port}",
+        "AUDIARY_S3_ACCESS_KEY_ID": S3_ACCESS_KEY_ID,
+        "AUDIARY_S3_SECRET_ACCESS_KEY": S3_SECRET_ACCESS_KEY,
+    },
+    ready_path="/moto-api/data.json",
+)
 
-def start_pubsub_emulator(
-    state_dir: Path,
-    *,
-    host: str = "127.0.0.1",
-    port: int | None = None,
-    wait: bool = True,
-    timeout_s: float = 60.0,
-) -> Emulator:
+
+def start_pubsub_emulator(state_dir: Path, **options: Unpack[StartOptions]) -> Emulator:
     """Start the gcloud Pub/Sub emulator; `env` sets PUBSUB_EMULATOR_HOST."""
-    _require(PUBSUB_EMULATOR, "the Pub/Sub emulator")
-    port = port or free_port(host)
-    return _launch(
-        "pubsub-emulator",
-        [str(PUBSUB_EMULATOR), f"--host={host}", f"--port={port}"],
-        state_dir,
-        host,
-        port,
-        {"PUBSUB_EMULATOR_HOST": f"{host}:{port}"},
-        "/",
-        "Ok",
-        wait,
-        timeout_s,
-        _GCLOUD_ENV,
-    )
+    return start_server(PUBSUB, state_dir, **options)
 
 
-def start_firestore_emulator(
-    state_dir: Path,
-    *,
-    host: str = "127.0.0.1",
-    port: int | None = None,
-    wait: bool = True,
-    timeout_s: float = 60.0,
-) -> Emulator:
+def start_firestore_emulator(state_dir: Path, **options: Unpack[StartOptions]) -> Emulator:
     """Start the gcloud Firestore emulator (native mode); `env` sets FIRESTORE_EMULATOR_HOST."""
-    _require(FIRESTORE_EMULATOR, "the Firestore emulator")
-    port = port or free_port(host)
-    return _launch(
-        "firestore-emulator",
-        [str(FIRESTORE_EMULATOR), "start", f"--host={host}", f"--port={port}"],
-        state_dir,
-        host,
-        port,
-        {"FIRESTORE_EMULATOR_HOST": f"{host}:{port}"},
-        "/",
-        "Ok",
-        wait,
-        timeout_s,
-        _GCLOUD_ENV,
-    )
+    return start_server(FIRESTORE, state_dir, **options)
 
 
 def start_gcs_emulator(
-    state_dir: Path,
-    *,
-    host: str = "127.0.0.1",
-    port: int | None = None,
-    in_memory: bool = True,
-    wait: bool = True,
-    timeout_s: float = 60.0,
+    state_dir: Path, *, in_memory: bool = True, **options: Unpack[StartOptions]
 ) -> Emulator:
-    """Start gcp-storage-emulator; `env` sets STORAGE_EMULATOR_HOST (with scheme).
-
-    With `in_memory=False` objects persist under `<state_dir>/gcs`.
-    """
-    port = port or free_port(host)
-    argv = [_venv_bin("gcp-storage-emulator")]
-    if not in_memory:
-        argv += ["--data-dir", str(state_dir / "gcs")]
-    argv += ["start", "--host", host, "--port", str(port)]
-    if in_memory:
-        argv.append("--in-memory")
-    return _launch(
-        "gcs-emulator",
-        argv,
-        state_dir,
-        host,
-        port,
-        {"STORAGE_EMULATOR_HOST": f"http://{host}:{port}"},
-        "/",
-        "OK",
-        wait,
-        timeout_s,
-    )
+    """Start gcp-storage-emulator; `env` sets STORAGE_EMULATOR_HOST (with scheme)."""
+    return start_server(GCS_IN_MEMORY if in_memory else GCS_ON_DISK, state_dir, **options)
 
 
-def start_s3_server(
-    state_dir: Path,
-    *,
-    host: str = "127.0.0.1",
-    port: int | None = None,
-    wait: bool = True,
-    timeout_s: float = 60.0,
-) -> Emulator:
+def start_s3_server(state_dir: Path, **options: Unpack[StartOptions]) -> Emulator:
     """Start moto's S3 server; `env` sets AUDIARY_S3_ENDPOINT_URL and its dummy keys."""
-    port = port or free_port(host)
-    return _launch(
-        "s3-server",
-        [_venv_bin("moto_server"), "-H", host, "-p", str(port)],
-        state_dir,
-        host,
-        port,
-        {
-            "AUDIARY_S3_ENDPOINT_URL": f"http://{host}:{port}",
-            "AUDIARY_S3_ACCESS_KEY_ID": S3_ACCESS_KEY_ID,
-            "AUDIARY_S3_SECRET_ACCESS_KEY": S3_SECRET_ACCESS_KEY,
-        },
-        "/moto-api/data.json",
-        None,
-        wait,
-        timeout_s,
-    )
+    return start_server(S3, state_dir, **options)

@@ -43,7 +43,6 @@ from audiary.settings import Settings
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 STATE_FILE = "stack.json"
 ACK_DEADLINE_S = provision.ACK_DEADLINE_S
 # How the transcriber is served, here and in containers/transcriber/Dockerfile (a test keeps
@@ -97,6 +96,18 @@ class NativeStack:
         }
         return {name: f"{s.host}:{port}" for name, port in ports.items()}
 
+    @property
+    def urls(self) -> dict[str, str]:
+        """Where a user reaches the stack: the API, the transcriber's OpenAI-compatible base
+        URL and each process's metrics."""
+        s = self.settings
+        return {
+            "api": f"http://{s.host}:{s.api_port}/v1",
+            "openai base URL": f"http://{s.host}:{s.transcriber_port}/v1",
+            **{f"metrics {job}": f"http://{target}{METRICS_PATH}"
+               for job, target in self.metrics_targets.items()},
+        }
+
     def _service_env(self) -> dict[str, str]:
         # Children see exactly the settings of this stack, plus the emulator variables; the
         # metrics port is each process's own (see _start_services).
@@ -148,13 +159,14 @@ class NativeStack:
 
     def _start_services(self, timeout_s: float) -> None:
         s = self.settings
+        project = project_dir(s)
         env = self._service_env()
         bin_dir = Path(sys.executable).parent
         functions = [
             ManagedProcess(
                 name=name,
                 argv=[str(bin_dir / "functions-framework"), "--target", name,
-                      "--source", str(REPO_ROOT / f"functions/{name}/main.py"),
+                      "--source", str(project / f"functions/{name}/main.py"),
                       "--signature-type", signature,
                       "--host", s.host, "--port", str(port)],
                 log_path=self.state_dir / f"{name}.log",
@@ -177,7 +189,7 @@ class NativeStack:
             ManagedProcess(
                 name="transcriber",
                 argv=[str(bin_dir / "gunicorn"),
-                      "--chdir", str(REPO_ROOT / "containers/transcriber"),
+                      "--chdir", str(project / "containers/transcriber"),
                       "--bind", f"{s.host}:{s.transcriber_port}",
                       *TRANSCRIBER_GUNICORN_ARGS, TRANSCRIBER_APP],
                 log_path=self.state_dir / "transcriber.log",
@@ -220,6 +232,16 @@ class NativeStack:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+def project_dir(settings: Settings) -> Path:
+    """The checkout the stack runs from (`AUDIARY_PROJECT_DIR`, default the current folder)."""
+    root = settings.project_dir.resolve()
+    if not (root / "functions").is_dir() or not (root / "containers" / "transcriber").is_dir():
+        raise EmulatorError(
+            f"{root} is not an Audiary checkout (no functions/ and containers/transcriber/); "
+            "run from the repository root or set AUDIARY_PROJECT_DIR to it")
+    return root
 
 
 def _metrics_env(port: int) -> dict[str, str]:

@@ -34,7 +34,7 @@ AUDIO_SUFFIXES = frozenset({
     ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".webm", ".mp4", ".mov",
     ".mkv", ".wma", ".aiff", ".aif",
 })
-DEFAULT_SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "diary-demo.ogg"
+DEMO_SAMPLE = Path("samples/diary-demo.ogg")  # below the checkout (AUDIARY_PROJECT_DIR)
 
 console = Console(stderr=True)
 
@@ -290,7 +290,10 @@ def stack_up() -> None:
         started = NativeStack(settings).up()
     for key, value in started.env.items():
         click.echo(f"export {key}={value}")
-    console.print(f"[green]stack up[/green]; logs in {started.state_dir}")
+    for name, url in started.urls.items():
+        console.print(f"{name:>20}  {url}", highlight=False)
+    console.print(f"[green]stack up[/green]; logs in {started.state_dir}; "
+                  "stop it with `make down` (or `audiary stack down`)")
 
 
 @stack.command("down")
@@ -303,14 +306,18 @@ def stack_down() -> None:
 
 
 @cli.command()
-@click.option("--sample", type=click.Path(exists=True, path_type=Path), default=DEFAULT_SAMPLE,
-              show_default=True)
+@click.option("--sample", type=click.Path(exists=True, path_type=Path), default=None,
+              help=f"audio to drop  [default: {DEMO_SAMPLE} in the checkout]")
 @click.option("--timeout", default=900.0, show_default=True)
-def demo(sample: Path, timeout: float) -> None:
+def demo(sample: Path | None, timeout: float) -> None:
     """Start the local stack, drop a sample, print its transcript and note, stop the stack."""
     from audiary.local.stack import NativeStack
 
     settings = load_settings()
+    sample = sample or settings.project_dir / DEMO_SAMPLE
+    if not sample.is_file():
+        raise click.ClickException(
+            f"no demo sample at {sample}; run from the checkout or pass --sample")
     with console.status("starting the local stack"):
         running = NativeStack(settings).up()
     try:
