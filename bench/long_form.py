@@ -27,8 +27,9 @@ from rich.console import Console
 from rich.table import Table
 
 from audiary.adapters.whisper.engine import WhisperTranscriber
+from audiary.domain.audio import SAMPLE_RATE
 from audiary.domain.transcript import Segment
-from audiary.evaluation.longform import SAMPLE_RATE, LongForm, build_longform
+from audiary.evaluation.longform import LongForm, build_longform
 from audiary.evaluation.wer import WerResult, wer
 from audiary.settings import Settings
 from bench.results import print_results, write_result

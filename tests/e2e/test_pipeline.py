@@ -22,6 +22,7 @@ from audiary.wire.storage_events import ObjectEvent, notification_message
 from audiary.wiring import stores
 from tests.e2e.conftest import CHUNK_TARGET_S, poll, wait_for_status
 from tests.media import DEMO_SAMPLE, bad_inputs, decode, encode
+from tests.speech import require_speech
 
 pytestmark = pytest.mark.e2e
 
@@ -40,6 +41,7 @@ def transcript_of(svc, job_id: str) -> Transcript:
 
 
 def test_long_form_speech_is_no_worse_than_raw_faster_whisper(svc, tmp_path):
+    require_speech()
     longform = build_longform(150.0, seed=7)
     path = write_wav(tmp_path / "longform.wav", longform.samples)
     job_id, _ = upload(svc, path)

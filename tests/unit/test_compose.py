@@ -34,9 +34,10 @@ from prometheus_client import Counter, Gauge, Histogram
 from audiary import names
 from audiary.local import provision
 from audiary.local.emulators import Emulator, ManagedProcess
-from audiary.local.stack import REPO_ROOT, NativeStack
+from audiary.local.stack import NativeStack
 from audiary.observability import metrics
 from audiary.settings import Settings
+from tests.paths import REPO_ROOT
 
 EMULATORS = REPO_ROOT / "emulators"
 COMPOSE_FILE = EMULATORS / "docker-compose.yml"

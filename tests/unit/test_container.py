@@ -5,7 +5,8 @@ import re
 import shlex
 from pathlib import Path
 
-from audiary.local.stack import REPO_ROOT, TRANSCRIBER_APP, TRANSCRIBER_GUNICORN_ARGS
+from audiary.local.stack import TRANSCRIBER_APP, TRANSCRIBER_GUNICORN_ARGS
+from tests.paths import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "containers/transcriber/Dockerfile"
 

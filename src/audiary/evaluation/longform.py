@@ -1,6 +1,7 @@
 """Long-form test audio built from the shared real-speech set (read at run time, never copied).
 
-The speech folder defaults to /work/shared/speech; `AUDIARY_SPEECH_DIR` overrides it.
+The speech folder is the setting `AUDIARY_SPEECH_DIR` (default `../shared/speech`, from the
+checkout).
 """
 
 from __future__ import annotations
@@ -8,17 +9,18 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from audiary.domain.audio import SAMPLE_RATE
 
 __all__ = [
-    "DEFAULT_SPEECH_DIR",
-    "SAMPLE_RATE",
+    "EvaluationSettings",
     "LongForm",
     "Utterance",
     "UtteranceSpan",
@@ -31,8 +33,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
-DEFAULT_SPEECH_DIR = Path("/work/shared/speech")
 # Between utterances: silence of seeded random length, with faint noise so it is not digital zero.
 SILENCE_RANGE_S = (0.3, 2.5)
 NOISE_RMS = 3e-5  # about -90 dBFS: one 16-bit step, below the quietest recording's own floor
@@ -74,9 +74,17 @@ class LongForm:
         return len(self.samples) / self.sample_rate
 
 
+class EvaluationSettings(BaseSettings):
+    """Where the evaluation data is; read from `AUDIARY_*` variables like every setting."""
+
+    model_config = SettingsConfigDict(env_prefix="AUDIARY_", extra="ignore")
+
+    speech_dir: Path = Path("../shared/speech")
+
+
 def speech_dir() -> Path:
-    """The shared speech folder (`AUDIARY_SPEECH_DIR` or /work/shared/speech)."""
-    return Path(os.environ.get("AUDIARY_SPEECH_DIR") or DEFAULT_SPEECH_DIR)
+    """The real-speech folder holding manifest.jsonl (the setting `AUDIARY_SPEECH_DIR`)."""
+    return EvaluationSettings().speech_dir
 
 
 def load_manifest(path: Path | None = None) -> list[Utterance]:
