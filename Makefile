@@ -12,8 +12,8 @@ STACK ?=
 PULUMI = pulumi --cwd infra --stack $(or $(STACK),dev)
 IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 
-.PHONY: help venv up down demo test test-unit test-integration test-e2e test-infra lint typecheck \
-	check bench lock clean preview image
+.PHONY: help prerequisites venv up down demo test test-unit test-integration test-e2e test-infra lint \
+	typecheck check bench lock clean preview image
 
 help:
 	@echo "make demo   start the native stack, transcribe a sample, print it and its note, stop"
@@ -22,6 +22,10 @@ help:
 	@echo "make preview|up|down STACK=dev   Google Cloud via Pulumi (infra/)"
 	@echo "make image STACK=dev   build and push the transcriber, set audiary:transcriberImage"
 	@echo "make bench  run the benchmarks, results in bench/results/"
+
+# System packages first: say what is missing and how to install it before anything runs.
+prerequisites:
+	@scripts/prerequisites.sh test
 
 venv: $(STAMP)
 
@@ -65,7 +69,9 @@ image: venv
 	$(PULUMI) config set audiary:transcriberImage "$$image"
 
 # The demo splits its ~90 s sample into ~30 s chunks so that fan-out and fan-in show.
-demo: venv
+demo:
+	@scripts/prerequisites.sh demo
+	@$(MAKE) --no-print-directory venv
 	AUDIARY_CHUNK_TARGET_S=30 AUDIARY_CHUNK_SEARCH_S=8 AUDIARY_STATE_DIR=.audiary/demo \
 	AUDIARY_PUBSUB_PORT=8185 AUDIARY_FIRESTORE_PORT=8186 AUDIARY_GCS_PORT=9123 \
 	AUDIARY_INGEST_PORT=8191 AUDIARY_TRANSCRIBER_PORT=8192 AUDIARY_SUMMARIZE_PORT=8193 \
@@ -75,14 +81,19 @@ demo: venv
 		$(BIN)/audiary demo
 
 lint: venv
-	$(BIN)/ruff check src functions containers tests bench infra
+	$(BIN)/ruff check src functions containers tests bench infra emulators
+	$(BIN)/lint-imports
 
+# The entry points are checked one by one: every function's module is named `main`.
 typecheck: venv
 	$(BIN)/mypy
+	@for entry in functions/*/main.py containers/transcriber/main.py; do \
+	  echo "$(BIN)/mypy $$entry"; $(BIN)/mypy --strict "$$entry" || exit 1; done
 
 check: lint typecheck
 
-test: check
+test: prerequisites
+	@$(MAKE) --no-print-directory check
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: venv

@@ -8,8 +8,8 @@ other e2e tests on the same stack, so every check compares with a value read bef
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +23,6 @@ from tests.media import DEMO_SAMPLE, decode, encode
 
 pytestmark = pytest.mark.e2e
 
-PROMETHEUS = Path("/usr/bin/prometheus")
 JOBS = {"transcriber", "ingest", "summarize", "api", "webhooks", "watcher"}
 STAGES = ("RECEIVED", "QUEUED", "TRANSCRIBING", "SUMMARIZING")
 
@@ -31,8 +30,9 @@ STAGES = ("RECEIVED", "QUEUED", "TRANSCRIBING", "SUMMARIZING")
 @pytest.fixture(scope="module")
 def prometheus(stack: NativeStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a Prometheus that scrapes every process of the stack each second."""
-    if not PROMETHEUS.exists():
-        pytest.fail(f"{PROMETHEUS} not found: install Debian's prometheus package "
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus is not on PATH: install Debian's prometheus package "
                     "(apt-get install prometheus); the test starts the binary itself")
     state = read_state(stack.state_dir)
     assert state is not None
@@ -45,7 +45,7 @@ def prometheus(stack: NativeStack, tmp_path_factory: pytest.TempPathFactory) -> 
     address = f"127.0.0.1:{free_port()}"
     server = ManagedProcess(
         name="prometheus",
-        argv=[str(PROMETHEUS), f"--config.file={config}", f"--storage.tsdb.path={home / 'data'}",
+        argv=[binary, f"--config.file={config}", f"--storage.tsdb.path={home / 'data'}",
               f"--web.listen-address={address}"],
         log_path=home / "prometheus.log",
         ready_url=f"http://{address}/-/ready",
