@@ -1,7 +1,9 @@
 """Source archives for the Cloud Functions, byte-for-byte reproducible.
 
 An archive holds `functions/<name>/*` at its root (so `main.py` is the entry module), the
-`audiary` package from `src/audiary`, and a generated `requirements.txt` with the core
+modules of the `audiary` package that the entry module can import (every `import audiary...`
+statement, also those inside functions, followed from `main.py`; so the native stack, the
+evaluation helpers and the CLI stay out), and a generated `requirements.txt` with the core
 dependencies (never the transcriber's faster-whisper). Entries are sorted and carry a fixed
 timestamp and fixed permissions, and caches are left out, so the same sources always give the
 same bytes. The archive is named by its content hash: an unchanged function keeps its object
@@ -10,6 +12,7 @@ name, and `pulumi up` uploads and redeploys nothing.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import re
@@ -90,15 +93,61 @@ def _tree(root: Path, prefix: str) -> Iterable[tuple[str, Path]]:
         yield f"{prefix}{relative.as_posix()}", path
 
 
+def _imported_modules(path: Path) -> set[str]:
+    """Dotted names of the `audiary` modules a source file imports (or might: a name imported
+    from a package may be a submodule)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "audiary")
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] == "audiary":
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+    return found
+
+
+def _module_file(src: Path, module: str) -> Path | None:
+    base = src.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def package_closure(src: Path, entry: Path) -> set[Path]:
+    """The files of the packages under `src` that `entry` reaches through its imports,
+    with the `__init__.py` of every package on the way and the package's `py.typed`."""
+    files: set[Path] = set()
+    pending = list(_imported_modules(entry))
+    seen: set[str] = set()
+    while pending:
+        module = pending.pop()
+        parts = module.split(".")
+        for depth in range(1, len(parts) + 1):  # the parent packages are imported first
+            name = ".".join(parts[:depth])
+            if name in seen:
+                continue
+            seen.add(name)
+            path = _module_file(src, name)
+            if path is not None:
+                files.add(path)
+                pending.extend(_imported_modules(path))
+    roots = {src / p.relative_to(src).parts[0] for p in files}
+    files.update(root / "py.typed" for root in roots if (root / "py.typed").is_file())
+    return files
+
+
 def archive_entries(repo_root: Path, function: str) -> dict[str, bytes]:
     """Every entry of `function`'s archive, by archive path."""
     source = repo_root / "functions" / function
     if not (source / "main.py").is_file():
         raise FileNotFoundError(f"{source / 'main.py'} does not exist")
     entries = {arcname: path.read_bytes() for arcname, path in _tree(source, "")}
+    src = repo_root / "src"
     entries.update(
-        (arcname, path.read_bytes())
-        for arcname, path in _tree(repo_root / "src" / "audiary", "audiary/")
+        (path.relative_to(src).as_posix(), path.read_bytes())
+        for path in package_closure(src, source / "main.py")
     )
     entries["requirements.txt"] = requirements(repo_root, function).encode()
     return entries
