@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
@@ -72,6 +72,16 @@ class GcsBlobStore(BlobStore):
     def _blob(self, bucket: str, key: str) -> Any:
         return self._client.bucket(bucket).blob(key)
 
+    def _upload(self, bucket: str, key: str, metadata: Mapping[str, str] | None,
+                send: Callable[[Any], None]) -> BlobInfo:
+        blob = self._blob(bucket, key)
+        blob.metadata = dict(metadata) if metadata else None
+        try:
+            send(blob)
+        except gexc.NotFound as exc:
+            raise NotFoundError(f"bucket gs://{bucket} does not exist") from exc
+        return self._info(blob)
+
     def put(
         self,
         bucket: str,
@@ -81,13 +91,8 @@ class GcsBlobStore(BlobStore):
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> BlobInfo:
-        blob = self._blob(bucket, key)
-        blob.metadata = dict(metadata) if metadata else None
-        try:
-            blob.upload_from_string(data, content_type=content_type or DEFAULT_CONTENT_TYPE)
-        except gexc.NotFound as exc:
-            raise NotFoundError(f"bucket gs://{bucket} does not exist") from exc
-        return self._info(blob)
+        return self._upload(bucket, key, metadata, lambda blob: blob.upload_from_string(
+            data, content_type=content_type or DEFAULT_CONTENT_TYPE))
 
     def upload_file(
         self,
@@ -98,13 +103,8 @@ class GcsBlobStore(BlobStore):
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> BlobInfo:
-        blob = self._blob(bucket, key)
-        blob.metadata = dict(metadata) if metadata else None
-        try:
-            blob.upload_from_filename(str(path), content_type=content_type or DEFAULT_CONTENT_TYPE)
-        except gexc.NotFound as exc:
-            raise NotFoundError(f"bucket gs://{bucket} does not exist") from exc
-        return self._info(blob)
+        return self._upload(bucket, key, metadata, lambda blob: blob.upload_from_filename(
+            str(path), content_type=content_type or DEFAULT_CONTENT_TYPE))
 
     def get(self, bucket: str, key: str) -> bytes:
         try:
