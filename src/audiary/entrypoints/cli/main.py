@@ -293,7 +293,7 @@ def stack_up() -> None:
     for name, url in started.urls.items():
         console.print(f"{name:>20}  {url}", highlight=False)
     console.print(f"[green]stack up[/green]; logs in {started.state_dir}; "
-                  "stop it with `make down` (or `audiary stack down`)")
+                  "stop it with `make down` (or `audiary stack down`)", soft_wrap=True)
 
 
 @stack.command("down")
