@@ -25,7 +25,7 @@ from audiary.local.emulators import (
     start_gcs_emulator,
     start_pubsub_emulator,
 )
-from audiary.local.stack import REPO_ROOT
+from audiary.local.stack import project_dir
 from audiary.settings import Settings
 from audiary.wiring import stores
 from bench.results import write_result
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
             api = ManagedProcess(
                 name="api",
                 argv=[str(Path(sys.executable).parent / "functions-framework"),
-                      "--target", "api", "--source", str(REPO_ROOT / "functions/api/main.py"),
+                      "--target", "api",
+                      "--source", str(project_dir(settings) / "functions/api/main.py"),
                       "--host", "127.0.0.1", "--port", str(port)],
                 log_path=state / "api.log", ready_url=f"http://127.0.0.1:{port}/healthz",
                 env={**env, "AUDIARY_API_RATE_PER_S": "100000", "AUDIARY_API_BURST": "100000"},

@@ -26,7 +26,7 @@ from audiary.settings import Settings
 from bench.results import write_result
 from tests.fakes.llm_server import FakeLlmServer, answer_with
 
-NOTE = {
+NOTE: dict[str, object] = {
     "schema_version": "1", "title": "A day", "date": None, "summary": "It was a day.",
     "mood": None, "highlights": [], "people": [], "places": [], "action_items": [], "tags": [],
 }

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from audiary.domain.jobs import JobStatus
+from audiary.domain.jobs import Job, JobStatus
 from audiary.entrypoints.cli.backends import LocalBackend
 from audiary.evaluation.longform import build_longform, write_wav
 from audiary.local.emulators import free_port
@@ -57,6 +57,7 @@ def pipeline_seconds(
 ) -> tuple[list[float], dict[str, float], int]:
     """Drop → TRANSCRIBED wall time, once per repeat, each a new upload of the same file."""
     times: list[float] = []
+    finished: Job | None = None
     with NativeStack(settings) as stack:
         svc = stores(settings.model_copy(update={
             "pubsub_emulator_host": stack.env["PUBSUB_EMULATOR_HOST"],
@@ -74,9 +75,14 @@ def pipeline_seconds(
                     break
                 time.sleep(0.05)
             times.append(time.perf_counter() - start)
+            if job is None:
+                raise RuntimeError(f"benchmark job {job_id} disappeared")
             if job.status in {JobStatus.FAILED, JobStatus.REJECTED}:
                 raise RuntimeError(f"benchmark job ended {job.status}: {job.error}")
-        return times, job.stage_seconds(), job.chunks_total
+            finished = job
+    if finished is None:
+        raise ValueError("repeats must be at least 1")
+    return times, finished.stage_seconds(), finished.chunks_total
 
 
 def main(argv: list[str] | None = None) -> None:
