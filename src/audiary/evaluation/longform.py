@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ __all__ = [
     "UtteranceSpan",
     "build_longform",
     "decode_audio",
+    "full_set",
     "load_manifest",
     "speech_dir",
     "write_wav",
@@ -136,15 +138,10 @@ def _cached_audio(path: Path) -> np.ndarray:
     return samples
 
 
-def build_longform(min_duration_s: float, seed: int = 0, manifest: Path | None = None) -> LongForm:
-    """Concatenate utterances with varied silences until at least `min_duration_s` long.
-
-    Each pass over the set uses a fresh seeded order, and the file starts and ends in silence.
-    """
-    utterances = load_manifest(manifest)
-    if not utterances:
-        raise ValueError("the speech manifest lists no utterances")
-    rng = np.random.default_rng(seed)
+def _concatenate(utterances: list[Utterance], rng: np.random.Generator,
+                 next_index: Callable[[int], int | None]) -> LongForm:
+    """Utterances with seeded noisy silences around each; `next_index(samples so far)` picks
+    the next one, None ends the file."""
 
     def silence() -> np.ndarray:
         seconds = rng.uniform(*SILENCE_RANGE_S)
@@ -154,11 +151,8 @@ def build_longform(min_duration_s: float, seed: int = 0, manifest: Path | None =
     pieces = [silence()]
     position = len(pieces[0])
     spans: list[UtteranceSpan] = []
-    order: list[int] = []
-    while position < min_duration_s * SAMPLE_RATE:
-        if not order:
-            order = list(rng.permutation(len(utterances)))
-        utt = utterances[order.pop(0)]
+    while (index := next_index(position)) is not None:
+        utt = utterances[index]
         audio = _cached_audio(utt.audio)
         spans.append(
             UtteranceSpan(
@@ -171,11 +165,50 @@ def build_longform(min_duration_s: float, seed: int = 0, manifest: Path | None =
         gap = silence()
         pieces += [audio, gap]
         position += len(audio) + len(gap)
-    samples = np.concatenate(pieces)
     logger.info(
         "built %.1f s long-form audio from %d utterances", position / SAMPLE_RATE, len(spans)
     )
-    return LongForm(samples=samples, reference=" ".join(s.text for s in spans), utterances=spans)
+    return LongForm(samples=np.concatenate(pieces), reference=" ".join(s.text for s in spans),
+                    utterances=spans)
+
+
+def build_longform(min_duration_s: float, seed: int = 0, manifest: Path | None = None) -> LongForm:
+    """Concatenate utterances with varied silences until at least `min_duration_s` long.
+
+    Each pass over the set uses a fresh seeded order, and the file starts and ends in silence.
+    """
+    utterances = load_manifest(manifest)
+    if not utterances:
+        raise ValueError("the speech manifest lists no utterances")
+    rng = np.random.default_rng(seed)
+    queue: list[int] = []
+
+    def next_index(position: int) -> int | None:
+        if position >= min_duration_s * SAMPLE_RATE:
+            return None
+        if not queue:
+            queue.extend(int(i) for i in rng.permutation(len(utterances)))
+        return queue.pop(0)
+
+    return _concatenate(utterances, rng, next_index)
+
+
+def full_set(seed: int = 0) -> LongForm:
+    """Every utterance of the speech set (manifest.jsonl and long/manifest.jsonl) exactly once,
+    in a seeded order with seeded silences: about 5 minutes and 670 reference words."""
+    folder = speech_dir()
+    utterances = [*load_manifest(folder / "manifest.jsonl"),
+                  *load_manifest(folder / "long" / "manifest.jsonl")]
+    rng = np.random.default_rng(seed)
+    queue: list[int] | None = None
+
+    def next_index(position: int) -> int | None:
+        nonlocal queue
+        if queue is None:  # drawn after the first silence, like build_longform's first pass
+            queue = [int(i) for i in rng.permutation(len(utterances))]
+        return queue.pop(0) if queue else None
+
+    return _concatenate(utterances, rng, next_index)
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
