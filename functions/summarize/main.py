@@ -39,5 +39,6 @@ def summarize(cloud_event: CloudEvent) -> None:
         except BadEventError as exc:
             log.error("dropping malformed event %s: %s", cloud_event["id"], exc)
             return
-        outcome = run_summarize(stores(settings), note_router(settings), ready)
+        outcome = run_summarize(stores(settings), note_router(settings), ready,
+                                message_id=str(cloud_event["id"]))
         log.info("summarize: %s", outcome.detail, extra={"job_id": ready.job_id})

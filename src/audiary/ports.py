@@ -153,6 +153,15 @@ class JobStore(ABC):
         """
 
     @abstractmethod
+    def claim(self, job_id: str, stage: str, holder: str, *, lease_s: float,
+              now: datetime) -> bool:
+        """Take `stage`'s lease on the job for `holder` until `now + lease_s`, in one
+        transaction, unless another holder's lease runs past `now` (`lease_free`).
+
+        Returns whether `holder` holds it now; `NotFoundError` if there is no such job.
+        """
+
+    @abstractmethod
     def put_chunks(self, job_id: str, chunks: Sequence[Chunk]) -> None:
         """Write the chunk plan and set `chunks_total`; existing chunk results are kept."""
 

@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     )
 
     # Native local stack.
+    # How long the delivery writing a note holds the job (LLM calls with their retries must fit);
+    # a duplicate message waits that long before it may take over from a holder that died.
+    summarize_lease_s: float = Field(default=900.0, gt=0)
     state_dir: Path = Path(".audiary")
     # The checkout whose functions/ and containers/ the native stack runs (make runs from it).
     project_dir: Path = Path(".")

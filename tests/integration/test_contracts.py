@@ -514,6 +514,42 @@ def test_concurrent_completion_counts_every_chunk(jobs: JobStore) -> None:
     assert all(c.status is ChunkStatus.DONE for c in jobs.get_chunks(job.job_id))
 
 
+def test_a_lease_is_held_until_it_runs_out(jobs: JobStore) -> None:
+    job, _ = jobs.create_job(new_job())
+    now = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    assert jobs.claim(job.job_id, "summarize", "message-1", lease_s=60, now=now)
+    # Another message for the same job waits; the same message (a redelivery) takes it again.
+    assert not jobs.claim(job.job_id, "summarize", "message-2", lease_s=60,
+                          now=now + timedelta(seconds=59))
+    assert jobs.claim(job.job_id, "summarize", "message-1", lease_s=60,
+                      now=now + timedelta(seconds=30))
+    # Other stages have leases of their own.
+    assert jobs.claim(job.job_id, "other", "message-2", lease_s=60, now=now)
+    # Once the holder's time is up (it died), another may take it.
+    assert jobs.claim(job.job_id, "summarize", "message-2", lease_s=60,
+                      now=now + timedelta(seconds=91))
+    stored = jobs.get_job(job.job_id)
+    assert stored is not None
+    assert stored.leases["summarize"].holder == "message-2"
+    assert stored.leases["summarize"].until == now + timedelta(seconds=151)
+    with pytest.raises(NotFoundError):
+        jobs.claim("no-such-job", "summarize", "m", lease_s=60, now=now)
+
+
+def test_only_one_of_many_concurrent_claims_wins(jobs: JobStore) -> None:
+    job, _ = jobs.create_job(new_job())
+    now = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    barrier = threading.Barrier(6)
+
+    def claim(holder: str) -> bool:
+        barrier.wait(timeout=30)
+        return jobs.claim(job.job_id, "summarize", holder, lease_s=600, now=now)
+
+    with ThreadPoolExecutor(6) as pool:
+        won = list(pool.map(claim, [f"message-{i}" for i in range(6)]))
+    assert sum(won) == 1
+
+
 def test_put_chunks_again_keeps_existing_results(jobs: JobStore) -> None:
     job, _ = jobs.create_job(new_job())
     chunks = plan(job.job_id, 3)

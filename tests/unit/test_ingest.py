@@ -163,3 +163,61 @@ def test_queued_before_any_chunk_message_and_interrupted_fan_out_is_finished(svc
     # Chunk 0 went out before the failure and again after it: every chunk at least once.
     assert sent == [0, *range(job.chunks_total)]
     assert ingest(svc, event).detail == "duplicate delivery"
+
+
+def test_an_interrupted_fan_out_is_finished_after_a_chunk_moved_the_job_on(svc, tmp_path,
+                                                                           speech):
+    publish = svc.publisher.publish
+    sent = []
+
+    def failing_after_one(topic, data, attributes=None):
+        if sent:
+            raise ConnectionError("the publisher went away mid fan-out")
+        sent.append(json.loads(data)["index"])
+        return publish(topic, data, attributes)
+
+    svc.publisher.publish = failing_after_one
+    event = drop(svc, encode(speech, tmp_path / "a.flac"))
+    with pytest.raises(ConnectionError):
+        ingest(svc, event)
+    (job,) = svc.jobs.list_jobs()
+    svc.jobs.advance(job.job_id, JobStatus.TRANSCRIBING)  # chunk 0 reached the transcriber
+    svc.publisher.publish = publish
+    again = ingest(svc, event)
+    assert again.detail == "fan-out finished"
+    indexes = [json.loads(m.data)["index"] for m in svc.publisher.messages("transcribe-chunk")]
+    assert job.chunks_total > 1
+    assert set(indexes) == set(range(job.chunks_total))
+    assert svc.jobs.get_job(job.job_id).chunks_published
+
+
+def test_a_failure_on_the_last_attempt_ends_the_job_and_announces_it(svc, tmp_path, speech):
+    event = drop(svc, encode(speech, tmp_path / "a.flac"))
+    download = svc.blobs.download_file
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    svc.blobs.download_file = broken
+    for _ in range(svc.settings.max_attempts - 1):
+        with pytest.raises(OSError, match="disk full"):
+            ingest(svc, event)  # raise: Pub/Sub delivers again
+    outcome = ingest(svc, event)  # the last delivery Pub/Sub makes
+    svc.blobs.download_file = download
+    job = svc.jobs.get_job(outcome.job_id)
+    assert job.status is JobStatus.FAILED
+    assert (job.error.code, job.error.stage) == ("ingest_failed", "ingest")
+    assert "disk full" in job.error.message
+    finished = [json.loads(m.data) for m in svc.publisher.messages("job-finished")]
+    assert finished == [{"job_id": job.job_id, "status": "FAILED"}]
+    assert ingest(svc, event).detail == "duplicate delivery"
+    assert len(svc.publisher.messages("job-finished")) == 1
+
+
+def test_a_rejected_job_is_announced_once(svc, tmp_path):
+    path, _ = bad_inputs(tmp_path)["zero bytes"]
+    event = drop(svc, path)
+    ingest(svc, event)
+    ingest(svc, event)
+    finished = [json.loads(m.data)["status"] for m in svc.publisher.messages("job-finished")]
+    assert finished == ["REJECTED"]

@@ -54,7 +54,7 @@ def extractive_router(svc):
 
 def test_note_written_job_done_and_announced_once(svc):
     ready = transcribed_job(svc)
-    outcome = summarize(svc, extractive_router(svc), ready)
+    outcome = summarize(svc, extractive_router(svc), ready, message_id="m-1")
     assert outcome.record is not None
     job = svc.jobs.get_job("job-1")
     assert job.status is JobStatus.DONE
@@ -67,7 +67,7 @@ def test_note_written_job_done_and_announced_once(svc):
     finished = svc.publisher.messages("job-finished")
     assert [json.loads(m.data) for m in finished] == [{"job_id": "job-1", "status": "DONE"}]
 
-    again = summarize(svc, extractive_router(svc), ready)  # a repeat delivery
+    again = summarize(svc, extractive_router(svc), ready, message_id="m-2")  # a duplicate
     assert again.detail == "job is DONE; nothing to do"
     assert len(svc.publisher.messages("job-finished")) == 1
 
@@ -76,9 +76,10 @@ def test_every_provider_failing_is_retried_then_ends_failed_with_the_reason(svc)
     ready = transcribed_job(svc)
     nobody = NoteRouter([], svc.notes)
     with pytest.raises(Exception, match="no provider is configured"):
-        summarize(svc, nobody, ready)  # first attempt: raise, so Pub/Sub redelivers
+        summarize(svc, nobody, ready, message_id="m-1")  # first attempt: raise, so Pub/Sub
+        # redelivers
     assert svc.jobs.get_job("job-1").status is JobStatus.SUMMARIZING
-    outcome = summarize(svc, nobody, ready)  # the last attempt allowed
+    outcome = summarize(svc, nobody, ready, message_id="m-1")  # the last attempt allowed
     job = svc.jobs.get_job("job-1")
     assert outcome.detail == "every provider failed; job FAILED"
     assert job.status is JobStatus.FAILED
@@ -86,11 +87,45 @@ def test_every_provider_failing_is_retried_then_ends_failed_with_the_reason(svc)
     assert "no provider is configured" in job.error.message
     assert svc.blobs.get(svc.settings.transcripts_bucket, "job-1.json")  # transcript intact
     assert svc.notes.get_note("job-1") is None
+    finished = svc.publisher.messages("job-finished")
+    assert [json.loads(m.data) for m in finished] == [{"job_id": "job-1", "status": "FAILED"}]
+
+
+def test_a_duplicate_while_the_note_is_written_calls_no_model(svc):
+    ready = transcribed_job(svc)
+    calls = []
+
+    class Counting(ExtractiveNoteWriter):
+        def write(self, transcript, *, recorded_at, usage):
+            calls.append(transcript.job_id)
+            # The duplicate arrives while this delivery holds the lease.
+            duplicate = summarize(svc, router, ready, message_id="m-2")
+            assert duplicate.detail == "another delivery is writing this note; nothing to do"
+            return super().write(transcript, recorded_at=recorded_at, usage=usage)
+
+    router = NoteRouter([Provider(Counting(), CircuitBreaker(3, 60))], svc.notes)
+    assert summarize(svc, router, ready, message_id="m-1").record is not None
+    assert calls == ["job-1"]
+    assert len(svc.publisher.messages("job-finished")) == 1
+    assert svc.jobs.get_job("job-1").summarize_attempts == 1
+
+
+def test_a_redelivery_announces_a_done_job_whose_announcement_was_lost(svc):
+    ready = transcribed_job(svc)
+    summarize(svc, extractive_router(svc), ready, message_id="m-1")
+    # As if the process died after DONE and before job-finished went out.
+    svc.jobs.update_job("job-1", {"finished_announced": False})
+    again = summarize(svc, extractive_router(svc), ready, message_id="m-1")
+    assert again.detail == "job is DONE; job-finished announced again"
+    assert summarize(svc, extractive_router(svc), ready, message_id="m-1").detail == (
+        "job is DONE; nothing to do")
+    # the lost one and the one sent again; no third
+    assert len(svc.publisher.messages("job-finished")) == 2
 
 
 def test_without_metadata_the_note_date_is_the_upload_day(svc):
     ready = transcribed_job(svc, recorded_at=None)
     received = svc.jobs.get_job("job-1").timestamps["RECEIVED"]
-    summarize(svc, extractive_router(svc), ready)
+    summarize(svc, extractive_router(svc), ready, message_id="m-1")
     # The demo text says "Monday, the third of November": the year comes from the upload.
     assert svc.notes.get_note("job-1").note.date == f"{received.year}-11-03"

@@ -23,6 +23,7 @@ from audiary.adapters.memory import (
     check_plain_fields,
     chunk_doc,
     chunk_result,
+    lease_doc,
     new_job_doc,
 )
 from audiary.domain.jobs import (
@@ -32,7 +33,9 @@ from audiary.domain.jobs import (
     Job,
     JobError,
     JobStatus,
+    Lease,
     can_advance,
+    lease_free,
 )
 from audiary.domain.keys import ApiKey, Webhook
 from audiary.domain.notes import Feedback, NoteRecord
@@ -164,6 +167,21 @@ class FirestoreJobStore(JobStore):
 
         moved: bool = run(self._transaction())
         return moved
+
+    def claim(self, job_id: str, stage: str, holder: str, *, lease_s: float,
+              now: datetime) -> bool:
+        ref = self._job_ref(job_id)
+
+        @firestore.transactional
+        def run(txn: Transaction) -> bool:
+            current = (self._read_job(txn, job_id).get("leases") or {}).get(stage)
+            if not lease_free(Lease.model_validate(current) if current else None, holder, now):
+                return False
+            txn.update(ref, {f"leases.{stage}": lease_doc(holder, now, lease_s)})
+            return True
+
+        claimed: bool = run(self._transaction())
+        return claimed
 
     def put_chunks(self, job_id: str, chunks: Sequence[Chunk]) -> None:
         job_ref = self._job_ref(job_id)

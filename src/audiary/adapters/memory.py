@@ -23,7 +23,9 @@ from audiary.domain.jobs import (
     Job,
     JobError,
     JobStatus,
+    Lease,
     can_advance,
+    lease_free,
     utcnow,
 )
 from audiary.domain.keys import ApiKey, Webhook
@@ -301,6 +303,16 @@ class MemoryJobStore(JobStore):
                 set_path(doc, name, value)
             return True
 
+    def claim(self, job_id: str, stage: str, holder: str, *, lease_s: float,
+              now: datetime) -> bool:
+        with self._lock:
+            doc = self._job_doc(job_id)
+            current = (doc.get("leases") or {}).get(stage)
+            if not lease_free(Lease.model_validate(current) if current else None, holder, now):
+                return False
+            set_path(doc, f"leases.{stage}", lease_doc(holder, now, lease_s))
+            return True
+
     def put_chunks(self, job_id: str, chunks: Sequence[Chunk]) -> None:
         with self._lock:
             doc = self._job_doc(job_id)
@@ -403,6 +415,10 @@ def advance_updates(
     if error is not None:
         updates["error"] = error.model_dump(mode="python")
     return updates
+
+
+def lease_doc(holder: str, now: datetime, lease_s: float) -> dict[str, Any]:
+    return Lease(holder=holder, until=now + timedelta(seconds=lease_s)).model_dump(mode="python")
 
 
 def chunk_doc(job_id: str, chunk: Chunk) -> dict[str, Any]:

@@ -79,6 +79,19 @@ class JobError(BaseModel):
     stage: str
 
 
+class Lease(BaseModel):
+    """Who does a stage's one-off work (writing the note) until when."""
+
+    holder: str
+    until: datetime
+
+
+def lease_free(lease: Lease | None, holder: str, now: datetime) -> bool:
+    """Whether `holder` may take a stage whose lease is `lease`: nobody holds it, `holder`
+    does (a redelivery of its own message), or the holder's time ran out (it died)."""
+    return lease is None or lease.holder == holder or lease.until <= now
+
+
 class Job(BaseModel):
     job_id: str
     source: SourceObject
@@ -101,6 +114,12 @@ class Job(BaseModel):
     text: str | None = None
     owner: str | None = None
     correlation_id: str = ""
+    # Effects that belong to one transition, so that repeats are no-ops: which stage ended the
+    # job, and whether `job-finished` and `transcript-ready` went out.
+    finished_by: str | None = None
+    finished_announced: bool = False
+    transcript_announced: bool = False
+    leases: dict[str, Lease] = Field(default_factory=dict)
     timestamps: dict[str, datetime] = Field(default_factory=dict)
 
     def to_doc(self) -> dict[str, Any]:

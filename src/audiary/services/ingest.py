@@ -12,6 +12,7 @@ from opentelemetry import trace
 from audiary.domain.audio import SAMPLE_RATE
 from audiary.domain.chunking import plan_chunks
 from audiary.domain.jobs import (
+    TERMINAL,
     Chunk,
     Job,
     JobError,
@@ -26,7 +27,7 @@ from audiary.observability.logs import job_context
 from audiary.observability.telemetry import tracer
 from audiary.ports import Stores
 from audiary.services.decode import AudioLimits, decode_to_canonical
-from audiary.services.progress import advance, fail
+from audiary.services.progress import advance, fail, resume_announcement
 from audiary.wire import messages
 from audiary.wire.storage_events import ObjectEvent
 
@@ -73,26 +74,41 @@ def _ingest_job(svc: Stores, event: ObjectEvent, job_id: str) -> IngestOutcome:
         received_at=utcnow(),
     ))
     extra = {"job_id": job_id}
-    if job.status is JobStatus.QUEUED and not job.chunks_published:
-        # An earlier delivery died while fanning out; repeats are harmless to the transcriber.
-        log.info("finishing an interrupted fan-out", extra=extra)
-        publish_chunks(svc, job_id, svc.jobs.get_chunks(job_id), canonical_key(job_id))
-        return IngestOutcome(job_id, job.status, "fan-out finished")
+    if job.status in TERMINAL:
+        if resume_announcement(svc, job, STAGE):
+            return IngestOutcome(job_id, job.status, "job-finished announced again")
+        return IngestOutcome(job_id, job.status, "duplicate delivery")
     if job.status is not JobStatus.RECEIVED:
+        if not job.chunks_published:
+            # An earlier delivery died while fanning out, maybe after some chunks already
+            # moved the job on: send every chunk message again (the transcriber counts each
+            # chunk once, so the ones that went out before do no harm).
+            log.info("finishing an interrupted fan-out", extra=extra)
+            publish_chunks(svc, job_id, svc.jobs.get_chunks(job_id), canonical_key(job_id))
+            return IngestOutcome(job_id, job.status, "fan-out finished")
         log.info("job already %s; nothing to do", job.status, extra=extra)
         return IngestOutcome(job_id, job.status, "duplicate delivery")
     if not created:
         log.info("resuming ingest of a job left in RECEIVED", extra=extra)
-    if job.ingest_attempts >= s.max_attempts:
+    attempt = job.ingest_attempts + 1
+    if attempt > s.max_attempts:
         fail(svc, job_id, "ingest_failed", f"ingest failed {job.ingest_attempts} times", STAGE)
         return IngestOutcome(job_id, JobStatus.FAILED, "retries exhausted")
-    svc.jobs.update_job(job_id, {"ingest_attempts": job.ingest_attempts + 1})
+    svc.jobs.update_job(job_id, {"ingest_attempts": attempt})
 
     try:
         chunks_total = _prepare(svc, job)
     except RejectedInputError as exc:
         _reject(svc, job, exc)
         return IngestOutcome(job_id, JobStatus.REJECTED, exc.code)
+    except Exception as exc:
+        if attempt < s.max_attempts:
+            raise  # Pub/Sub delivers again
+        # The last delivery Pub/Sub makes: end the job here rather than leave it to wait.
+        fail(svc, job_id, "ingest_failed",
+             f"ingest failed {attempt} times; last: {type(exc).__name__}: {exc}", STAGE)
+        log.exception("ingest failed on its last attempt", extra=extra)
+        return IngestOutcome(job_id, JobStatus.FAILED, "retries exhausted")
     return IngestOutcome(job_id, JobStatus.QUEUED, f"{chunks_total} chunks queued")
 
 
@@ -227,6 +243,7 @@ def _reject(svc: Stores, job: Job, exc: RejectedInputError) -> None:
         JobStatus.REJECTED,
         error=JobError(code=exc.code, message=exc.message, stage=STAGE),
         fields={"quarantine_uri": quarantined},
+        stage=STAGE,
     )
     log.warning("rejected: %s (%s)", exc.message, exc.code, extra={"job_id": job.job_id})
 

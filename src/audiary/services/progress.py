@@ -1,5 +1,11 @@
-"""Job state moves, with what they tell the metrics: time spent in the state left, jobs
-finished by status."""
+"""Job state moves, what they tell the metrics (time spent in the state left, jobs finished by
+status) and the one effect every end state has: `job-finished`.
+
+`job-finished` belongs to the transition that ended the job. It is published right after that
+transition, and `finished_announced` is set once it is out; a redelivery of the same stage that
+finds the job ended by itself but not yet announced (the process died in between) publishes it
+then (`resume_announcement`). No other stage ever does, so a job is announced once.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from opentelemetry import trace
 from audiary.domain.jobs import TERMINAL, Job, JobError, JobStatus
 from audiary.observability import metrics
 from audiary.ports import Stores
+from audiary.wire import messages
 
 
 def advance(
@@ -20,9 +27,15 @@ def advance(
     *,
     error: JobError | None = None,
     fields: Mapping[str, object] | None = None,
+    stage: str | None = None,
 ) -> bool:
-    """`svc.jobs.advance`, and when the job moved: observe the stage it left and count it
-    finished if `status` is an end state. Returns whether it moved."""
+    """`svc.jobs.advance`, and when the job moved: observe the stage it left, and if `status`
+    is an end state (which needs the `stage` that ends it) count it and announce it.
+    Returns whether it moved."""
+    if status in TERMINAL:
+        if stage is None:
+            raise ValueError(f"moving a job to {status} needs the stage that ends it")
+        fields = {**(fields or {}), "finished_by": stage}
     moved = svc.jobs.advance(job_id, status, error=error, fields=fields)
     if not moved:
         return False
@@ -31,16 +44,38 @@ def advance(
     job = svc.jobs.get_job(job_id)
     if job is not None:
         observe_stage_left(job, status)
+    trace.get_current_span().add_event("job state", {"audiary.status": status.value})
     if status in TERMINAL:
         metrics.JOBS_FINISHED.labels(status.value).inc()
-    trace.get_current_span().add_event("job state", {"audiary.status": status.value})
+        announce_finished(svc, job_id, status)
+    return True
+
+
+def announce_finished(svc: Stores, job_id: str, status: JobStatus) -> None:
+    """Publish `job-finished` for an ended job and remember that it went out."""
+    s = svc.settings
+    svc.publisher.publish(
+        s.topic_job_finished,
+        messages.encode(messages.JobFinished(job_id=job_id, status=status.value)),
+        messages.attributes_for(job_id),
+    )
+    svc.jobs.update_job(job_id, {"finished_announced": True})
+
+
+def resume_announcement(svc: Stores, job: Job, stage: str) -> bool:
+    """For a redelivery at `stage` that finds `job` ended: announce it if `stage` ended it and
+    died before announcing. Returns whether it announced."""
+    if job.status not in TERMINAL or job.finished_by != stage or job.finished_announced:
+        return False
+    announce_finished(svc, job.job_id, job.status)
     return True
 
 
 def fail(svc: Stores, job_id: str, code: str, message: str, stage: str) -> bool:
     """Move a job to FAILED with a reason; False if it had already ended."""
     return advance(
-        svc, job_id, JobStatus.FAILED, error=JobError(code=code, message=message, stage=stage)
+        svc, job_id, JobStatus.FAILED, error=JobError(code=code, message=message, stage=stage),
+        stage=stage,
     )
 
 

@@ -6,13 +6,13 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from audiary.domain.jobs import TERMINAL, JobStatus
+from audiary.domain.jobs import TERMINAL, JobStatus, utcnow
 from audiary.domain.notes import NoteRecord
 from audiary.domain.transcript import Transcript
 from audiary.observability.logs import job_context
 from audiary.ports import Stores
 from audiary.services.notes.router import AllProvidersFailedError, NoteRouter
-from audiary.services.progress import advance, fail
+from audiary.services.progress import advance, fail, resume_announcement
 from audiary.wire import messages
 
 log = logging.getLogger(__name__)
@@ -45,15 +45,22 @@ def recorded_at(svc: Stores, job_id: str) -> datetime | None:
     return job.timestamps.get(JobStatus.RECEIVED.value)
 
 
-def summarize(svc: Stores, router: NoteRouter, ready: messages.TranscriptReady
-              ) -> SummarizeOutcome:
-    """Write the job's note once. Raises when it should be retried (within the attempt limit)."""
+def summarize(svc: Stores, router: NoteRouter, ready: messages.TranscriptReady, *,
+              message_id: str) -> SummarizeOutcome:
+    """Write the job's note once. Raises when it should be retried (within the attempt limit).
+
+    Only the delivery that holds the job's summarize lease calls a model: `message_id` (the
+    same on every redelivery of one message) is the holder, so a duplicate `transcript-ready`
+    arriving while the note is written is acknowledged and does nothing, and a redelivery of
+    the holder's own message after it died takes over. A lease outlives a dead holder by at most
+    `AUDIARY_SUMMARIZE_LEASE_S`.
+    """
     with job_context(ready.job_id):
-        return _summarize(svc, router, ready)
+        return _summarize(svc, router, ready, message_id)
 
 
-def _summarize(svc: Stores, router: NoteRouter, ready: messages.TranscriptReady
-               ) -> SummarizeOutcome:
+def _summarize(svc: Stores, router: NoteRouter, ready: messages.TranscriptReady,
+               message_id: str) -> SummarizeOutcome:
     s = svc.settings
     job_id = ready.job_id
     extra = {"job_id": job_id}
@@ -61,7 +68,11 @@ def _summarize(svc: Stores, router: NoteRouter, ready: messages.TranscriptReady
     if job is None:
         return SummarizeOutcome(f"no job {job_id}; dropping the message")
     if job.status in TERMINAL:
+        if resume_announcement(svc, job, STAGE):
+            return SummarizeOutcome(f"job is {job.status}; job-finished announced again")
         return SummarizeOutcome(f"job is {job.status}; nothing to do")
+    if not svc.jobs.claim(job_id, STAGE, message_id, lease_s=s.summarize_lease_s, now=utcnow()):
+        return SummarizeOutcome("another delivery is writing this note; nothing to do")
     if job.summarize_attempts >= s.max_attempts:
         fail(svc, job_id, "summarize_failed",
              f"no diary note after {job.summarize_attempts} attempts", STAGE)
@@ -83,16 +94,11 @@ def _summarize(svc: Stores, router: NoteRouter, ready: messages.TranscriptReady
 
     svc.notes.put_note(record)
     hours = (job.duration_s or 0) / 3600
-    advance(svc, job_id, JobStatus.DONE, fields={
+    advance(svc, job_id, JobStatus.DONE, stage=STAGE, fields={
         "note_provider": record.provider,
         "cost_usd": record.cost_usd,
         "cost_per_audio_hour_usd": record.cost_usd / hours if hours else None,
     })
-    svc.publisher.publish(
-        s.topic_job_finished,
-        messages.encode(messages.JobFinished(job_id=job_id, status=JobStatus.DONE.value)),
-        messages.attributes_for(job_id),
-    )
     log.info("note written by %s (%s), %d+%d tokens, $%.5f", record.provider, record.model,
              record.input_tokens, record.output_tokens, record.cost_usd, extra=extra)
     return SummarizeOutcome(f"note by {record.provider}", record)

@@ -15,7 +15,7 @@ from audiary.observability import metrics
 from audiary.observability.logs import job_context
 from audiary.observability.telemetry import inference
 from audiary.ports import Stores, Transcriber
-from audiary.services.progress import advance, fail
+from audiary.services.progress import advance, fail, resume_announcement
 from audiary.wire import messages
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,13 @@ def _handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask) -> 
     job = svc.jobs.get_job(task.job_id)
     if job is None:
         return ChunkOutcome(f"no job {task.job_id}; dropping the message")
-    if job.status is JobStatus.TRANSCRIBED:
-        announce(svc, task.job_id)  # harmless if already announced: summarize is idempotent
+    if job.status is JobStatus.TRANSCRIBED and not job.transcript_announced:
+        # The delivery that assembled the transcript died before announcing it.
+        announce(svc, task.job_id)
         return ChunkOutcome("job is TRANSCRIBED; transcript-ready announced again")
-    if job.status in TERMINAL or job.status is JobStatus.SUMMARIZING:
+    if job.status in TERMINAL and resume_announcement(svc, job, STAGE):
+        return ChunkOutcome(f"job is {job.status}; job-finished announced again")
+    if job.status not in (JobStatus.QUEUED, JobStatus.TRANSCRIBING):
         return ChunkOutcome(f"job is {job.status}; nothing to do")
 
     chunk = svc.jobs.start_chunk(task.job_id, task.index)
@@ -76,9 +79,25 @@ def _handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask) -> 
             f"chunk {task.index} failed {chunk.attempts - 1} times", STAGE,
         )
         return ChunkOutcome("retries exhausted; job FAILED")
+    try:
+        return _transcribe_chunk(svc, model, task, chunk.start_sample, chunk.end_sample)
+    except Exception as exc:
+        if chunk.attempts < s.max_attempts:
+            raise  # Pub/Sub delivers again
+        # The last delivery Pub/Sub makes: end the job here rather than leave it to wait.
+        fail(svc, task.job_id, "transcription_failed",
+             f"chunk {task.index} failed {chunk.attempts} times; last: "
+             f"{type(exc).__name__}: {exc}", STAGE)
+        log.exception("chunk %d failed on its last attempt", task.index, extra=extra)
+        return ChunkOutcome("retries exhausted; job FAILED")
 
+
+def _transcribe_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
+                      start_sample: int, end_sample: int) -> ChunkOutcome:
+    s = svc.settings
+    extra = {"job_id": task.job_id}
     advance(svc, task.job_id, JobStatus.TRANSCRIBING)
-    start, end = sample_range_bytes(chunk.start_sample, chunk.end_sample)
+    start, end = sample_range_bytes(start_sample, end_sample)
     samples = pcm_to_float(svc.blobs.read_range(task.audio_bucket, task.audio_key, start, end))
     with inference(model, len(samples) / SAMPLE_RATE):
         segments = model.transcribe(samples, language=s.language)
@@ -111,6 +130,7 @@ def announce(svc: Stores, job_id: str) -> None:
                                      transcript_key=transcript_key(job_id))
     svc.publisher.publish(s.topic_transcript_ready, messages.encode(ready),
                           messages.attributes_for(job_id))
+    svc.jobs.update_job(job_id, {"transcript_announced": True})
 
 
 def _chunk_segments(svc: Stores, segments: list[dict[str, object]] | None,

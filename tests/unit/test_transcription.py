@@ -1,0 +1,109 @@
+"""Chunk transcription and fan-in on the in-memory adapters, with a stand-in for the model
+behind the `Transcriber` port (the real one is tested on real speech in tests/integration)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from audiary.domain.jobs import JobStatus
+from audiary.domain.transcript import Segment
+from audiary.ports import Transcriber
+from audiary.services.ingest import ingest
+from audiary.services.transcription import handle_chunk
+from audiary.settings import Settings
+from audiary.wire import messages
+from tests.fakes.stores import memory_stores
+from tests.media import DEMO_SAMPLE, decode, encode
+from tests.unit.test_ingest import drop
+
+
+class Stub(Transcriber):
+    """One segment per call saying how many samples it got; fails while `failing` is set."""
+
+    model_name = "stub"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.failing: Exception | None = None
+
+    def transcribe(self, samples: np.ndarray, *, language: str | None = None,
+                   word_timestamps: bool | None = None) -> list[Segment]:
+        self.calls += 1
+        if self.failing is not None:
+            raise self.failing
+        return [Segment(start=0.0, end=len(samples) / 16_000, text=f"{len(samples)} samples")]
+
+
+@pytest.fixture
+def svc():
+    settings = Settings(blob_backend="memory", job_backend="memory", publisher_backend="memory",
+                        chunk_target_s=4.0, chunk_search_s=1.0)
+    s = memory_stores(settings)
+    for bucket in (settings.uploads_bucket, settings.work_bucket, settings.transcripts_bucket):
+        s.blobs.ensure_bucket(bucket)
+    return s
+
+
+@pytest.fixture
+def tasks(svc, tmp_path) -> list[messages.ChunkTask]:
+    """The chunk messages ingest sent for a 12 s recording (several chunks)."""
+    event = drop(svc, encode(decode(DEMO_SAMPLE, seconds=12.0), tmp_path / "a.flac"))
+    ingest(svc, event)
+    found = [messages.parse_chunk_task(m.data)
+             for m in svc.publisher.messages("transcribe-chunk")]
+    assert len(found) > 1
+    return found
+
+
+def ready_messages(svc) -> list[dict[str, str]]:
+    return [json.loads(m.data) for m in svc.publisher.messages("transcript-ready")]
+
+
+def test_duplicated_shuffled_chunks_give_one_transcript_and_one_announcement(svc, tasks):
+    model = Stub()
+    deliveries = [*tasks, *tasks, *tasks]
+    random.Random(7).shuffle(deliveries)
+    for task in deliveries:
+        handle_chunk(svc, model, task)
+    job = svc.jobs.get_job(tasks[0].job_id)
+    assert job.status is JobStatus.TRANSCRIBED
+    assert job.chunks_done == job.chunks_total == len(tasks)
+    assert model.calls == len(tasks)  # each chunk decoded once
+    assert len(ready_messages(svc)) == 1
+    assert handle_chunk(svc, model, tasks[0]).detail == "job is TRANSCRIBED; nothing to do"
+
+
+def test_a_lost_announcement_is_made_by_the_next_redelivery_and_only_once(svc, tasks):
+    model = Stub()
+    for task in tasks:
+        handle_chunk(svc, model, task)
+    svc.jobs.update_job(tasks[0].job_id, {"transcript_announced": False})  # died in between
+    again = handle_chunk(svc, model, tasks[-1])
+    assert again.detail == "job is TRANSCRIBED; transcript-ready announced again"
+    handle_chunk(svc, model, tasks[0])
+    assert len(ready_messages(svc)) == 2  # the lost one and the one sent again
+
+
+def test_a_chunk_failing_every_delivery_fails_the_job_on_the_last_one(svc, tasks):
+    model = Stub()
+    model.failing = RuntimeError("CUDA out of memory")
+    task = tasks[0]
+    for _ in range(svc.settings.max_attempts - 1):
+        with pytest.raises(RuntimeError):
+            handle_chunk(svc, model, task)  # raise: Pub/Sub delivers again
+    outcome = handle_chunk(svc, model, task)  # the last delivery: no dead letter needed
+    assert outcome.detail == "retries exhausted; job FAILED"
+    job = svc.jobs.get_job(task.job_id)
+    assert job.status is JobStatus.FAILED
+    assert (job.error.code, job.error.stage) == ("transcription_failed", "transcribe")
+    assert "CUDA out of memory" in job.error.message
+    finished = [json.loads(m.data) for m in svc.publisher.messages("job-finished")]
+    assert finished == [{"job_id": task.job_id, "status": "FAILED"}]
+    model.failing = None
+    for other in tasks:  # later chunks of a failed job do nothing
+        assert handle_chunk(svc, model, other).detail == "job is FAILED; nothing to do"
+    assert len(svc.publisher.messages("job-finished")) == 1
