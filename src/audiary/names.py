@@ -41,6 +41,7 @@ COLLECTION_FEEDBACK = "feedback"
 COLLECTION_LLM_CACHE = "llm-cache"
 COLLECTION_API_KEYS = "api-keys"
 COLLECTION_WEBHOOKS = "webhooks"
+COLLECTION_DELIVERIES = "webhook-deliveries"
 
 SUBSCRIPTION_SUMMARIZE = "summarize"
 SUBSCRIPTION_WEBHOOKS = "webhooks"

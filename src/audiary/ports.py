@@ -267,6 +267,14 @@ class KeyStore(ABC):
     def delete_webhook(self, owner: str, webhook_id: str) -> bool:
         """Remove one of the owner's webhooks; False if it has none by that id."""
 
+    @abstractmethod
+    def record_delivery(self, delivery_id: str, at: datetime) -> None:
+        """Remember that the delivery with this id reached its receiver."""
+
+    @abstractmethod
+    def was_delivered(self, delivery_id: str) -> bool:
+        """Whether `record_delivery` was called for this id."""
+
 
 class Transcriber(ABC):
     """Speech recognition on 16 kHz mono float32 samples."""

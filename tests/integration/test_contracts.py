@@ -896,3 +896,12 @@ def test_signed_put_url_binds_type_and_size(blobs: BlobStore) -> None:
     assert response.status_code == 200, response.text
     assert blobs.get(bucket, "inbox/x.wav") == b"hello"
     assert "X-Goog-Signature" in signed.url or "X-Amz-Signature" in signed.url
+
+
+def test_a_delivery_is_recorded_once(keys: KeyStore) -> None:
+    delivery = unique("delivery")
+    assert not keys.was_delivered(delivery)
+    keys.record_delivery(delivery, datetime(2026, 12, 1, tzinfo=UTC))
+    keys.record_delivery(delivery, datetime(2026, 12, 2, tzinfo=UTC))  # a repeat: no error
+    assert keys.was_delivered(delivery)
+    assert not keys.was_delivered(unique("delivery"))

@@ -24,8 +24,12 @@ import pytest
 import audiary.adapters.webhook_sender
 from audiary.adapters.memory import MemoryPublisher
 from audiary.adapters.webhook_sender import deliver, sign, verify
-from audiary.ports import DeliveryResult
-from audiary.services.notify import dead_letter
+from audiary.ports import DeliveryResult, Stores
+from audiary.services.notify import (
+    WEBHOOK_DEAD_LETTER_TOPIC as TOPIC_DEAD,
+)
+from audiary.services.notify import NotifyOutcome, dead_letter, notify
+from audiary.wire.messages import JobFinished
 
 pytestmark = pytest.mark.integration
 
@@ -388,3 +392,55 @@ def test_verify_rejects(timestamp, signature, body, now):
 def test_signature_is_hmac_sha256_over_timestamp_dot_body():
     expected = hmac.new(b"k", b"1700000000.{}", hashlib.sha256).hexdigest()
     assert sign(b"k", 1_700_000_000, b"{}") == expected
+
+
+# notify: the webhooks function's use case, on the in-memory stores with a real receiver -----
+
+
+def _notify_stores(receiver: Receiver) -> tuple[Stores, str]:
+    from datetime import UTC, datetime
+
+    from audiary.domain.jobs import JobError, JobStatus, SourceObject, new_job
+    from audiary.domain.keys import Webhook
+    from audiary.settings import Settings
+    from tests.fakes.stores import memory_stores
+
+    svc = memory_stores(Settings(blob_backend="memory", job_backend="memory",
+                                 publisher_backend="memory", allow_private_urls=True,
+                                 allow_http_urls=True))
+    job, _ = svc.jobs.create_job(new_job("job-9", SourceObject(
+        bucket="b", name="inbox/a.wav", generation="1"), owner="key:k1"))
+    svc.jobs.advance(job.job_id, JobStatus.FAILED,
+                     error=JobError(code="transcription_failed", message="boom", stage="x"))
+    svc.keys.put_webhook(Webhook(webhook_id="h1", owner="key:k1", url=receiver.url,
+                                 secret=SECRET.decode(), created_at=datetime.now(UTC)))
+    return svc, job.job_id
+
+
+def test_a_failed_job_is_told_once_per_hook_however_often_it_is_announced(receiver):
+    svc, job_id = _notify_stores(receiver)
+    finished = JobFinished(job_id=job_id, status="FAILED")
+    assert notify(svc, finished) == NotifyOutcome(delivered=1, failed=0)
+    assert notify(svc, finished) == NotifyOutcome(delivered=0, failed=0)  # a repeat
+    assert len(receiver.received) == 1
+    body = json.loads(receiver.received[0].body)
+    assert (body["status"], body["error"]["code"]) == ("FAILED", "transcription_failed")
+    assert receiver.received[0].headers["Audiary-Delivery"] == f"{job_id}-h1"
+
+
+def test_an_unresolvable_hook_is_dead_lettered_not_raised(receiver):
+    from datetime import UTC, datetime
+
+    from audiary.domain.keys import Webhook
+
+    svc, job_id = _notify_stores(receiver)
+    svc.keys.put_webhook(Webhook(webhook_id="h2", owner="key:k1",
+                                 url="https://no-such-host.invalid/hook", secret="s",
+                                 created_at=datetime.now(UTC)))
+    outcome = notify(svc, JobFinished(job_id=job_id, status="FAILED"))
+    assert outcome == NotifyOutcome(delivered=1, failed=1)
+    (dead,) = svc.publisher.messages(TOPIC_DEAD)
+    letter = json.loads(dead.data)
+    assert letter["url"] == "https://no-such-host.invalid/hook"
+    assert letter["attempts"] == 0
+    assert "could not be resolved" in letter["reason"]

@@ -7,6 +7,7 @@ Firestore transaction, so concurrent chunk completions count each chunk exactly 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
@@ -364,7 +365,8 @@ class FirestoreNoteStore(NoteStore):
 
 
 class FirestoreKeyStore(KeyStore):
-    """Keys in `<api-keys>/{key_id}`, webhooks in `<webhooks>/{webhook_id}`."""
+    """Keys in `<api-keys>/{key_id}`, webhooks in `<webhooks>/{webhook_id}`, deliveries that
+    reached their receiver in `<webhook-deliveries>/{delivery_id}`."""
 
     def __init__(
         self,
@@ -373,11 +375,13 @@ class FirestoreKeyStore(KeyStore):
         database: str = "(default)",
         keys_collection: str = names.COLLECTION_API_KEYS,
         webhooks_collection: str = names.COLLECTION_WEBHOOKS,
+        deliveries_collection: str = names.COLLECTION_DELIVERIES,
         emulator_host: str | None = None,
     ) -> None:
         client = firestore_client(project, database, emulator_host)
         self._keys = client.collection(keys_collection)
         self._webhooks = client.collection(webhooks_collection)
+        self._deliveries = client.collection(deliveries_collection)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -386,6 +390,7 @@ class FirestoreKeyStore(KeyStore):
             database=settings.firestore_database,
             keys_collection=settings.api_keys_collection,
             webhooks_collection=settings.webhooks_collection,
+            deliveries_collection=settings.deliveries_collection,
             emulator_host=settings.firestore_emulator_host,
         )
 
@@ -422,3 +427,10 @@ class FirestoreKeyStore(KeyStore):
             return False
         ref.delete()
         return True
+
+    def record_delivery(self, delivery_id: str, at: datetime) -> None:
+        with contextlib.suppress(gexc.AlreadyExists):  # the first record stays
+            self._deliveries.document(delivery_id).create({"delivered_at": at})
+
+    def was_delivered(self, delivery_id: str) -> bool:
+        return bool(self._deliveries.document(delivery_id).get().exists)

@@ -503,6 +503,7 @@ class MemoryKeyStore(KeyStore):
         self._lock = threading.Lock()
         self._keys: dict[str, str] = {}
         self._webhooks: dict[str, str] = {}
+        self._deliveries: dict[str, datetime] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -547,3 +548,11 @@ class MemoryKeyStore(KeyStore):
                 return False
             del self._webhooks[webhook_id]
             return True
+
+    def record_delivery(self, delivery_id: str, at: datetime) -> None:
+        with self._lock:
+            self._deliveries.setdefault(delivery_id, at)
+
+    def was_delivered(self, delivery_id: str) -> bool:
+        with self._lock:
+            return delivery_id in self._deliveries

@@ -53,7 +53,7 @@ import httpx
 from tenacity import RetryCallState, Retrying, retry_if_result, wait_exponential_jitter
 
 from audiary.adapters.retry_after import parse_retry_after
-from audiary.errors import UnsafeUrlError
+from audiary.errors import FetchError
 from audiary.ports import DeliveryResult, UrlFetcher, WebhookSender
 from audiary.wire.messages import canonical_json
 
@@ -284,7 +284,7 @@ class HttpWebhookSender(WebhookSender):
     ) -> DeliveryResult:
         try:
             self.urls.check(url)
-        except UnsafeUrlError as exc:
+        except FetchError as exc:  # refused, or the name does not resolve (any more)
             return DeliveryResult(delivered=False, attempts=0, last_status=None,
                                   last_error=str(exc), delivery_id=delivery_id)
         return deliver(url, payload, secret, attempts=self.attempts, timeout_s=self.timeout_s,

@@ -10,6 +10,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from audiary import names
+from audiary.domain.jobs import utcnow
 from audiary.observability.logs import job_context
 from audiary.observability.telemetry import tracer
 from audiary.ports import DeliveryResult, Publisher, Stores
@@ -27,10 +28,11 @@ class NotifyOutcome:
 
 
 def notify(svc: Stores, finished: messages.JobFinished) -> NotifyOutcome:
-    """Deliver the job's notice to its owner's webhooks; undeliverable ones are dead-lettered.
+    """Deliver the job's notice (DONE, FAILED or REJECTED) to its owner's webhooks, each once;
+    undeliverable ones are dead-lettered.
 
     Each delivery retries on its own (with backoff, honouring Retry-After), so this handler
-    always acknowledges: a Pub/Sub redelivery would only repeat the successful deliveries.
+    always acknowledges; a repeated `job-finished` skips the hooks that already got it.
     """
     with job_context(finished.job_id):
         return _notify(svc, finished)
@@ -49,9 +51,14 @@ def _notify(svc: Stores, finished: messages.JobFinished) -> NotifyOutcome:
         "transcript": f"/v1/jobs/{job.job_id}/transcript",
         "notes": f"/v1/jobs/{job.job_id}/notes",
     }
-    results: list[DeliveryResult] = []
+    delivered = failed = 0
     for hook in svc.keys.list_webhooks(job.owner):
+        # Stable per (job, hook, event): receivers can tell a repeat by it, and a delivery
+        # that already reached its receiver is not made again.
         delivery_id = f"{job.job_id}-{hook.webhook_id}"
+        if svc.keys.was_delivered(delivery_id):
+            log.info("webhook %s already delivered", delivery_id, extra={"job_id": job.job_id})
+            continue
         with tracer().start_as_current_span(
             "webhook", kind=SpanKind.CLIENT, attributes={"audiary.webhook_id": hook.webhook_id}
         ) as span:
@@ -59,13 +66,15 @@ def _notify(svc: Stores, finished: messages.JobFinished) -> NotifyOutcome:
                                           delivery_id=delivery_id)
             span.set_attributes({"audiary.delivered": result.delivered,
                                  "audiary.attempts": result.attempts})
-        results.append(result)
-        if not result.delivered:
-            dead_letter(svc.publisher, WEBHOOK_DEAD_LETTER_TOPIC, hook.url, payload, result)
-            log.warning("webhook %s not delivered: %s", hook.webhook_id, result.last_error,
-                        extra={"job_id": job.job_id})
-    delivered = sum(r.delivered for r in results)
-    return NotifyOutcome(delivered, len(results) - delivered)
+        if result.delivered:
+            svc.keys.record_delivery(delivery_id, utcnow())
+            delivered += 1
+            continue
+        failed += 1
+        dead_letter(svc.publisher, WEBHOOK_DEAD_LETTER_TOPIC, hook.url, payload, result)
+        log.warning("webhook %s not delivered: %s", hook.webhook_id, result.last_error,
+                    extra={"job_id": job.job_id})
+    return NotifyOutcome(delivered, failed)
 
 
 def dead_letter(
