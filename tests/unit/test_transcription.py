@@ -107,3 +107,22 @@ def test_a_chunk_failing_every_delivery_fails_the_job_on_the_last_one(svc, tasks
     for other in tasks:  # later chunks of a failed job do nothing
         assert handle_chunk(svc, model, other).detail == "job is FAILED; nothing to do"
     assert len(svc.publisher.messages("job-finished")) == 1
+
+
+def test_pubsub_s_delivery_count_decides_which_delivery_is_the_last(svc, tasks):
+    model = Stub()
+    model.failing = ConnectionError("the work bucket is unreachable")
+    # Earlier deliveries never reached the handler (the service was restarting): Pub/Sub's
+    # count says this is its last one, though the chunk has seen only one.
+    outcome = handle_chunk(svc, model, tasks[0], delivery_attempt=svc.settings.max_attempts)
+    assert outcome.detail == "retries exhausted; job FAILED"
+    assert svc.jobs.get_chunks(tasks[0].job_id)[0].attempts == 1
+    assert svc.jobs.get_job(tasks[0].job_id).status is JobStatus.FAILED
+
+
+@pytest.mark.parametrize(("body", "attempt"), [
+    ({"message": {}, "deliveryAttempt": 3}, 3), ({"message": {}}, None),
+    ({"message": {}, "deliveryAttempt": "3"}, None), ({"deliveryAttempt": 0}, None), ([], None),
+])
+def test_delivery_attempt_is_read_from_the_push_envelope(body, attempt):
+    assert messages.delivery_attempt(body) == attempt

@@ -39,17 +39,21 @@ def transcript_key(job_id: str) -> str:
     return f"{job_id}.json"
 
 
-def handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask) -> ChunkOutcome:
+def handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask, *,
+                 delivery_attempt: int | None = None) -> ChunkOutcome:
     """Transcribe one chunk, record it once, and finish the job if it was the last one.
 
     Repeat and out-of-order deliveries are expected; each is recognised and does no harm.
+    `delivery_attempt` is Pub/Sub's count of this message's deliveries, where it sends one:
+    the chunk's own count misses deliveries that never reached this handler.
     """
     with job_context(task.job_id):
         trace.get_current_span().set_attribute("audiary.chunk", task.index)
-        return _handle_chunk(svc, model, task)
+        return _handle_chunk(svc, model, task, delivery_attempt or 0)
 
 
-def _handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask) -> ChunkOutcome:
+def _handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
+                  delivery_attempt: int) -> ChunkOutcome:
     s = svc.settings
     extra = {"job_id": task.job_id}
     job = svc.jobs.get_job(task.job_id)
@@ -73,20 +77,21 @@ def _handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask) -> 
         return ChunkOutcome("repeat delivery", fan_in)
     if chunk.attempts > 1:
         metrics.CHUNKS_RETRIED.inc()
-    if chunk.attempts > s.max_attempts:
+    attempt = max(chunk.attempts, delivery_attempt)
+    if attempt > s.max_attempts:
         fail(
             svc, task.job_id, "transcription_failed",
-            f"chunk {task.index} failed {chunk.attempts - 1} times", STAGE,
+            f"chunk {task.index} failed {attempt - 1} times", STAGE,
         )
         return ChunkOutcome("retries exhausted; job FAILED")
     try:
         return _transcribe_chunk(svc, model, task, chunk.start_sample, chunk.end_sample)
     except Exception as exc:
-        if chunk.attempts < s.max_attempts:
+        if attempt < s.max_attempts:
             raise  # Pub/Sub delivers again
         # The last delivery Pub/Sub makes: end the job here rather than leave it to wait.
         fail(svc, task.job_id, "transcription_failed",
-             f"chunk {task.index} failed {chunk.attempts} times; last: "
+             f"chunk {task.index} failed {attempt} times; last: "
              f"{type(exc).__name__}: {exc}", STAGE)
         log.exception("chunk %d failed on its last attempt", task.index, extra=extra)
         return ChunkOutcome("retries exhausted; job FAILED")

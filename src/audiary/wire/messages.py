@@ -95,6 +95,16 @@ def publish_time(body: Any) -> datetime | None:
     return parse_time(value)
 
 
+def delivery_attempt(body: Any) -> int | None:
+    """Which delivery of its message a push envelope is (`deliveryAttempt`, 1 for the first).
+
+    Pub/Sub sends it on subscriptions with a dead-letter policy (its emulator does not); it
+    counts every delivery, also those that never reached the handler (a restarting service).
+    """
+    value = body.get("deliveryAttempt") if isinstance(body, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def parse_time(value: object) -> datetime | None:
     """An RFC 3339 time as Pub/Sub and CloudEvents write it; None if absent or unreadable."""
     if not isinstance(value, str) or not value:

@@ -104,7 +104,8 @@ def create_app(load_model: Callable[[], Transcriber] | None = None) -> Flask:
             except BadEventError as exc:
                 log.warning("rejecting push: %s", exc)
                 return jsonify(error="bad_request", message=str(exc)), 400
-            outcome = handle_chunk(stores(current), holder.get(), task)
+            outcome = handle_chunk(stores(current), holder.get(), task,
+                                   delivery_attempt=messages.delivery_attempt(body))
             log.info(
                 "chunk %d (message %s): %s", task.index, message_id, outcome.detail,
                 extra={"job_id": task.job_id},
