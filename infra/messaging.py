@@ -20,6 +20,8 @@ SUBSCRIBER = "roles/pubsub.subscriber"
 # Exponential backoff between redeliveries of a failed push (Pub/Sub's bounds: 0 s..600 s).
 MIN_BACKOFF = "10s"
 MAX_BACKOFF = "600s"
+# The deadletters function writes a few documents per letter.
+DEAD_LETTER_ACK_DEADLINE_S = 60
 # Dead letters wait a week for someone to look (the alert fires on the first one).
 DEAD_LETTER_RETENTION = "604800s"
 # An empty TTL: the subscription never expires, however quiet the pipeline is.
@@ -96,13 +98,16 @@ class PushSubscriptionArgs:
     pubsub_agent: projects.ServiceIdentity
     max_delivery_attempts: int
     ack_deadline_s: int
+    # The deadletters function, which ends the job of every dead letter.
+    dead_letter_endpoint: pulumi.Input[str]
 
 
 class PushSubscription(pulumi.ComponentResource):
     """A push subscription with an OIDC token, bounded retries and its own dead-letter topic.
 
     Dead letters land on `<subscription>-dead-letter`, kept on a pull subscription of the same
-    name for inspection and alerting (as the local stack does).
+    name for inspection and alerting, and pushed to the deadletters function by
+    `deadletters-<subscription>` (as the local stack does).
     """
 
     def __init__(self, name: str, args: PushSubscriptionArgs,
@@ -143,6 +148,22 @@ class PushSubscription(pulumi.ComponentResource):
             expiration_policy=NEVER_EXPIRE,
             opts=child,
         )
+        self.dead_letter_consumer = pubsub.Subscription(
+            f"{name}-dead-letter-consumer",
+            project=args.project,
+            name=names.dead_letter_consumer(args.subscription),
+            topic=self.dead_letter_topic.id,
+            ack_deadline_seconds=DEAD_LETTER_ACK_DEADLINE_S,
+            push_config={
+                "push_endpoint": args.dead_letter_endpoint,
+                "oidc_token": {"service_account_email": args.invoker_email,
+                               "audience": args.dead_letter_endpoint},
+            },
+            retry_policy={"minimum_backoff": MIN_BACKOFF, "maximum_backoff": MAX_BACKOFF},
+            message_retention_duration=DEAD_LETTER_RETENTION,
+            expiration_policy=NEVER_EXPIRE,
+            opts=child,
+        )
         self.agent_publisher = pubsub.TopicIAMMember(
             f"{name}-dead-letter-publisher",
             topic=self.dead_letter_topic.id,
@@ -160,4 +181,5 @@ class PushSubscription(pulumi.ComponentResource):
         self.register_outputs({
             "subscription": self.subscription.name,
             "dead_letter_topic": self.dead_letter_topic.name,
+            "dead_letter_consumer": self.dead_letter_consumer.name,
         })

@@ -49,6 +49,7 @@ ACCOUNTS = {
     "transcriber": "Runs the transcriber service",
     "summarize": "Runs the summarize function; the only reader of the LLM keys",
     "webhooks": "Runs the webhooks function",
+    "deadletters": "Runs the deadletters function",
     "api": "Runs the HTTPS API function",
     "pusher": "Signs Pub/Sub push requests (OIDC) to the transcriber and the functions",
     "builder": "Builds the function images (Cloud Build)",
@@ -79,6 +80,8 @@ FUNCTION_SPECS = {
     # Mostly waits on LLM calls, so many share an instance.
     "summarize": FunctionSpec("1Gi", "1", ACK_DEADLINE_S, 8),
     "webhooks": FunctionSpec("512Mi", "1", ACK_DEADLINE_S, 16),
+    # A few document writes per dead letter.
+    "deadletters": FunctionSpec("512Mi", "1", 60, 16),
     # Fetches audio URLs of up to 500 MB into /tmp.
     "api": FunctionSpec("2Gi", "1", 300, 20, public_ingress=True),
 }
@@ -162,6 +165,7 @@ class Audiary(pulumi.ComponentResource):
                 endpoint=endpoints[receiver], invoker_email=self.accounts["pusher"].email,
                 pubsub_agent=pubsub_agent, max_delivery_attempts=cfg.max_delivery_attempts,
                 ack_deadline_s=ACK_DEADLINE_S,
+                dead_letter_endpoint=self.functions[names.DEADLETTERS].uri,
             ), after)
             for subscription, topic, receiver in PUSH_ROUTES
             if receiver in endpoints
@@ -299,6 +303,11 @@ class Audiary(pulumi.ComponentResource):
             "webhooks": [
                 publish(self.subscriptions[names.SUBSCRIPTION_WEBHOOKS].dead_letter_topic,
                         names.dead_letter_topic(names.SUBSCRIPTION_WEBHOOKS)),
+                firestore,
+            ],
+            # Ends the job of a dead letter (FAILED), which announces it.
+            "deadletters": [
+                publish(self.topics[names.TOPIC_JOB_FINISHED], names.TOPIC_JOB_FINISHED),
                 firestore,
             ],
             # Signed uploads, jobs from URLs or inbox objects, downloads, deletes, feedback.

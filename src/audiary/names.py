@@ -26,6 +26,16 @@ def dead_letter_topic(subscription: str) -> str:
     return f"{subscription}-dead-letter"
 
 
+# The `deadletters` function reads every dead-letter topic through a push subscription of its
+# own (the pull subscription named like the topic keeps the letters for inspection).
+DEADLETTERS = "deadletters"
+
+
+def dead_letter_consumer(subscription: str) -> str:
+    """Name of the push subscription that feeds `subscription`'s dead letters to `deadletters`."""
+    return f"{DEADLETTERS}-{subscription}"
+
+
 BUCKET_UPLOADS = "audiary-uploads"
 BUCKET_WORK = "audiary-work"
 BUCKET_TRANSCRIPTS = "audiary-transcripts"

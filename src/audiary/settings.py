@@ -184,6 +184,7 @@ class Settings(BaseSettings):
     summarize_port: int = 8093
     api_port: int = 8094
     webhooks_port: int = 8095
+    deadletters_port: int = 8096
     watch_interval_s: float = Field(default=0.5, gt=0)
     # Where the stack's processes without a /metrics route of their own serve Prometheus
     # metrics (the transcriber and the api answer /metrics on their own ports).
@@ -191,6 +192,7 @@ class Settings(BaseSettings):
     summarize_metrics_port: int = 9193
     webhooks_metrics_port: int = 9195
     watcher_metrics_port: int = 9196
+    deadletters_metrics_port: int = 9197
     watch_stats_interval_s: float = Field(
         default=5.0, gt=0,
         description="How often the watcher counts dead letters and jobs per state.",

@@ -163,4 +163,4 @@ def test_the_entry_point_runs_the_program(stack_settings: None, tmp_path: Path,
     run()
     assert {r.inputs.get("name") for r in MOCKS.resources
             if r.typ == "gcp:cloudrunv2/service:Service"} == {"transcriber"}
-    assert len(list(tmp_path.glob("*.zip"))) == 4
+    assert len(list(tmp_path.glob("*.zip"))) == 5  # ingest, summarize, webhooks, deadletters, api

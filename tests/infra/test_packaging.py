@@ -17,7 +17,7 @@ from infra.config import REPO_ROOT
 
 pytestmark = pytest.mark.infra
 
-FUNCTIONS = ("ingest", "summarize", "webhooks", "api")
+FUNCTIONS = ("ingest", "summarize", "webhooks", "deadletters", "api")
 
 
 @pytest.fixture

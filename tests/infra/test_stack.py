@@ -46,7 +46,9 @@ PUSH = {  # subscription -> (topic, receiving service)
     names.SUBSCRIPTION_SUMMARIZE: (names.TOPIC_TRANSCRIPT_READY, "summarize"),
     names.SUBSCRIPTION_WEBHOOKS: (names.TOPIC_JOB_FINISHED, "webhooks"),
 }
-FUNCTIONS = ("ingest", "summarize", "webhooks", "api")
+FUNCTIONS = ("ingest", "summarize", "webhooks", "deadletters", "api")
+# Every dead-letter topic is pushed to the deadletters function by a subscription of its own.
+CONSUMERS = {names.dead_letter_consumer(s): names.dead_letter_topic(s) for s in PUSH}
 PUBLIC = {"allUsers", "allAuthenticatedUsers"}
 
 
@@ -68,17 +70,18 @@ def test_every_resource_exists(gpu: Deployment) -> None:
         "gcp:storage/bucket:Bucket": 5,
         "gcp:storage/notification:Notification": 1,
         "gcp:pubsub/topic:Topic": 8,  # 4 pipeline topics + 4 dead-letter topics
-        "gcp:pubsub/subscription:Subscription": 8,  # 4 push + 4 dead-letter pull
+        # 4 push + 4 dead-letter pull + 4 dead-letter push (to deadletters)
+        "gcp:pubsub/subscription:Subscription": 12,
         "gcp:cloudrunv2/service:Service": 1,
-        "gcp:cloudfunctionsv2/function:Function": 4,
-        "gcp:storage/bucketObject:BucketObject": 4,
+        "gcp:cloudfunctionsv2/function:Function": 5,
+        "gcp:storage/bucketObject:BucketObject": 5,
         "gcp:firestore/database:Database": 1,
         "gcp:firestore/index:Index": 1,
         "gcp:firestore/field:Field": 1,
         "gcp:secretmanager/secret:Secret": 2,
         "gcp:secretmanager/secretVersion:SecretVersion": 2,
-        "gcp:serviceaccount/account:Account": 7,
-        "gcp:monitoring/alertPolicy:AlertPolicy": 4 + 5,  # dead letters + error rates
+        "gcp:serviceaccount/account:Account": 8,
+        "gcp:monitoring/alertPolicy:AlertPolicy": 4 + 6,  # dead letters + error rates
     }
     for typ, count in counts.items():
         assert len(gpu.of_type(typ)) == count, typ
@@ -161,8 +164,15 @@ def test_topics_and_subscriptions_match_the_local_stack(gpu: Deployment, local: 
     subscriptions = gpu.of_type("gcp:pubsub/subscription:Subscription")
     pushes = {r.inputs["name"]: r for r in subscriptions if "pushConfig" in r.inputs}
     pulls = {r.inputs["name"]: r for r in subscriptions if "pushConfig" not in r.inputs}
-    assert set(pushes) == set(local.pushes) == set(PUSH)
+    assert set(pushes) == set(local.pushes) == set(PUSH) | set(CONSUMERS)
     for name, recorded in local.pushes.items():
+        if name in CONSUMERS:
+            cloud = pushes[name].inputs
+            assert cloud["topic"] == topic_id(recorded["topic"]) == topic_id(CONSUMERS[name])
+            assert "deadLetterPolicy" not in cloud
+            assert not recorded.get("dead_letter_topic")
+            assert cloud["ackDeadlineSeconds"] == recorded["ack_deadline_s"] == 60
+            continue
         cloud = pushes[name].inputs
         assert cloud["topic"] == topic_id(recorded["topic"]), name
         # The Pub/Sub maximum, in both stacks.
@@ -234,6 +244,21 @@ def test_push_subscriptions_use_oidc_bounded_retries_and_dead_letters(gpu: Deplo
         assert "deadLetterPolicy" not in pull
 
 
+def test_every_dead_letter_topic_has_a_push_consumer_that_ends_its_jobs(gpu: Deployment) -> None:
+    endpoint = run_uri("deadletters")
+    for consumer, dead_letter in CONSUMERS.items():
+        sub = gpu.one("gcp:pubsub/subscription:Subscription", name=consumer).inputs
+        assert sub["topic"] == topic_id(dead_letter)
+        assert sub["pushConfig"] == {
+            "pushEndpoint": endpoint,
+            "oidcToken": {"serviceAccountEmail": sa("pusher").removeprefix("serviceAccount:"),
+                          "audience": endpoint},
+        }
+        assert sub["retryPolicy"] == {"minimumBackoff": "10s", "maximumBackoff": "600s"}
+        assert "deadLetterPolicy" not in sub
+        assert sub["expirationPolicy"] == {"ttl": ""}
+
+
 def test_pubsub_agent_can_forward_dead_letters(gpu: Deployment) -> None:
     agent = f"serviceAccount:{PUBSUB_AGENT}"
     held = {(b.role, b.target) for b in gpu.bindings() if b.member == agent}
@@ -272,6 +297,7 @@ def expected_roles() -> dict[str, set[tuple[str, str, str]]]:
              f"projects/{PROJECT}/secrets/audiary-anthropic-api-key")},
         sa("webhooks"): {
             topic(names.dead_letter_topic(names.SUBSCRIPTION_WEBHOOKS)), (datastore, *project)},
+        sa("deadletters"): {topic(names.TOPIC_JOB_FINISHED), (datastore, *project)},
         sa("api"): {
             (user, *bucket["uploads"]), (user, *bucket["work"]),
             (user, *bucket["transcripts"]), (user, *bucket["feedback"]),

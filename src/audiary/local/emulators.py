@@ -11,7 +11,11 @@ started alone, and in brackets when all four start at once (the integration test
   It accepts and honours `dead_letter_policy`: after `max_delivery_attempts` failed push
   deliveries the message lands on the dead-letter topic with `CloudPubSubDeadLetterSource*`
   attributes. `retry_policy` is accepted; with 1 s / 2 s backoff, redeliveries came after
-  1.0 s and then every 3 s. Push bodies carry no `deliveryAttempt` field.
+  1.0 s and then every 3 s. Push bodies carry no `deliveryAttempt` field. With an ack deadline
+  of 60 or 600 s and a 1 s / 30 s backoff, a push that gunicorn (default keep-alive 2 s)
+  answered 500 was redelivered two or three times within 7 s and then no more (minutes later);
+  with gunicorn's `--keep-alive 75`, all five deliveries came within about 11 s and the message
+  was dead-lettered.
 - Firestore emulator (platform/cloud-firestore-emulator): a bash wrapper plus `java`, so
   stopping only the wrapper would orphan the JVM. `GET /` answers "Ok" after 2.5 s (2-3 s);
   about 125 MB RSS; stops in 2 s. Its transactions lock pessimistically: when several

@@ -7,7 +7,8 @@ tests/unit/test_compose.py holds the two equal, call for call. The compose init 
 
     python -m audiary.local.provision --wait-s 120 \
         --endpoint ingest=http://ingest:8091/ --endpoint transcriber=http://transcriber:8092/ \
-        --endpoint summarize=http://summarize:8093/ --endpoint webhooks=http://webhooks:8095/
+        --endpoint summarize=http://summarize:8093/ --endpoint webhooks=http://webhooks:8095/ \
+        --endpoint deadletters=http://deadletters:8096/
 
 against the emulator named by PUBSUB_EMULATOR_HOST; every other value comes from the settings.
 """
@@ -31,6 +32,7 @@ from audiary.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 
 ACK_DEADLINE_S = 600  # the Pub/Sub maximum; one chunk of CPU inference must fit in it
+DEAD_LETTER_ACK_DEADLINE_S = 60  # failing a job is a few document writes
 # Locally a failed delivery is retried within seconds, not minutes.
 MIN_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
@@ -64,6 +66,16 @@ def push_routes(settings: Settings) -> tuple[PushRoute, ...]:
     )
 
 
+def dead_letter_routes(settings: Settings) -> tuple[PushRoute, ...]:
+    """The push subscriptions that feed each dead-letter topic to the `deadletters` function
+    (endpoint key `deadletters`); they have no dead-letter topics of their own."""
+    return tuple(
+        PushRoute(names.dead_letter_consumer(r.subscription), r.dead_letter_topic,
+                  settings.deadletters_port)
+        for r in push_routes(settings)
+    )
+
+
 def pipeline_topics(settings: Settings) -> tuple[str, ...]:
     s = settings
     return (s.topic_audio_uploaded, s.topic_transcribe_chunk, s.topic_transcript_ready,
@@ -77,7 +89,10 @@ def pipeline_buckets(settings: Settings) -> tuple[str, ...]:
 
 def native_endpoints(settings: Settings) -> dict[str, str]:
     """Push endpoints of the native stack: every service on `settings.host`."""
-    return {r.subscription: f"http://{settings.host}:{r.port}/" for r in push_routes(settings)}
+    endpoints = {r.subscription: f"http://{settings.host}:{r.port}/"
+                 for r in push_routes(settings)}
+    endpoints[names.DEADLETTERS] = f"http://{settings.host}:{settings.deadletters_port}/"
+    return endpoints
 
 
 def provision_pubsub(
@@ -85,21 +100,22 @@ def provision_pubsub(
 ) -> list[str]:
     """Create topics, dead-letter topics (each with a pull subscription) and push subscriptions.
 
-    `endpoints` maps every subscription of `push_routes` to its push URL. Idempotent: an
-    existing subscription keeps its settings and gets the endpoint. Returns the push
-    subscriptions' paths.
+    `endpoints` maps every subscription of `push_routes`, and `deadletters`, to its push URL.
+    Idempotent: an existing subscription keeps its settings and gets the endpoint. Returns the
+    push subscriptions' paths.
     """
     # Looked up at call time so that a test can stand in for the client calls.
     from audiary.adapters import pubsub
 
     s = settings
     routes = push_routes(s)
-    missing = sorted({r.subscription for r in routes} - set(endpoints))
-    unknown = sorted(set(endpoints) - {r.subscription for r in routes})
+    wanted = {r.subscription for r in routes} | {names.DEADLETTERS}
+    missing = sorted(wanted - set(endpoints))
+    unknown = sorted(set(endpoints) - wanted)
     if missing or unknown:
         raise ProvisionError(
-            f"push endpoints must name exactly the subscriptions "
-            f"{sorted(r.subscription for r in routes)}; missing {missing}, unknown {unknown}"
+            f"push endpoints must name exactly {sorted(wanted)}; missing {missing}, "
+            f"unknown {unknown}"
         )
     for topic in pipeline_topics(s):
         pubsub.ensure_topic(s.project_id, topic, emulator_host=emulator_host)
@@ -121,6 +137,17 @@ def provision_pubsub(
             ack_deadline_s=ACK_DEADLINE_S,
             dead_letter_topic=dead_letter,
             max_delivery_attempts=s.max_attempts,
+            min_backoff_s=MIN_BACKOFF_S,
+            max_backoff_s=MAX_BACKOFF_S,
+            emulator_host=emulator_host,
+        ))
+    for route in dead_letter_routes(s):
+        created.append(pubsub.ensure_push_subscription(
+            s.project_id,
+            route.subscription,
+            route.topic,
+            endpoints[names.DEADLETTERS],
+            ack_deadline_s=DEAD_LETTER_ACK_DEADLINE_S,
             min_backoff_s=MIN_BACKOFF_S,
             max_backoff_s=MAX_BACKOFF_S,
             emulator_host=emulator_host,

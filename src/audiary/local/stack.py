@@ -1,9 +1,9 @@
 """The native local stack: real emulators and the real entry points as local processes.
 
 `up()` starts, in order: the Pub/Sub, Firestore and GCS emulators (in parallel), the
-buckets, topics, push subscriptions and dead-letter topics, the `ingest`, `summarize`,
-`webhooks` and `api` functions under functions-framework, the transcriber under gunicorn, and
-the bucket watcher.
+buckets, topics, push subscriptions and dead-letter topics (each read by `deadletters`), the
+`ingest`, `summarize`, `webhooks`, `api` and `deadletters` functions under functions-framework,
+the transcriber under gunicorn, and the bucket watcher.
 It returns once every piece answers. State (logs, the watcher's memory, `stack.json` with
 process ids and the variables that point clients at the emulators) lives under
 `settings.state_dir`; "metrics" in `stack.json` lists the Prometheus scrape target of each
@@ -44,13 +44,17 @@ from audiary.settings import Settings
 log = logging.getLogger(__name__)
 
 STATE_FILE = "stack.json"
-ACK_DEADLINE_S = provision.ACK_DEADLINE_S
 # How the transcriber is served, here and in containers/transcriber/Dockerfile (a test keeps
 # the two in step): one worker holds the model, threads accept pushes, SIGTERM drains.
 TRANSCRIBER_APP = "main:create_app()"
+# Keep-alive above the longest retry backoff (30 s locally): the Pub/Sub emulator stops
+# redelivering a failed push when it has to reconnect to a server that closed the idle
+# connection (see audiary.local.emulators).
 TRANSCRIBER_GUNICORN_ARGS = (
     "--workers", "1", "--threads", "4", "--timeout", "0", "--graceful-timeout", "600",
+    "--keep-alive", "75",
 )
+ACK_DEADLINE_S = provision.ACK_DEADLINE_S
 PUSH_SUBSCRIPTIONS = (
     names.SUBSCRIPTION_INGEST,
     names.SUBSCRIPTION_TRANSCRIBER,
@@ -92,6 +96,7 @@ class NativeStack:
             "summarize": s.summarize_metrics_port,
             "api": s.api_port,
             "webhooks": s.webhooks_metrics_port,
+            "deadletters": s.deadletters_metrics_port,
             "watcher": s.watcher_metrics_port,
         }
         return {name: f"{s.host}:{port}" for name, port in ports.items()}
@@ -181,6 +186,8 @@ class NativeStack:
                  _metrics_env(s.summarize_metrics_port)),
                 ("webhooks", s.webhooks_port, "cloudevent",
                  _metrics_env(s.webhooks_metrics_port)),
+                ("deadletters", s.deadletters_port, "cloudevent",
+                 _metrics_env(s.deadletters_metrics_port)),
                 ("api", s.api_port, "http", {}),  # /metrics is a route of the API
             )
         ]

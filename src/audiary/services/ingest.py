@@ -60,7 +60,7 @@ def ingest(svc: Stores, event: ObjectEvent) -> IngestOutcome:
     if event.name.endswith("/"):
         return IngestOutcome(None, None, f"ignored folder placeholder {event.name}")
 
-    job_id = _api_job_id(svc, event) or job_id_for(event.bucket, event.name, event.generation)
+    job_id = event_job_id(svc, event)
     with job_context(job_id):
         return _ingest_job(svc, event, job_id)
 
@@ -110,6 +110,12 @@ def _ingest_job(svc: Stores, event: ObjectEvent, job_id: str) -> IngestOutcome:
         log.exception("ingest failed on its last attempt", extra=extra)
         return IngestOutcome(job_id, JobStatus.FAILED, "retries exhausted")
     return IngestOutcome(job_id, JobStatus.QUEUED, f"{chunks_total} chunks queued")
+
+
+def event_job_id(svc: Stores, event: ObjectEvent) -> str:
+    """The job an upload event belongs to: the API's job for its object, else one named by
+    the object and its generation (so a repeated event names the same job)."""
+    return _api_job_id(svc, event) or job_id_for(event.bucket, event.name, event.generation)
 
 
 def _api_job_id(svc: Stores, event: ObjectEvent) -> str | None:
