@@ -74,7 +74,10 @@ def test_long_form_speech_is_no_worse_than_raw_faster_whisper(svc, tmp_path):
 def test_same_notification_twice_gives_one_job_and_one_transcript(svc, tmp_path):
     path = encode(decode(DEMO_SAMPLE, seconds=25.0), tmp_path / "twice.m4a")
     job_id, info = upload(svc, path)
-    first = wait_for_status(svc, job_id, FINISHED)
+    wait_for_status(svc, job_id, FINISHED)
+    # Settled: DONE, and its job-finished sent (the flag follows the transition).
+    first = poll(lambda: svc.jobs.get_job(job_id), lambda j: j is not None and
+                 j.finished_announced, 30)
     assert first.status is JobStatus.DONE
     transcript_before = svc.blobs.stat(svc.settings.transcripts_bucket, transcript_key(job_id))
 

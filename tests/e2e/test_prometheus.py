@@ -23,7 +23,7 @@ from tests.media import DEMO_SAMPLE, decode, encode
 
 pytestmark = pytest.mark.e2e
 
-JOBS = {"transcriber", "ingest", "summarize", "api", "webhooks", "watcher"}
+JOBS = {"transcriber", "ingest", "summarize", "api", "webhooks", "deadletters", "watcher"}
 STAGES = ("RECEIVED", "QUEUED", "TRANSCRIBING", "SUMMARIZING")
 
 

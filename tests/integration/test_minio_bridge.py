@@ -282,7 +282,8 @@ def test_compose_provisioning_creates_what_the_native_stack_does(env, monkeypatc
     """`python -m audiary.local.provision` with the compose file's endpoints, on the emulator."""
     settings = load_settings()
     endpoints = {"ingest": "http://ingest:8091/", "transcriber": "http://transcriber:8092/",
-                 "summarize": "http://summarize:8093/", "webhooks": "http://webhooks:8095/"}
+                 "summarize": "http://summarize:8093/", "webhooks": "http://webhooks:8095/",
+                 "deadletters": "http://deadletters:8096/"}
     argv = [arg for sub, url in endpoints.items() for arg in ("--endpoint", f"{sub}={url}")]
     assert provision.main(["--wait-s", "30", *argv]) == 0
     assert provision.main(argv) == 0  # idempotent
@@ -302,6 +303,12 @@ def test_compose_provisioning_creates_what_the_native_stack_does(env, monkeypatc
             subscription=f"projects/{settings.project_id}/subscriptions/{route.dead_letter_topic}")
         assert not dead.push_config.push_endpoint
         assert "retry_policy" not in dead  # so that dead letters can be counted
+    for route in provision.dead_letter_routes(settings):
+        consumer = client.get_subscription(
+            subscription=f"projects/{settings.project_id}/subscriptions/{route.subscription}")
+        assert consumer.topic.endswith(f"/topics/{route.topic}")
+        assert consumer.push_config.push_endpoint == endpoints["deadletters"]
+        assert not consumer.dead_letter_policy.dead_letter_topic
 
 
 def test_the_bridge_keeps_the_dead_letter_and_job_gauges(env):

@@ -7,9 +7,10 @@ and plain sequential faster-whisper. The model is the packaged tiny.en, the comp
 setting AUDIARY_COMPUTE_TYPE (int8 on CPU by default).
 
 The bound comes from the spread measured across CPU kernels: pooled windowed / one-by-one WER
-was 1.04-1.15 with int8 under CT2_FORCE_CPU_ISA=GENERIC, AVX, AVX2 and AVX512, and 1.28 with
-float32 (README, "Benchmarks"). Every figure is repeatable: greedy batched decoding never
-samples, and the baseline's sampling runs on its own seeded single-worker model.
+was 1.04-1.32 with int8 under every CT2_FORCE_CPU_ISA and with oneDNN or MKL limited to AVX2 or
+AVX-512 (the paths of other CPUs), and 1.28 with float32 (README, "Quality across CPUs").
+Every figure is repeatable: greedy batched decoding never samples, and the baseline's sampling
+runs on its own seeded single-worker model.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ pytestmark = pytest.mark.integration
 
 SEEDS = (0, 1)
 # Windowed WER at most this many times the one-by-one WER, pooled over SEEDS: above the
-# largest ratio measured across compute types and CPU kernel sets (1.28), with room for
-# CPUs not tried.
-ONE_BY_ONE_BOUND = 1.35
+# largest ratio measured across compute types and CPU kernel sets (1.32, int8 with MKL limited
+# to AVX2), with room for CPUs not tried.
+ONE_BY_ONE_BOUND = 1.4
 
 
 @dataclass(frozen=True)
