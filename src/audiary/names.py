@@ -52,6 +52,7 @@ COLLECTION_LLM_CACHE = "llm-cache"
 COLLECTION_API_KEYS = "api-keys"
 COLLECTION_WEBHOOKS = "webhooks"
 COLLECTION_DELIVERIES = "webhook-deliveries"
+COLLECTION_TOMBSTONES = "deleted-jobs"
 
 SUBSCRIPTION_SUMMARIZE = "summarize"
 SUBSCRIPTION_WEBHOOKS = "webhooks"

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from audiary.domain.jobs import Chunk, FanIn, Job, JobError, JobStatus
+from audiary.domain.jobs import Chunk, FanIn, Job, JobError, JobStatus, Tombstone
 from audiary.domain.keys import ApiKey, Webhook
 from audiary.domain.notes import DiaryNote, Feedback, NoteRecord
 from audiary.domain.transcript import Segment, Transcript
@@ -197,7 +197,11 @@ class JobStore(ABC):
 
     @abstractmethod
     def delete_job(self, job_id: str) -> bool:
-        """Remove the job and its chunks; False if there was no such job."""
+        """Remove the job and its chunks, leaving a `Tombstone`; False if there was no job."""
+
+    @abstractmethod
+    def deleted(self, job_id: str) -> Tombstone | None:
+        """The tombstone of a deleted job, or None."""
 
     @abstractmethod
     def count_by_status(self) -> dict[JobStatus, int]:
@@ -228,12 +232,20 @@ class NoteStore(ABC):
         """Remove the job's note (absent is fine); cached notes stay."""
 
     @abstractmethod
+    def delete_cached(self, cache_key: str) -> None:
+        """Forget the note cached under `cache_key` (absent is fine)."""
+
+    @abstractmethod
     def put_feedback(self, feedback: Feedback) -> None:
         """Store one piece of feedback on a transcript."""
 
     @abstractmethod
     def list_feedback(self, job_id: str) -> list[Feedback]:
         """Feedback on the job, oldest first."""
+
+    @abstractmethod
+    def delete_feedback(self, job_id: str) -> int:
+        """Remove all feedback on the job; how many pieces there were."""
 
 
 class KeyStore(ABC):

@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     api_keys_collection: str = names.COLLECTION_API_KEYS
     webhooks_collection: str = names.COLLECTION_WEBHOOKS
     deliveries_collection: str = names.COLLECTION_DELIVERIES
+    tombstones_collection: str = names.COLLECTION_TOMBSTONES
 
     # What ingest accepts.
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from audiary.domain.jobs import Chunk, JobStatus, SourceObject, new_job, utcnow
+from audiary.domain.layout import canonical_key
 from audiary.local.stack import NativeStack
 from audiary.ports import Stores
-from audiary.services.ingest import canonical_key
 from audiary.services.ingest import publish_chunks as send_chunks
 from tests.e2e.conftest import poll, wait_for_status
 

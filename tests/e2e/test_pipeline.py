@@ -12,12 +12,12 @@ import pytest
 from audiary.adapters.pubsub import ensure_pull_subscription, ensure_topic, pull_messages
 from audiary.adapters.whisper.engine import WhisperTranscriber
 from audiary.domain.jobs import TERMINAL, ChunkStatus, JobStatus, job_id_for
+from audiary.domain.layout import transcript_key
 from audiary.domain.transcript import Transcript
 from audiary.entrypoints.cli.backends import LocalBackend
 from audiary.evaluation.longform import build_longform, write_wav
 from audiary.evaluation.wer import wer
 from audiary.services.ingest import ingest
-from audiary.services.transcription import transcript_key
 from audiary.wire.storage_events import ObjectEvent, notification_message
 from audiary.wiring import stores
 from tests.e2e.conftest import CHUNK_TARGET_S, poll, wait_for_status

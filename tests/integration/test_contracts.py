@@ -791,6 +791,19 @@ def test_feedback_and_note_deletion(notes: NoteStore) -> None:
     notes.delete_note(job_id)
     notes.delete_note(job_id)  # absent is fine
     assert notes.get_note(job_id) is None
+    assert notes.delete_feedback(job_id) == 2
+    assert notes.list_feedback(job_id) == []
+    assert notes.delete_feedback(job_id) == 0
+
+
+def test_a_cached_note_can_be_forgotten(notes: NoteStore) -> None:
+    key, kept = unique("key"), unique("key")
+    notes.put_cached(note_record("job-a", key))
+    notes.put_cached(note_record("job-b", kept))
+    notes.delete_cached(key)
+    notes.delete_cached(key)  # absent is fine
+    assert notes.get_cached(key) is None
+    assert notes.get_cached(kept) is not None
 
 
 def test_list_jobs_by_owner_and_page(jobs: JobStore) -> None:
@@ -905,3 +918,15 @@ def test_a_delivery_is_recorded_once(keys: KeyStore) -> None:
     keys.record_delivery(delivery, datetime(2026, 12, 2, tzinfo=UTC))  # a repeat: no error
     assert keys.was_delivered(delivery)
     assert not keys.was_delivered(unique("delivery"))
+
+
+def test_a_deleted_job_leaves_a_tombstone(jobs: JobStore) -> None:
+    job, _ = jobs.create_job(new_job())
+    assert jobs.deleted(job.job_id) is None
+    assert jobs.delete_job(job.job_id)
+    tombstone = jobs.deleted(job.job_id)
+    assert tombstone is not None
+    assert (tombstone.job_id, tombstone.source) == (job.job_id, job.source)
+    assert jobs.deleted("never-existed") is None
+    assert not jobs.delete_job("never-existed")
+    assert jobs.deleted("never-existed") is None

@@ -7,7 +7,8 @@ import wave
 import pytest
 
 from audiary.domain.jobs import JobStatus
-from audiary.services.ingest import canonical_key, ingest
+from audiary.domain.layout import canonical_key
+from audiary.services.ingest import ingest
 from audiary.settings import Settings
 from audiary.wire.storage_events import ObjectEvent
 from tests.fakes.stores import memory_stores

@@ -35,8 +35,10 @@ from audiary.domain.jobs import (
     JobError,
     JobStatus,
     Lease,
+    Tombstone,
     can_advance,
     lease_free,
+    utcnow,
 )
 from audiary.domain.keys import ApiKey, Webhook
 from audiary.domain.notes import Feedback, NoteRecord
@@ -84,11 +86,13 @@ class FirestoreJobStore(JobStore):
         database: str = "(default)",
         jobs_collection: str = names.COLLECTION_JOBS,
         chunks_collection: str = names.COLLECTION_CHUNKS,
+        tombstones_collection: str = names.COLLECTION_TOMBSTONES,
         emulator_host: str | None = None,
     ) -> None:
         self._client = firestore_client(project, database, emulator_host)
         self._jobs = self._client.collection(jobs_collection)
         self._chunks_collection = chunks_collection
+        self._tombstones = self._client.collection(tombstones_collection)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -96,6 +100,7 @@ class FirestoreJobStore(JobStore):
             settings.project_id,
             database=settings.firestore_database,
             jobs_collection=settings.jobs_collection,
+            tombstones_collection=settings.tombstones_collection,
             emulator_host=settings.firestore_emulator_host,
         )
 
@@ -293,11 +298,21 @@ class FirestoreJobStore(JobStore):
 
     def delete_job(self, job_id: str) -> bool:
         ref = self._job_ref(job_id)
-        existed = ref.get().exists
+        snapshot = ref.get()
+        if not snapshot.exists:
+            return False
+        # The tombstone first: from then on every stage leaves the job alone.
+        self._tombstones.document(job_id).set(Tombstone(
+            job_id=job_id, source=_data(snapshot)["source"], deleted_at=utcnow(),
+        ).model_dump(mode="python"))
         for chunk in ref.collection(self._chunks_collection).stream():
             chunk.reference.delete()
         ref.delete()
-        return bool(existed)
+        return True
+
+    def deleted(self, job_id: str) -> Tombstone | None:
+        snapshot = self._tombstones.document(job_id).get()
+        return Tombstone.model_validate(_data(snapshot)) if snapshot.exists else None
 
 
 class FirestoreNoteStore(NoteStore):
@@ -355,6 +370,9 @@ class FirestoreNoteStore(NoteStore):
     def delete_note(self, job_id: str) -> None:
         self._notes.document(job_id).delete()
 
+    def delete_cached(self, cache_key: str) -> None:
+        self._cache.document(cache_key).delete()
+
     def put_feedback(self, feedback: Feedback) -> None:
         self._feedback.document(feedback.feedback_id).set(feedback.model_dump(mode="python"))
 
@@ -362,6 +380,12 @@ class FirestoreNoteStore(NoteStore):
         docs = self._feedback.where(filter=FieldFilter("job_id", "==", job_id)).stream()
         items = [Feedback.model_validate(d.to_dict()) for d in docs]
         return sorted(items, key=lambda f: (f.created_at, f.feedback_id))
+
+    def delete_feedback(self, job_id: str) -> int:
+        docs = list(self._feedback.where(filter=FieldFilter("job_id", "==", job_id)).stream())
+        for doc in docs:
+            doc.reference.delete()
+        return len(docs)
 
 
 class FirestoreKeyStore(KeyStore):

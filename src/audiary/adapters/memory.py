@@ -24,6 +24,7 @@ from audiary.domain.jobs import (
     JobError,
     JobStatus,
     Lease,
+    Tombstone,
     can_advance,
     lease_free,
     utcnow,
@@ -254,6 +255,7 @@ class MemoryJobStore(JobStore):
         self._lock = threading.RLock()
         self._jobs: dict[str, dict[str, Any]] = {}
         self._chunks: dict[str, dict[int, dict[str, Any]]] = {}
+        self._tombstones: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -378,7 +380,17 @@ class MemoryJobStore(JobStore):
     def delete_job(self, job_id: str) -> bool:
         with self._lock:
             self._chunks.pop(job_id, None)
-            return self._jobs.pop(job_id, None) is not None
+            doc = self._jobs.pop(job_id, None)
+            if doc is None:
+                return False
+            self._tombstones[job_id] = Tombstone(
+                job_id=job_id, source=doc["source"], deleted_at=utcnow()).model_dump_json()
+            return True
+
+    def deleted(self, job_id: str) -> Tombstone | None:
+        with self._lock:
+            raw = self._tombstones.get(job_id)
+        return Tombstone.model_validate_json(raw) if raw else None
 
     def count_by_status(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)
@@ -485,6 +497,10 @@ class MemoryNoteStore(NoteStore):
         with self._lock:
             self._notes.pop(job_id, None)
 
+    def delete_cached(self, cache_key: str) -> None:
+        with self._lock:
+            self._cache.pop(cache_key, None)
+
     def put_feedback(self, feedback: Feedback) -> None:
         with self._lock:
             self._feedback[feedback.feedback_id] = feedback.model_dump_json()
@@ -494,6 +510,14 @@ class MemoryNoteStore(NoteStore):
             items = [Feedback.model_validate_json(raw) for raw in self._feedback.values()]
         return sorted((f for f in items if f.job_id == job_id),
                       key=lambda f: (f.created_at, f.feedback_id))
+
+    def delete_feedback(self, job_id: str) -> int:
+        with self._lock:
+            ids = [i for i, raw in self._feedback.items()
+                   if Feedback.model_validate_json(raw).job_id == job_id]
+            for feedback_id in ids:
+                del self._feedback[feedback_id]
+        return len(ids)
 
 
 class MemoryKeyStore(KeyStore):

@@ -148,6 +148,15 @@ def new_job(
                timestamps=timestamps)
 
 
+class Tombstone(BaseModel):
+    """What stays of a deleted job: enough to tell every later stage to do nothing, and to
+    find what a stage in flight may still write."""
+
+    job_id: str
+    source: SourceObject
+    deleted_at: datetime
+
+
 class ChunkStatus(enum.StrEnum):
     PENDING = "PENDING"
     DONE = "DONE"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from opentelemetry import trace
 
@@ -22,10 +22,12 @@ from audiary.domain.jobs import (
     new_job,
     utcnow,
 )
+from audiary.domain.layout import canonical_key, quarantine_key
 from audiary.errors import RejectedInputError
 from audiary.observability.logs import job_context
 from audiary.observability.telemetry import tracer
 from audiary.ports import Stores
+from audiary.services.cleanup import purge
 from audiary.services.decode import AudioLimits, decode_to_canonical
 from audiary.services.progress import advance, fail, resume_announcement
 from audiary.wire import messages
@@ -43,15 +45,6 @@ class IngestOutcome:
     detail: str
 
 
-def canonical_key(job_id: str) -> str:
-    """Key of a job's canonical WAV in the work bucket."""
-    return f"{job_id}/audio.wav"
-
-
-def quarantine_key(quarantine_prefix: str, job_id: str, name: str) -> str:
-    return f"{quarantine_prefix}{job_id}/{PurePosixPath(name).name}"
-
-
 def ingest(svc: Stores, event: ObjectEvent) -> IngestOutcome:
     """Handle one finalized object. Safe to call again with the same event."""
     s = svc.settings
@@ -67,6 +60,9 @@ def ingest(svc: Stores, event: ObjectEvent) -> IngestOutcome:
 
 def _ingest_job(svc: Stores, event: ObjectEvent, job_id: str) -> IngestOutcome:
     s = svc.settings
+    if (tombstone := svc.jobs.deleted(job_id)) is not None:
+        purge(svc, job_id, tombstone.source)
+        return IngestOutcome(job_id, None, "the job was deleted; nothing to do")
     job, created = svc.jobs.create_job(new_job(
         job_id,
         SourceObject(bucket=event.bucket, name=event.name, generation=event.generation,
@@ -102,6 +98,9 @@ def _ingest_job(svc: Stores, event: ObjectEvent, job_id: str) -> IngestOutcome:
         _reject(svc, job, exc)
         return IngestOutcome(job_id, JobStatus.REJECTED, exc.code)
     except Exception as exc:
+        if (tombstone := svc.jobs.deleted(job_id)) is not None:  # deleted while we worked
+            purge(svc, job_id, tombstone.source)
+            return IngestOutcome(job_id, None, "the job was deleted; nothing to do")
         if attempt < s.max_attempts:
             raise  # Pub/Sub delivers again
         # The last delivery Pub/Sub makes: end the job here rather than leave it to wait.

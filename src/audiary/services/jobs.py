@@ -15,8 +15,7 @@ from audiary.domain.notes import Feedback
 from audiary.errors import AudiaryError, ConflictError, InvalidRequestError, TooLargeError
 from audiary.observability.logs import bind_job
 from audiary.ports import SignedUpload, Stores
-from audiary.services.ingest import canonical_key, quarantine_key
-from audiary.services.transcription import transcript_key
+from audiary.services.cleanup import purge
 from audiary.settings import Settings
 from audiary.wire.messages import inject_trace
 from audiary.wire.storage_events import ObjectEvent, notification_message
@@ -132,18 +131,10 @@ def job_from_object(svc: Stores, owner: str, name: str) -> Job:
 
 
 def delete_job(svc: Stores, job: Job) -> None:
-    """Remove the job's audio (original, canonical, chunks), transcript, note and the job."""
-    s = svc.settings
-    svc.blobs.delete(job.source.bucket, job.source.name)
-    svc.blobs.delete(s.uploads_bucket, quarantine_key(s.quarantine_prefix, job.job_id,
-                                                      job.source.name))
-    for info in svc.blobs.list(s.work_bucket, f"{job.job_id}/"):
-        svc.blobs.delete(s.work_bucket, info.key)
-    svc.blobs.delete(s.work_bucket, canonical_key(job.job_id))
-    svc.blobs.delete(s.transcripts_bucket, transcript_key(job.job_id))
-    svc.notes.delete_note(job.job_id)
-    svc.jobs.delete_job(job.job_id)
-    log.info("deleted job, audio, transcript and note", extra={"job_id": job.job_id})
+    """Remove the job and everything it made; stages still in flight find its tombstone and
+    remove what they write after this (see services.cleanup)."""
+    svc.jobs.delete_job(job.job_id)  # the tombstone first
+    purge(svc, job.job_id, job.source)
 
 
 def store_feedback(svc: Stores, job: Job, owner: str, *, corrected_transcript: str | None,

@@ -10,11 +10,13 @@ from opentelemetry import trace
 
 from audiary.domain.audio import SAMPLE_RATE, pcm_to_float, sample_range_bytes
 from audiary.domain.jobs import TERMINAL, ChunkStatus, FanIn, JobStatus
+from audiary.domain.layout import chunk_segments_key, transcript_key
 from audiary.domain.transcript import Segment, Transcript, assemble
 from audiary.observability import metrics
 from audiary.observability.logs import job_context
 from audiary.observability.telemetry import inference
 from audiary.ports import Stores, Transcriber
+from audiary.services.cleanup import purge
 from audiary.services.progress import advance, fail, resume_announcement
 from audiary.wire import messages
 
@@ -32,11 +34,6 @@ class ChunkOutcome:
     detail: str
     fan_in: FanIn | None = None
     transcript: Transcript | None = None
-
-
-def transcript_key(job_id: str) -> str:
-    """Key of a job's transcript in the transcripts bucket."""
-    return f"{job_id}.json"
 
 
 def handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask, *,
@@ -58,6 +55,9 @@ def _handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
     extra = {"job_id": task.job_id}
     job = svc.jobs.get_job(task.job_id)
     if job is None:
+        if (tombstone := svc.jobs.deleted(task.job_id)) is not None:
+            purge(svc, task.job_id, tombstone.source)  # what a delivery in flight wrote
+            return ChunkOutcome("the job was deleted; nothing to do")
         return ChunkOutcome(f"no job {task.job_id}; dropping the message")
     if job.status is JobStatus.TRANSCRIBED and not job.transcript_announced:
         # The delivery that assembled the transcript died before announcing it.
@@ -116,7 +116,7 @@ def _transcribe_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
     inline: list[dict[str, object]] | None = seg_docs
     uri: str | None = None
     if len(payload) > INLINE_SEGMENTS_BYTES:
-        key = f"{task.job_id}/chunks/{task.index:05d}.json"
+        key = chunk_segments_key(task.job_id, task.index)
         svc.blobs.put(s.work_bucket, key, payload, content_type="application/json")
         inline, uri = None, f"{s.work_bucket}/{key}"
     text = " ".join(seg.text.strip() for seg in segments if seg.text.strip())

@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from audiary.domain.jobs import Job, JobStatus, utcnow
 from audiary.domain.keys import Webhook
+from audiary.domain.layout import transcript_key
 from audiary.domain.transcript import Transcript, render
 from audiary.entrypoints.api import schemas
 from audiary.entrypoints.api.auth import AuthError, Principal, authenticate, credentials_of
@@ -32,7 +33,6 @@ from audiary.errors import (
 from audiary.observability.http import instrument_flask
 from audiary.ports import Stores
 from audiary.services import jobs as use_cases
-from audiary.services.transcription import transcript_key
 from audiary.settings import Settings, load_settings
 from audiary.wiring import stores
 

@@ -11,11 +11,11 @@ from typing import Protocol
 import httpx
 
 from audiary.domain.jobs import Job, JobError, SourceObject, job_id_for
+from audiary.domain.layout import transcript_key
 from audiary.domain.notes import NoteRecord
 from audiary.domain.transcript import Transcript
 from audiary.errors import AudiaryError, NotFoundError
 from audiary.ports import BlobInfo, Stores
-from audiary.services.transcription import transcript_key
 
 
 class ClientError(AudiaryError):

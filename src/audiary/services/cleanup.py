@@ -1,0 +1,35 @@
+"""Removing every trace of a job: what `DELETE /v1/jobs/{id}` does, and what a stage does when
+it finds that the job it works on was deleted meanwhile (it may have written something since)."""
+
+from __future__ import annotations
+
+import logging
+
+from audiary.domain.jobs import SourceObject
+from audiary.domain.layout import job_prefix, quarantine_key, transcript_key
+from audiary.ports import Stores
+
+__all__ = ["purge"]
+
+log = logging.getLogger(__name__)
+
+
+def purge(svc: Stores, job_id: str, source: SourceObject) -> None:
+    """Delete the job's audio (original, quarantine copy, canonical, chunk results),
+    transcript, note, the cached note only this job paid for, feedback documents and their
+    audio copies. Absent things are skipped, so it is safe to repeat."""
+    s = svc.settings
+    svc.blobs.delete(source.bucket, source.name)
+    svc.blobs.delete(s.uploads_bucket, quarantine_key(s.quarantine_prefix, job_id, source.name))
+    for bucket in (s.work_bucket, s.feedback_bucket):
+        for info in svc.blobs.list(bucket, job_prefix(job_id)):
+            svc.blobs.delete(bucket, info.key)
+    svc.blobs.delete(s.transcripts_bucket, transcript_key(job_id))
+    note = svc.notes.get_note(job_id)
+    if note is not None and note.cache_key:
+        cached = svc.notes.get_cached(note.cache_key)
+        if cached is not None and cached.job_id == job_id:
+            svc.notes.delete_cached(note.cache_key)
+    svc.notes.delete_note(job_id)
+    svc.notes.delete_feedback(job_id)
+    log.info("removed the job's audio, transcript, note and feedback", extra={"job_id": job_id})
