@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import SecretStr
 
@@ -33,6 +33,9 @@ from audiary.services.notes.breaker import CircuitBreaker
 from audiary.services.notes.llm_writer import LlmNoteWriter
 from audiary.services.notes.router import NoteRouter, Provider
 from audiary.settings import Settings
+
+if TYPE_CHECKING:
+    from audiary.adapters.url_fetcher import SafeUrlFetcher
 
 __all__ = ["note_router", "publisher", "settings_digest", "stores", "transcriber", "url_fetcher"]
 
@@ -117,6 +120,10 @@ def _key_store(settings: Settings) -> KeyStore:
 
 def url_fetcher(settings: Settings) -> UrlFetcher:
     """The SSRF-safe fetcher with the URL policy from settings."""
+    return _safe_fetcher(settings)
+
+
+def _safe_fetcher(settings: Settings) -> SafeUrlFetcher:
     from audiary.adapters.url_fetcher import SafeUrlFetcher
 
     return SafeUrlFetcher(allow_private=settings.allow_private_urls,
@@ -126,7 +133,7 @@ def url_fetcher(settings: Settings) -> UrlFetcher:
 def _stores(settings: Settings) -> Stores:
     from audiary.adapters.webhook_sender import HttpWebhookSender
 
-    urls = url_fetcher(settings)
+    urls = _safe_fetcher(settings)
     return Stores(
         settings=settings,
         blobs=_blob_store(settings),

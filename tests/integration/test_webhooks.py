@@ -444,3 +444,41 @@ def test_an_unresolvable_hook_is_dead_lettered_not_raised(receiver):
     assert letter["url"] == "https://no-such-host.invalid/hook"
     assert letter["attempts"] == 0
     assert "could not be resolved" in letter["reason"]
+
+
+def test_a_webhook_connects_to_the_address_its_check_found(receiver):
+    from audiary.adapters.url_fetcher import SafeUrlFetcher
+    from audiary.adapters.webhook_sender import HttpWebhookSender
+
+    asked = []
+
+    def resolve(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return ["127.0.0.1"]
+
+    fetcher = SafeUrlFetcher(allow_http=True, allow_networks=["127.0.0.1/32"], resolve=resolve)
+    # A name no DNS server knows: only the checked address can reach the receiver.
+    url = receiver.url.replace("127.0.0.1", "hooks.audiary.invalid")
+    result = HttpWebhookSender(fetcher, attempts=1).deliver(url, PAYLOAD, SECRET,
+                                                            delivery_id="d-pinned")
+    assert result.delivered
+    (got,) = receiver.received
+    assert got.verified
+    assert got.headers["Host"] == url.split("/")[2]  # the name, as the receiver serves it
+    assert set(asked) == {"hooks.audiary.invalid"}
+
+
+def test_a_name_that_turns_private_between_checks_gets_no_connection(receiver):
+    from audiary.adapters.url_fetcher import SafeUrlFetcher
+    from audiary.adapters.webhook_sender import HttpWebhookSender
+
+    answers = iter([["127.0.0.1"], ["10.1.2.3"], ["10.1.2.3"]])
+    fetcher = SafeUrlFetcher(allow_http=True, allow_networks=["127.0.0.1/32"],
+                             resolve=lambda host, port: next(answers))
+    url = receiver.url.replace("127.0.0.1", "rebind.audiary.invalid")
+    result = HttpWebhookSender(fetcher, attempts=3).deliver(url, PAYLOAD, SECRET,
+                                                            delivery_id="d-rebind")
+    assert not result.delivered
+    assert result.attempts == 1  # refused, not retried
+    assert "10.1.2.3" in (result.last_error or "")
+    assert receiver.received == []

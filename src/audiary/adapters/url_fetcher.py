@@ -37,7 +37,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -386,15 +386,18 @@ def _redirect(checked: CheckedUrl, location: str, policy: _Policy) -> CheckedUrl
 
 @contextmanager
 def _open(
-    checked: CheckedUrl, ssl_context: ssl.SSLContext | None, timeout_s: float
+    checked: CheckedUrl, ssl_context: ssl.SSLContext | None, timeout_s: float, *,
+    method: str = "GET", content: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Iterator[httpx.Response]:
-    """GET the checked URL from its vetted addresses, in order, until one accepts."""
+    """Send the request to the checked URL's vetted addresses, in order, until one accepts."""
     headers = {
-        # The request goes to an IP literal; the server must still see the name it serves.
-        "Host": checked.url.netloc.decode("ascii"),
         # Audio is already compressed; identity keeps byte counts and the file exact.
         "Accept-Encoding": "identity",
         "User-Agent": USER_AGENT,
+        **(headers or {}),
+        # The request goes to an IP literal; the server must still see the name it serves.
+        "Host": checked.url.netloc.decode("ascii"),
     }
     extensions: dict[str, str] = {}
     if checked.url.scheme == "https" and not _is_ip_literal(checked.host):
@@ -411,9 +414,10 @@ def _open(
             timeout=timeout_s,
         ) as client:
             request = client.build_request(
-                "GET",
+                method,
                 checked.url.copy_with(host=str(address)),
                 headers=headers,
+                content=content,
                 extensions=extensions,
             )
             try:
@@ -478,6 +482,16 @@ class SafeUrlFetcher(UrlFetcher):
     def check(self, url: str) -> None:
         check_url(url, allow_private=self.allow_private, allow_http=self.allow_http,
                   allow_networks=self.allow_networks, resolve=self.resolve)
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
+             ) -> tuple[int, str | None]:
+        """POST `body` to `url` after checking it, connected to an address the check found;
+        returns the status and the Retry-After header. Redirects are not followed."""
+        policy = _policy(self.allow_private, self.allow_http, self.allow_networks, self.resolve)
+        checked = _check(url, policy, "the webhook URL")
+        with _open(checked, self.ssl_context, timeout_s, method="POST", content=body,
+                   headers=headers) as response:
+            return response.status_code, response.headers.get("retry-after")
 
     def fetch(self, url: str, dest: Path, *, max_bytes: int) -> FetchResult:
         return fetch_audio(

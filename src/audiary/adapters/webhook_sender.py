@@ -53,8 +53,9 @@ import httpx
 from tenacity import RetryCallState, Retrying, retry_if_result, wait_exponential_jitter
 
 from audiary.adapters.retry_after import parse_retry_after
-from audiary.errors import FetchError
-from audiary.ports import DeliveryResult, UrlFetcher, WebhookSender
+from audiary.adapters.url_fetcher import SafeUrlFetcher
+from audiary.errors import FetchError, UnsafeUrlError
+from audiary.ports import DeliveryResult, WebhookSender
 from audiary.wire.messages import canonical_json
 
 __all__ = [
@@ -131,6 +132,7 @@ def deliver(
     attempts: int = 5,
     timeout_s: float = 10,
     client: httpx.Client | None = None,
+    send: Send | None = None,
     sleep: Callable[[float], None] = time.sleep,
     now: Callable[[], float] = time.time,
     max_wait_s: float = 60,
@@ -140,8 +142,9 @@ def deliver(
 
     Waits between attempts grow exponentially (1 s, 2 s, 4 s ... plus up to 1 s of jitter, at
     most `max_wait_s`). A 429 waits its Retry-After instead; one longer than `max_wait_s` ends
-    the delivery, since retrying sooner would ignore the receiver. `sleep` and `now` are
-    injectable for tests; `delivery_id` defaults to a random id.
+    the delivery, since retrying sooner would ignore the receiver. `send` makes one POST (the
+    default uses `client`, or a client of its own); `sleep` and `now` are injectable for tests;
+    `delivery_id` defaults to a random id.
     """
     if attempts < 1:
         raise ValueError(f"attempts must be at least 1, got {attempts}")
@@ -176,11 +179,12 @@ def deliver(
         before_sleep=before_sleep,
         retry_error_callback=_outcome,  # out of attempts: report the last one
     )
-    own_client = client is None
+    own_client = client is None and send is None
     http = httpx.Client(follow_redirects=False) if client is None else client
     try:
         outcome: _Outcome = retrying(
-            _attempt, http, url, body, secret, delivery_id, timeout_s, now, max_wait_s
+            _attempt, send or _client_send(http), url, body, secret, delivery_id, timeout_s,
+            now, max_wait_s,
         )
     finally:
         if own_client:
@@ -205,8 +209,26 @@ def deliver(
     )
 
 
+# One POST: (url, body, headers, timeout) -> (status, Retry-After header or None).
+Send = Callable[[str, bytes, Mapping[str, str], float], tuple[int, str | None]]
+
+
+def _client_send(client: httpx.Client) -> Send:
+    def send(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
+             ) -> tuple[int, str | None]:
+        # Streamed and closed unread: only the status matters, and a receiver must not be
+        # able to make us buffer a huge answer.
+        with client.stream(
+            "POST", url, content=body, headers=dict(headers), timeout=timeout_s,
+            follow_redirects=False,  # even on a caller's client that follows them
+        ) as response:
+            return response.status_code, response.headers.get("retry-after")
+
+    return send
+
+
 def _attempt(
-    client: httpx.Client,
+    send: Send,
     url: str,
     body: bytes,
     secret: bytes,
@@ -225,19 +247,13 @@ def _attempt(
         DELIVERY_HEADER: delivery_id,
     }
     try:
-        # Streamed and closed unread: only the status matters, and a receiver must not be
-        # able to make us buffer a huge answer.
-        with client.stream(
-            "POST",
-            url,
-            content=body,
-            headers=headers,
-            timeout=timeout_s,
-            follow_redirects=False,  # even on a caller's client that follows them
-        ) as response:
-            status, retry_after = response.status_code, response.headers.get("retry-after")
+        status, retry_after = send(url, body, headers, timeout_s)
     except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
         return _Outcome(error=f"{type(exc).__name__}: {exc}", transient=True)
+    except UnsafeUrlError as exc:  # refused when checked again: retrying cannot help
+        return _Outcome(error=str(exc))
+    except FetchError as exc:  # no checked address accepted the connection, the name is gone
+        return _Outcome(error=str(exc), transient=True)
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         return _Outcome(error=f"{type(exc).__name__}: {exc}")
     if status != 429:
@@ -271,10 +287,11 @@ def _origin(url: str) -> str:
 
 
 class HttpWebhookSender(WebhookSender):
-    """`deliver` behind the `WebhookSender` port, with the URL checked again first: a name
-    that was public at registration may point somewhere private since."""
+    """`deliver` behind the `WebhookSender` port. Every attempt checks the URL again (a name
+    that was public at registration may point somewhere private since) and connects to an
+    address that check found, never to a fresh DNS answer (no DNS rebinding)."""
 
-    def __init__(self, urls: UrlFetcher, *, attempts: int = 5, timeout_s: float = 10) -> None:
+    def __init__(self, urls: SafeUrlFetcher, *, attempts: int = 5, timeout_s: float = 10) -> None:
         self.urls = urls
         self.attempts = attempts
         self.timeout_s = timeout_s
@@ -288,4 +305,4 @@ class HttpWebhookSender(WebhookSender):
             return DeliveryResult(delivered=False, attempts=0, last_status=None,
                                   last_error=str(exc), delivery_id=delivery_id)
         return deliver(url, payload, secret, attempts=self.attempts, timeout_s=self.timeout_s,
-                       delivery_id=delivery_id)
+                       delivery_id=delivery_id, send=self.urls.post)
