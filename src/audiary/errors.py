@@ -19,16 +19,18 @@ class BadEventError(AudiaryError):
     """An incoming event or push envelope is malformed; retrying will not help."""
 
 
-class RejectedInputError(AudiaryError):
-    """Uploaded input is not acceptable audio.
-
-    `code` is a stable machine-readable reason, the message is written for the user.
-    """
+class CodedError(AudiaryError):
+    """An error a user sees: `code` is a stable machine-readable reason, the message is
+    written for the user (what was wrong, what to do)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class RejectedInputError(CodedError):
+    """Uploaded input is not acceptable audio."""
 
 
 class StateError(AudiaryError):
@@ -58,16 +60,8 @@ class ProviderError(AudiaryError):
         self.retry_after_s = retry_after_s
 
 
-class FetchError(AudiaryError):
-    """A URL could not be fetched: it failed, answered with an error, too slowly or too much.
-
-    `code` is a stable machine-readable reason, the message is written for the user.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class FetchError(CodedError):
+    """A URL could not be fetched: it failed, answered with an error, too slowly or too much."""
 
 
 class UnsafeUrlError(FetchError):
@@ -78,13 +72,8 @@ class InvalidOutputError(AudiaryError):
     """A provider's answer did not validate, even after the repair attempt."""
 
 
-class RequestError(AudiaryError):
-    """A request a service refuses. `code` is stable, the message says what was wrong."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class RequestError(CodedError):
+    """A request a service refuses."""
 
 
 class InvalidRequestError(RequestError):
