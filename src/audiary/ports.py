@@ -9,11 +9,11 @@ storage port, so the in-memory fakes can be trusted.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 
@@ -22,6 +22,8 @@ from audiary.domain.keys import ApiKey, Webhook
 from audiary.domain.notes import DiaryNote, Feedback, NoteRecord
 from audiary.domain.transcript import Segment, Transcript
 from audiary.settings import Settings
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,21 @@ class BlobStore(ABC):
         metadata: Mapping[str, str] | None = None,
     ) -> BlobInfo:
         """Stream a local file to `bucket/key`."""
+
+    @abstractmethod
+    def upload_stream(
+        self,
+        bucket: str,
+        key: str,
+        stream: IO[bytes],
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> BlobInfo:
+        """Stream a file-like object to `bucket/key`, a few MiB at a time, never whole in memory.
+
+        The object appears only once the stream ended; if reading it raises, nothing is left.
+        """
 
     @abstractmethod
     def get(self, bucket: str, key: str) -> bytes:
@@ -411,6 +428,12 @@ class UrlFetcher(ABC):
     @abstractmethod
     def fetch(self, url: str, dest: Path, *, max_bytes: int) -> FetchResult:
         """Download `url` to `dest`; `UnsafeUrlError` or `FetchError` when it cannot."""
+
+    @abstractmethod
+    def stream(self, url: str, consume: Callable[[IO[bytes], str | None], T], *,
+               max_bytes: int) -> T:
+        """Hand `url`'s body, as a stream that raises `FetchError` past `max_bytes` or the
+        timeout, to `consume(stream, content_type)` and return what it returns."""
 
 
 @dataclass(frozen=True)

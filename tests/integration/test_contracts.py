@@ -7,6 +7,7 @@ Every test works in its own bucket, topic or collection, so tests never see each
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import threading
@@ -15,7 +16,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -95,6 +96,44 @@ def test_put_get_round_trip_keeps_content_type_and_metadata(blobs: BlobStore, bu
     assert info.generation
     assert blobs.get(bucket, "inbox/a.wav") == data
     assert blobs.stat(bucket, "inbox/a.wav") == info
+
+
+class Chunks(io.RawIOBase):
+    """A stream that hands out `total` bytes a little at a time, then fails if told to."""
+
+    def __init__(self, total: int, fail_after: int | None = None) -> None:
+        self.total, self.sent, self.fail_after = total, 0, fail_after
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.fail_after is not None and self.sent >= self.fail_after:
+            raise OSError("the sender went away")
+        n = min(len(buffer), 64 * 1024, self.total - self.sent)
+        buffer[:n] = bytes((self.sent + i) % 251 for i in range(n))
+        self.sent += n
+        return n
+
+
+def expected_bytes(total: int) -> bytes:
+    return bytes(i % 251 for i in range(total))
+
+
+def test_a_stream_longer_than_one_upload_part_arrives_whole(blobs: BlobStore, bucket: str) -> None:
+    total = 9 * 1024 * 1024 + 12_345  # more than one 8 MiB part
+    info = blobs.upload_stream(bucket, "inbox/long.wav", io.BufferedReader(Chunks(total)),
+                               content_type="audio/wav", metadata={"job": "j1"})
+    assert (info.size, info.content_type, dict(info.metadata)) == (total, "audio/wav",
+                                                                   {"job": "j1"})
+    assert blobs.get(bucket, "inbox/long.wav") == expected_bytes(total)
+
+
+def test_a_stream_that_fails_part_way_leaves_no_object(blobs: BlobStore, bucket: str) -> None:
+    broken = io.BufferedReader(Chunks(20 * 1024 * 1024, fail_after=9 * 1024 * 1024))
+    with pytest.raises(OSError, match="went away"):
+        blobs.upload_stream(bucket, "inbox/cut.wav", broken, content_type="audio/wav")
+    assert blobs.stat(bucket, "inbox/cut.wav") is None
 
 
 def test_put_without_content_type_stores_octet_stream(blobs: BlobStore, bucket: str) -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from audiary.adapters.url_fetcher import fetch_audio
+from audiary.adapters.memory import MemoryBlobStore
+from audiary.adapters.url_fetcher import SafeUrlFetcher, fetch_audio
 from audiary.errors import FetchError, UnsafeUrlError
 
 pytestmark = pytest.mark.integration
@@ -658,3 +659,53 @@ def test_https_redirect_to_http_is_refused(tls_server, server, pki, tmp_path):
 
     assert refused.value.code == "scheme"
     assert server.seen == []
+
+
+# Streaming straight into a bucket (what POST /v1/jobs {audio_url} does) -------------------
+
+
+def _streamer() -> tuple[SafeUrlFetcher, MemoryBlobStore]:
+    blobs = MemoryBlobStore()
+    blobs.ensure_bucket("uploads")
+    return SafeUrlFetcher(allow_http=True, allow_networks=LOCAL,
+                          resolve=resolver(LOCAL_DNS)), blobs
+
+
+@pytest.mark.parametrize("route", [chunked, close_delimited])
+def test_a_streamed_body_arrives_whole_in_the_bucket(server, route):
+    fetcher, blobs = _streamer()
+    server.routes["/s.wav"] = route(AUDIO[:4096], 40)
+
+    def upload(stream, content_type):
+        return blobs.upload_stream("uploads", "inbox/s.wav", stream, content_type=content_type)
+
+    info = fetcher.stream(server.url("/s.wav"), upload, max_bytes=4096 * 40)
+    assert info.size == 4096 * 40
+    assert blobs.get("uploads", "inbox/s.wav") == AUDIO[:4096] * 40
+
+
+def test_a_streamed_body_past_the_cap_stops_and_leaves_no_object(server):
+    fetcher, blobs = _streamer()
+    server.routes["/big.wav"] = chunked(b"\0" * 65_536, 64)  # 4 MiB, cap 200 kB
+
+    def upload(stream, content_type):
+        return blobs.upload_stream("uploads", "inbox/big.wav", stream)
+
+    with pytest.raises(FetchError, match="limit of 200000 bytes") as failed:
+        fetcher.stream(server.url("/big.wav"), upload, max_bytes=200_000)
+    assert failed.value.code == "too_large"
+    assert blobs.stat("uploads", "inbox/big.wav") is None
+
+
+def test_a_declared_length_past_the_cap_is_refused_before_reading(server):
+    fetcher, blobs = _streamer()
+    server.routes["/a.wav"] = body(AUDIO)
+    read = []
+
+    def upload(stream, content_type):
+        read.append(True)
+        return blobs.upload_stream("uploads", "inbox/a.wav", stream)
+
+    with pytest.raises(FetchError, match="declares"):
+        fetcher.stream(server.url("/a.wav"), upload, max_bytes=len(AUDIO) - 1)
+    assert read == []

@@ -7,7 +7,7 @@ import functools
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Self
+from typing import IO, Any, Self
 
 import google.auth.transport.requests
 from google.api_core import exceptions as gexc
@@ -19,6 +19,8 @@ from audiary.ports import BlobInfo, BlobStore, SignedUpload
 from audiary.settings import Settings
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+# Resumable uploads of streams go in parts of this size (a multiple of 256 KiB).
+UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 def _endpoint_url(endpoint: str) -> str:
@@ -105,6 +107,24 @@ class GcsBlobStore(BlobStore):
     ) -> BlobInfo:
         return self._upload(bucket, key, metadata, lambda blob: blob.upload_from_filename(
             str(path), content_type=content_type or DEFAULT_CONTENT_TYPE))
+
+    def upload_stream(
+        self,
+        bucket: str,
+        key: str,
+        stream: IO[bytes],
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> BlobInfo:
+        def send(blob: Any) -> None:
+            # A resumable upload in chunks of this size; the object is finalized only by the
+            # last chunk, so a stream that fails part way leaves none.
+            blob.chunk_size = UPLOAD_CHUNK_BYTES
+            blob.upload_from_file(_Counted(stream),
+                                  content_type=content_type or DEFAULT_CONTENT_TYPE)
+
+        return self._upload(bucket, key, metadata, send)
 
     def get(self, bucket: str, key: str) -> bytes:
         try:
@@ -216,3 +236,20 @@ def _throwaway_signer() -> Any:
         "type": "service_account", "client_email": "emulator@audiary-local.iam.gserviceaccount.com",
         "private_key": pem, "token_uri": "https://oauth2.googleapis.com/token",
     })
+
+
+class _Counted:
+    """A read-only stream that knows its position: the resumable upload asks `tell()` where it
+    starts, which a network stream cannot answer itself."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._position += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self._position

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Self
+from typing import IO, Any, Self
 
 from audiary.domain.jobs import (
     Chunk,
@@ -124,6 +124,17 @@ class MemoryBlobStore(BlobStore):
         return self.put(
             bucket, key, path.read_bytes(), content_type=content_type, metadata=metadata
         )
+
+    def upload_stream(
+        self,
+        bucket: str,
+        key: str,
+        stream: IO[bytes],
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> BlobInfo:
+        return self.put(bucket, key, stream.read(), content_type=content_type, metadata=metadata)
 
     def get(self, bucket: str, key: str) -> bytes:
         with self._lock:

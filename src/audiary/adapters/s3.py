@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import IO, TYPE_CHECKING, Self
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -141,6 +141,28 @@ class S3BlobStore(BlobStore):
                     "ContentType": content_type or DEFAULT_CONTENT_TYPE,
                     "Metadata": dict(metadata or {}),
                 },
+            )
+        except S3UploadFailedError as exc:
+            if "NoSuchBucket" in str(exc):
+                raise NotFoundError(f"bucket s3://{bucket} does not exist") from exc
+            raise
+        return self._stat_or_raise(bucket, key)
+
+    def upload_stream(
+        self,
+        bucket: str,
+        key: str,
+        stream: IO[bytes],
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> BlobInfo:
+        try:
+            # Multipart in 8 MiB parts; a stream that fails aborts the upload (no object).
+            self._client.upload_fileobj(
+                stream, bucket, key,
+                ExtraArgs={"ContentType": content_type or DEFAULT_CONTENT_TYPE,
+                           "Metadata": dict(metadata or {})},
             )
         except S3UploadFailedError as exc:
             if "NoSuchBucket" in str(exc):

@@ -32,6 +32,7 @@ Error messages never repeat the query string: signed URLs carry their credential
 from __future__ import annotations
 
 import enum
+import io
 import ipaddress
 import logging
 import socket
@@ -42,6 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
+from typing import IO, Any, TypeVar
 
 import httpx
 
@@ -326,6 +328,29 @@ def fetch_audio(
     fails; `dest` is only written when the whole body arrived.
     """
     policy = _policy(allow_private, allow_http, allow_networks, resolve)
+
+    def save(response: httpx.Response, checked: CheckedUrl, deadline: float) -> FetchResult:
+        size = _save(response, dest, max_bytes, deadline, timeout_s)
+        log.info("fetched %s: %d bytes", _redact(checked.url), size)
+        return FetchResult(path=dest, size=size,
+                           content_type=response.headers.get("content-type"),
+                           final_url=str(checked.url))
+
+    return _fetch(url, policy, save, timeout_s, max_redirects, ssl_context)
+
+
+T = TypeVar("T")
+
+
+def _fetch(
+    url: str,
+    policy: _Policy,
+    handle: Callable[[httpx.Response, CheckedUrl, float], T],
+    timeout_s: float,
+    max_redirects: int,
+    ssl_context: ssl.SSLContext | None,
+) -> T:
+    """GET `url` following checked redirects; `handle(response, url, deadline)` takes the 200."""
     deadline = time.monotonic() + timeout_s
     checked = _check(url, policy, "audio_url")
     redirects = 0
@@ -348,18 +373,41 @@ def fetch_audio(
                         f"audio_url answered HTTP {response.status_code} "
                         f"{response.reason_phrase}; expected 200 with the audio",
                     )
-                size = _save(response, dest, max_bytes, deadline, timeout_s)
-                log.info("fetched %s: %d bytes", _redact(checked.url), size)
-                return FetchResult(
-                    path=dest,
-                    size=size,
-                    content_type=response.headers.get("content-type"),
-                    final_url=str(checked.url),
-                )
+                return handle(response, checked, deadline)
     except httpx.TimeoutException as exc:
         raise _timeout(timeout_s) from exc
     except httpx.HTTPError as exc:
         raise FetchError("network", f"audio_url could not be downloaded ({exc})") from exc
+
+
+class _Body(io.RawIOBase):
+    """A response body as a read-only stream that stops at `max_bytes` and at the deadline."""
+
+    def __init__(self, response: httpx.Response, max_bytes: int, deadline: float,
+                 timeout_s: float) -> None:
+        self._chunks = response.iter_bytes()
+        self._pending = b""
+        self._size = 0
+        self._max_bytes, self._deadline, self._timeout_s = max_bytes, deadline, timeout_s
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._size += len(chunk)
+            if self._size > self._max_bytes:
+                raise FetchError("too_large", _too_large(self._max_bytes, "it sends more"))
+            if time.monotonic() > self._deadline:
+                raise _timeout(self._timeout_s)
+            self._pending = chunk
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
 
 
 def _remaining(deadline: float, timeout_s: float) -> float:
@@ -492,6 +540,25 @@ class SafeUrlFetcher(UrlFetcher):
         with _open(checked, self.ssl_context, timeout_s, method="POST", content=body,
                    headers=headers) as response:
             return response.status_code, response.headers.get("retry-after")
+
+    def stream(self, url: str, consume: Callable[[IO[bytes], str | None], T], *,
+               max_bytes: int) -> T:
+        """GET `url` (checked, pinned, redirects checked) and hand its body, as a stream that
+        stops at `max_bytes`, to `consume(stream, content_type)`; its result is returned."""
+        policy = _policy(self.allow_private, self.allow_http, self.allow_networks, self.resolve)
+
+        def hand_over(response: httpx.Response, checked: CheckedUrl, deadline: float) -> T:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise FetchError("too_large",
+                                 _too_large(max_bytes, f"it declares {int(declared)} bytes"))
+            body = io.BufferedReader(_Body(response, max_bytes, deadline, self.timeout_s),
+                                     buffer_size=256 * 1024)
+            result = consume(body, response.headers.get("content-type"))
+            log.info("streamed %s", _redact(checked.url))
+            return result
+
+        return _fetch(url, policy, hand_over, self.timeout_s, 3, self.ssl_context)
 
     def fetch(self, url: str, dest: Path, *, max_bytes: int) -> FetchResult:
         return fetch_audio(

@@ -6,15 +6,15 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
+from typing import IO
 
 from audiary.domain.jobs import Job, SourceObject, job_id_for, new_job, utcnow
 from audiary.domain.notes import Feedback
 from audiary.errors import AudiaryError, ConflictError, InvalidRequestError, TooLargeError
 from audiary.observability.logs import bind_job
-from audiary.ports import SignedUpload, Stores
+from audiary.ports import BlobInfo, SignedUpload, Stores
 from audiary.services.cleanup import purge
 from audiary.settings import Settings
 from audiary.wire.messages import inject_trace
@@ -84,23 +84,37 @@ def create_upload(svc: Stores, owner: str, filename: str, content_type: str,
 
 
 def job_from_url(svc: Stores, owner: str, url: str) -> Job:
-    """Fetch `url` (SSRF-safe, size-capped) into the inbox as a new job of `owner`."""
+    """Stream `url` (SSRF-safe, size-capped) into the inbox as a new job of `owner`.
+
+    The body goes straight to the bucket a few MiB at a time (never whole into memory or
+    /tmp, which is memory on Cloud Functions). The job exists first, so the upload's
+    notification finds it; if the download fails, the job goes again and nothing is left.
+    """
     s = svc.settings
+    try:
+        svc.urls.check(url)  # refused URLs never become jobs
+    except AudiaryError as exc:
+        raise InvalidRequestError("invalid_audio_url", str(exc)) from exc
     job_id = _new_api_job_id()
     name = PurePosixPath(url.split("?", 1)[0]).name or "audio"
     key = api_object_key(s, owner, job_id, name)
-    with tempfile.TemporaryDirectory(prefix="audiary-fetch-") as tmp:
-        try:
-            fetched = svc.urls.fetch(url, Path(tmp) / "audio", max_bytes=s.audio_url_max_bytes)
-        except AudiaryError as exc:
-            raise InvalidRequestError("invalid_audio_url", str(exc)) from exc
-        job, _ = svc.jobs.create_job(new_job(job_id, SourceObject(
-            bucket=s.uploads_bucket, name=key, generation="", size=fetched.size,
-            content_type=fetched.content_type), owner=owner))
+    job, _ = svc.jobs.create_job(new_job(job_id, SourceObject(
+        bucket=s.uploads_bucket, name=key, generation="", size=None, content_type=None),
+        owner=owner))
+
+    def upload(body: IO[bytes], content_type: str | None) -> BlobInfo:
         # The upload's notification (GCS, or the local watcher) starts ingest as for any drop.
-        svc.blobs.upload_file(s.uploads_bucket, key, fetched.path,
-                              content_type=fetched.content_type)
-    return job
+        return svc.blobs.upload_stream(s.uploads_bucket, key, body, content_type=content_type)
+
+    try:
+        info = svc.urls.stream(url, upload, max_bytes=s.audio_url_max_bytes)
+    except AudiaryError as exc:
+        svc.jobs.delete_job(job_id)
+        raise InvalidRequestError("invalid_audio_url", str(exc)) from exc
+    svc.jobs.update_job(job_id, {"source": job.source.model_copy(
+        update={"size": info.size, "content_type": info.content_type}).model_dump()})
+    return job.model_copy(update={"source": job.source.model_copy(
+        update={"size": info.size, "content_type": info.content_type})})
 
 
 def job_from_object(svc: Stores, owner: str, name: str) -> Job:
