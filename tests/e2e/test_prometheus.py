@@ -111,9 +111,12 @@ def test_prometheus_scrapes_the_jobs_metrics(prometheus, svc, tmp_path):
         return {name: value(prometheus, promql) - before[name]
                 for name, promql in QUERIES.items()}
 
-    # Scraped once a second: wait until the last hop (webhooks) has been scraped too.
+    # Scraped once a second: wait until the last hop (webhooks) has been scraped too, and the
+    # last chunk's answer (it is counted once its handler returns, which can be after the job
+    # has gone on to DONE: the handler still records that transcript-ready went out).
     delta = poll(grown, lambda d: d["lag_webhooks"] >= 1 and d["done"] >= 1
-                 and d["audio"] >= job.duration_s * 0.99, 30)
+                 and d["audio"] >= job.duration_s * 0.99
+                 and d["chunk_204"] >= job.chunks_total, 30)
     print(f"audio {delta['audio']:.2f} s (job {job.duration_s:.2f} s), inference "
           f"{delta['inference']:.2f} s, RTF {delta['inference'] / delta['audio']:.3f}, "
           f"{delta['chunk_204']:.0f} chunk pushes answered 204 for {job.chunks_total} chunks")
