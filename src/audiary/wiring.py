@@ -27,7 +27,6 @@ from audiary.ports import (
     Publisher,
     Stores,
     Transcriber,
-    UrlFetcher,
 )
 from audiary.services.notes.breaker import CircuitBreaker
 from audiary.services.notes.llm_writer import LlmNoteWriter
@@ -37,7 +36,7 @@ from audiary.settings import Settings
 if TYPE_CHECKING:
     from audiary.adapters.url_fetcher import SafeUrlFetcher
 
-__all__ = ["note_router", "publisher", "settings_digest", "stores", "transcriber", "url_fetcher"]
+__all__ = ["note_router", "publisher", "settings_digest", "stores", "transcriber"]
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +117,8 @@ def _key_store(settings: Settings) -> KeyStore:
     return FirestoreKeyStore.from_settings(settings)
 
 
-def url_fetcher(settings: Settings) -> UrlFetcher:
-    """The SSRF-safe fetcher with the URL policy from settings."""
-    return _safe_fetcher(settings)
-
-
 def _safe_fetcher(settings: Settings) -> SafeUrlFetcher:
+    """The SSRF-safe fetcher with the URL policy from settings."""
     from audiary.adapters.url_fetcher import SafeUrlFetcher
 
     return SafeUrlFetcher(allow_private=settings.allow_private_urls,

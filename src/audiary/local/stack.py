@@ -54,7 +54,6 @@ TRANSCRIBER_GUNICORN_ARGS = (
     "--workers", "1", "--threads", "4", "--timeout", "0", "--graceful-timeout", "600",
     "--keep-alive", "75",
 )
-ACK_DEADLINE_S = provision.ACK_DEADLINE_S
 PUSH_SUBSCRIPTIONS = (
     names.SUBSCRIPTION_INGEST,
     names.SUBSCRIPTION_TRANSCRIBER,
