@@ -9,7 +9,9 @@ from audiary.domain.jobs import SourceObject
 from audiary.domain.layout import job_prefix, quarantine_key, transcript_key
 from audiary.ports import Stores
 
-__all__ = ["purge"]
+__all__ = ["DELETED", "purge", "purge_if_deleted"]
+
+DELETED = "the job was deleted; nothing to do"
 
 log = logging.getLogger(__name__)
 
@@ -33,3 +35,12 @@ def purge(svc: Stores, job_id: str, source: SourceObject) -> None:
     svc.notes.delete_note(job_id)
     svc.notes.delete_feedback(job_id)
     log.info("removed the job's audio, transcript, note and feedback", extra={"job_id": job_id})
+
+
+def purge_if_deleted(svc: Stores, job_id: str) -> bool:
+    """If the job was deleted, remove what a stage may have written since, and say so."""
+    tombstone = svc.jobs.deleted(job_id)
+    if tombstone is None:
+        return False
+    purge(svc, job_id, tombstone.source)
+    return True

@@ -27,9 +27,14 @@ from audiary.errors import RejectedInputError
 from audiary.observability.logs import job_context
 from audiary.observability.telemetry import tracer
 from audiary.ports import Stores
-from audiary.services.cleanup import purge
+from audiary.services.cleanup import DELETED, purge_if_deleted
 from audiary.services.decode import AudioLimits, decode_to_canonical
-from audiary.services.progress import advance, fail, resume_announcement
+from audiary.services.progress import (
+    advance,
+    fail,
+    fail_on_last_attempt,
+    resume_announcement,
+)
 from audiary.wire import messages
 from audiary.wire.storage_events import ObjectEvent
 
@@ -60,9 +65,8 @@ def ingest(svc: Stores, event: ObjectEvent) -> IngestOutcome:
 
 def _ingest_job(svc: Stores, event: ObjectEvent, job_id: str) -> IngestOutcome:
     s = svc.settings
-    if (tombstone := svc.jobs.deleted(job_id)) is not None:
-        purge(svc, job_id, tombstone.source)
-        return IngestOutcome(job_id, None, "the job was deleted; nothing to do")
+    if purge_if_deleted(svc, job_id):
+        return IngestOutcome(job_id, None, DELETED)
     job, created = svc.jobs.create_job(new_job(
         job_id,
         SourceObject(bucket=event.bucket, name=event.name, generation=event.generation,
@@ -98,15 +102,11 @@ def _ingest_job(svc: Stores, event: ObjectEvent, job_id: str) -> IngestOutcome:
         _reject(svc, job, exc)
         return IngestOutcome(job_id, JobStatus.REJECTED, exc.code)
     except Exception as exc:
-        if (tombstone := svc.jobs.deleted(job_id)) is not None:  # deleted while we worked
-            purge(svc, job_id, tombstone.source)
-            return IngestOutcome(job_id, None, "the job was deleted; nothing to do")
-        if attempt < s.max_attempts:
+        if purge_if_deleted(svc, job_id):  # deleted while we worked
+            return IngestOutcome(job_id, None, DELETED)
+        if not fail_on_last_attempt(svc, job_id, attempt, exc, code="ingest_failed",
+                                    what="ingest", stage=STAGE):
             raise  # Pub/Sub delivers again
-        # The last delivery Pub/Sub makes: end the job here rather than leave it to wait.
-        fail(svc, job_id, "ingest_failed",
-             f"ingest failed {attempt} times; last: {type(exc).__name__}: {exc}", STAGE)
-        log.exception("ingest failed on its last attempt", extra=extra)
         return IngestOutcome(job_id, JobStatus.FAILED, "retries exhausted")
     return IngestOutcome(job_id, JobStatus.QUEUED, f"{chunks_total} chunks queued")
 

@@ -10,6 +10,7 @@ then (`resume_announcement`). No other stage ever does, so a job is announced on
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Mapping
 
 from opentelemetry import trace
@@ -18,6 +19,8 @@ from audiary.domain.jobs import TERMINAL, Job, JobError, JobStatus
 from audiary.observability import metrics
 from audiary.ports import Stores
 from audiary.wire import messages
+
+log = logging.getLogger(__name__)
 
 
 def advance(
@@ -77,6 +80,19 @@ def fail(svc: Stores, job_id: str, code: str, message: str, stage: str) -> bool:
         svc, job_id, JobStatus.FAILED, error=JobError(code=code, message=message, stage=stage),
         stage=stage,
     )
+
+
+def fail_on_last_attempt(svc: Stores, job_id: str, attempt: int, exc: Exception, *, code: str,
+                         what: str, stage: str) -> bool:
+    """After `exc` on delivery `attempt`: if that was the last one Pub/Sub makes, end the job
+    FAILED with the error (rather than leave it waiting for a delivery that never comes) and
+    return True; otherwise False, and the caller raises so that Pub/Sub delivers again."""
+    if attempt < svc.settings.max_attempts:
+        return False
+    fail(svc, job_id, code, f"{what} failed {attempt} times; last: {type(exc).__name__}: {exc}",
+         stage)
+    log.exception("%s failed on its last attempt", what, extra={"job_id": job_id})
+    return True
 
 
 def observe_stage_left(job: Job, entered: JobStatus) -> None:

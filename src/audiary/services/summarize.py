@@ -11,7 +11,7 @@ from audiary.domain.notes import NoteRecord
 from audiary.domain.transcript import Transcript
 from audiary.observability.logs import job_context
 from audiary.ports import Stores
-from audiary.services.cleanup import purge
+from audiary.services.cleanup import DELETED, purge_if_deleted
 from audiary.services.notes.router import AllProvidersFailedError, NoteRouter
 from audiary.services.progress import advance, fail, resume_announcement
 from audiary.wire import messages
@@ -67,9 +67,8 @@ def _summarize(svc: Stores, router: NoteRouter, ready: messages.TranscriptReady,
     extra = {"job_id": job_id}
     job = svc.jobs.get_job(job_id)
     if job is None:
-        if (tombstone := svc.jobs.deleted(job_id)) is not None:
-            purge(svc, job_id, tombstone.source)  # a note written by a delivery in flight
-            return SummarizeOutcome("the job was deleted; nothing to do")
+        if purge_if_deleted(svc, job_id):  # and a note written by a delivery in flight
+            return SummarizeOutcome(DELETED)
         return SummarizeOutcome(f"no job {job_id}; dropping the message")
     if job.status in TERMINAL:
         if resume_announcement(svc, job, STAGE):

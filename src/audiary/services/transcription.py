@@ -16,8 +16,13 @@ from audiary.observability import metrics
 from audiary.observability.logs import job_context
 from audiary.observability.telemetry import inference
 from audiary.ports import Stores, Transcriber
-from audiary.services.cleanup import purge
-from audiary.services.progress import advance, fail, resume_announcement
+from audiary.services.cleanup import DELETED, purge_if_deleted
+from audiary.services.progress import (
+    advance,
+    fail,
+    fail_on_last_attempt,
+    resume_announcement,
+)
 from audiary.wire import messages
 
 log = logging.getLogger(__name__)
@@ -52,12 +57,10 @@ def handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask, *,
 def _handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
                   delivery_attempt: int) -> ChunkOutcome:
     s = svc.settings
-    extra = {"job_id": task.job_id}
     job = svc.jobs.get_job(task.job_id)
     if job is None:
-        if (tombstone := svc.jobs.deleted(task.job_id)) is not None:
-            purge(svc, task.job_id, tombstone.source)  # what a delivery in flight wrote
-            return ChunkOutcome("the job was deleted; nothing to do")
+        if purge_if_deleted(svc, task.job_id):  # and what a delivery in flight wrote
+            return ChunkOutcome(DELETED)
         return ChunkOutcome(f"no job {task.job_id}; dropping the message")
     if job.status is JobStatus.TRANSCRIBED and not job.transcript_announced:
         # The delivery that assembled the transcript died before announcing it.
@@ -87,13 +90,9 @@ def _handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
     try:
         return _transcribe_chunk(svc, model, task, chunk.start_sample, chunk.end_sample)
     except Exception as exc:
-        if attempt < s.max_attempts:
+        if not fail_on_last_attempt(svc, task.job_id, attempt, exc, code="transcription_failed",
+                                    what=f"chunk {task.index}", stage=STAGE):
             raise  # Pub/Sub delivers again
-        # The last delivery Pub/Sub makes: end the job here rather than leave it to wait.
-        fail(svc, task.job_id, "transcription_failed",
-             f"chunk {task.index} failed {attempt} times; last: "
-             f"{type(exc).__name__}: {exc}", STAGE)
-        log.exception("chunk %d failed on its last attempt", task.index, extra=extra)
         return ChunkOutcome("retries exhausted; job FAILED")
 
 
