@@ -13,6 +13,7 @@ REQUIRED_APIS = (
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",  # builds the function images
     "cloudfunctions.googleapis.com",
+    "cloudscheduler.googleapis.com",  # runs the sweeper
     "firestore.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",  # signBlob: the API signs upload URLs without a key file

@@ -23,6 +23,11 @@ DEFAULT_BUILD_DIR = Path(__file__).resolve().parent / ".build"
 # one chunk (or one ingest, one note) must finish within it. The native local stack uses the
 # same value; tests/infra compares the two.
 ACK_DEADLINE_S = 600
+# On CPU a chunk is transcribed in chunk length x real-time factor; it must fit the ack deadline
+# this many times over (a slow instance, a retry of the model load), so the CPU chunk length is
+# at most ACK_DEADLINE_S / (CPU_CHUNK_MARGIN x cpuRealtimeFactor).
+CPU_CHUNK_MARGIN = 3.0
+DEFAULT_CHUNK_TARGET_S = 300.0  # audiary.settings.Settings.chunk_target_s
 # Pub/Sub accepts 5..100 delivery attempts before dead-lettering.
 MIN_DELIVERY_ATTEMPTS, MAX_DELIVERY_ATTEMPTS = 5, 100
 # Cloud Run with an NVIDIA L4 needs at least 4 CPUs and 16 GiB of memory.
@@ -61,6 +66,13 @@ class StackConfig:
     transcriber_max_instances: int = 3
     model_path: str | None = None
     chunk_target_s: float | None = None
+    # Seconds of CPU inference per second of audio for the model served on CPU (tiny.en int8
+    # measures 0.03 on 2 cores; large models on 4 vCPUs are near 0.5).
+    cpu_realtime_factor: float = 0.5
+    # The sweeper: how often Cloud Scheduler runs it, and after how long without progress a job
+    # is re-driven (then FAILED after as long again).
+    sweep_schedule: str = "*/10 * * * *"
+    stall_after_s: float = 3600.0
 
     max_delivery_attempts: int = 5
     functions_runtime: str = "python312"
@@ -157,6 +169,33 @@ def _validate(cfg: StackConfig) -> None:
         )
     if cfg.work_ttl_days < 1:
         raise ConfigError("audiary:workTtlDays must be at least 1")
+    if cfg.cpu_realtime_factor <= 0:
+        raise ConfigError("audiary:cpuRealtimeFactor must be above 0")
+    cap = cpu_chunk_limit_s(cfg)
+    if not cfg.transcriber_gpu and cfg.chunk_target_s is not None and cfg.chunk_target_s > cap:
+        raise ConfigError(
+            f"audiary:chunkTargetS is {cfg.chunk_target_s:g} s, but on CPU (real-time factor "
+            f"{cfg.cpu_realtime_factor:g}) a chunk must take at most 1/{CPU_CHUNK_MARGIN:g} of "
+            f"the {ACK_DEADLINE_S} s ack deadline: use at most {cap:g} s"
+        )
+    if cfg.stall_after_s < 2 * ACK_DEADLINE_S:
+        raise ConfigError(
+            f"audiary:stallAfterS is {cfg.stall_after_s:g} s; a healthy job can be silent for "
+            f"an ack deadline and a redelivery backoff: use at least {2 * ACK_DEADLINE_S} s"
+        )
+
+
+def cpu_chunk_limit_s(cfg: StackConfig) -> float:
+    """The longest chunk whose CPU inference fits the ack deadline with the margin."""
+    return float(int(ACK_DEADLINE_S / (CPU_CHUNK_MARGIN * cfg.cpu_realtime_factor)))
+
+
+def chunk_target_s(cfg: StackConfig) -> float | None:
+    """The chunk length ingest is given: the configured one, else on CPU the default capped
+    so that one chunk fits the ack deadline (None: the settings' default)."""
+    if cfg.chunk_target_s is not None or cfg.transcriber_gpu:
+        return cfg.chunk_target_s
+    return min(DEFAULT_CHUNK_TARGET_S, cpu_chunk_limit_s(cfg))
 
 
 def _strings(config: pulumi.Config, key: str) -> tuple[str, ...]:
@@ -198,6 +237,11 @@ def load_config() -> StackConfig:
         ),
         model_path=cfg.get("modelPath"),
         chunk_target_s=cfg.get_float("chunkTargetS"),
+        cpu_realtime_factor=(
+            cfg.get_float("cpuRealtimeFactor") or StackConfig.cpu_realtime_factor
+        ),
+        sweep_schedule=cfg.get("sweepSchedule") or StackConfig.sweep_schedule,
+        stall_after_s=cfg.get_float("stallAfterS") or StackConfig.stall_after_s,
         max_delivery_attempts=(
             cfg.get_int("maxDeliveryAttempts") or StackConfig.max_delivery_attempts
         ),

@@ -19,7 +19,7 @@ from audiary import names
 from infra.alerts import Alerts, AlertsArgs
 from infra.apis import ProjectApis, ProjectApisArgs
 from infra.buckets import Buckets, BucketsArgs
-from infra.config import ACK_DEADLINE_S, REPO_ROOT, StackConfig
+from infra.config import ACK_DEADLINE_S, REPO_ROOT, StackConfig, chunk_target_s
 from infra.database import Firestore, FirestoreArgs
 from infra.functions import CloudFunction, CloudFunctionArgs, SecretEnv
 from infra.iam import Grant, Grants, GrantsArgs, ServiceAccounts, ServiceAccountsArgs
@@ -34,6 +34,7 @@ from infra.messaging import (
     UploadNotificationArgs,
 )
 from infra.registry import ImageRepository, ImageRepositoryArgs
+from infra.schedule import SweepSchedule, SweepScheduleArgs
 from infra.transcriber import Transcriber, TranscriberArgs
 
 OBJECT_USER = "roles/storage.objectUser"  # get, list, create, update, delete objects
@@ -50,8 +51,9 @@ ACCOUNTS = {
     "summarize": "Runs the summarize function; the only reader of the LLM keys",
     "webhooks": "Runs the webhooks function",
     "deadletters": "Runs the deadletters function",
+    "sweeper": "Runs the sweeper function",
     "api": "Runs the HTTPS API function",
-    "pusher": "Signs Pub/Sub push requests (OIDC) to the transcriber and the functions",
+    "pusher": "Signs Pub/Sub push requests and Cloud Scheduler calls (OIDC) to the services",
     "builder": "Builds the function images (Cloud Build)",
 }
 
@@ -61,6 +63,7 @@ PUSH_ROUTES = (
     (names.SUBSCRIPTION_TRANSCRIBER, names.TOPIC_TRANSCRIBE_CHUNK, "transcriber"),
     (names.SUBSCRIPTION_SUMMARIZE, names.TOPIC_TRANSCRIPT_READY, "summarize"),
     (names.SUBSCRIPTION_WEBHOOKS, names.TOPIC_JOB_FINISHED, "webhooks"),
+    (names.SUBSCRIPTION_WEBHOOK_DELIVERY, names.TOPIC_WEBHOOK_DELIVERY, "webhooks"),
 )
 
 
@@ -82,6 +85,8 @@ FUNCTION_SPECS = {
     "webhooks": FunctionSpec("512Mi", "1", ACK_DEADLINE_S, 16),
     # A few document writes per dead letter.
     "deadletters": FunctionSpec("512Mi", "1", 60, 16),
+    # One sweep at a time: a query and a few writes and publishes per stalled job.
+    "sweeper": FunctionSpec("512Mi", "1", 300, 1),
     # Streams audio URLs of up to 500 MB into the bucket, 8 MiB at a time (no /tmp copy):
     # about 10 MiB per request, so 20 at once stay far below the memory.
     "api": FunctionSpec("2Gi", "1", 300, 20, public_ingress=True),
@@ -171,6 +176,10 @@ class Audiary(pulumi.ComponentResource):
             for subscription, topic, receiver in PUSH_ROUTES
             if receiver in endpoints
         }
+        self.sweep = SweepSchedule("sweep", SweepScheduleArgs(
+            project=project, region=region, schedule=cfg.sweep_schedule,
+            uri=self.functions["sweeper"].uri, caller_email=self.accounts["pusher"].email,
+        ), after)
         self.grants = Grants("grants", GrantsArgs(self._grants(cfg, members)), after)
         self.alerts = Alerts("alerts", AlertsArgs(
             project=project,
@@ -213,8 +222,10 @@ class Audiary(pulumi.ComponentResource):
         secret_env: dict[str, SecretEnv] = {}
         depends_on: list[pulumi.Resource] = []
         invokers: dict[str, pulumi.Input[str]] = {"pusher": members["pusher"]}
-        if function == "ingest" and cfg.chunk_target_s is not None:
-            env["AUDIARY_CHUNK_TARGET_S"] = str(cfg.chunk_target_s)
+        if function == "ingest" and (chunk_s := chunk_target_s(cfg)) is not None:
+            env["AUDIARY_CHUNK_TARGET_S"] = f"{chunk_s:g}"
+        if function == "sweeper":
+            env["AUDIARY_STALL_AFTER_S"] = f"{cfg.stall_after_s:g}"
         if function == "summarize":
             if cfg.llm_providers:
                 env["AUDIARY_LLM_PROVIDERS"] = cfg.llm_providers
@@ -300,8 +311,10 @@ class Audiary(pulumi.ComponentResource):
                 publish(self.topics[names.TOPIC_JOB_FINISHED], names.TOPIC_JOB_FINISHED),
                 firestore,
             ],
-            # Failed webhook deliveries go to the same dead-letter topic (audiary.services.notify).
+            # One delivery message per hook; failed deliveries go to the webhooks dead-letter
+            # topic (audiary.services.notify).
             "webhooks": [
+                publish(self.topics[names.TOPIC_WEBHOOK_DELIVERY], names.TOPIC_WEBHOOK_DELIVERY),
                 publish(self.subscriptions[names.SUBSCRIPTION_WEBHOOKS].dead_letter_topic,
                         names.dead_letter_topic(names.SUBSCRIPTION_WEBHOOKS)),
                 firestore,
@@ -309,6 +322,13 @@ class Audiary(pulumi.ComponentResource):
             # Ends the job of a dead letter (FAILED), which announces it.
             "deadletters": [
                 publish(self.topics[names.TOPIC_JOB_FINISHED], names.TOPIC_JOB_FINISHED),
+                firestore,
+            ],
+            # Re-drives a stalled job's messages, or fails it (which announces it).
+            "sweeper": [
+                *(publish(self.topics[t], t) for t in (
+                    names.TOPIC_AUDIO_UPLOADED, names.TOPIC_TRANSCRIBE_CHUNK,
+                    names.TOPIC_TRANSCRIPT_READY, names.TOPIC_JOB_FINISHED)),
                 firestore,
             ],
             # Signed uploads, jobs from URLs or inbox objects, downloads, deletes, feedback.

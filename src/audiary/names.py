@@ -9,12 +9,15 @@ TOPIC_AUDIO_UPLOADED = "audio-uploaded"
 TOPIC_TRANSCRIBE_CHUNK = "transcribe-chunk"
 TOPIC_TRANSCRIPT_READY = "transcript-ready"
 TOPIC_JOB_FINISHED = "job-finished"
+# One message per (webhook, event): each hook is delivered on its own (services.notify).
+TOPIC_WEBHOOK_DELIVERY = "webhook-delivery"
 
 PIPELINE_TOPICS = (
     TOPIC_AUDIO_UPLOADED,
     TOPIC_TRANSCRIBE_CHUNK,
     TOPIC_TRANSCRIPT_READY,
     TOPIC_JOB_FINISHED,
+    TOPIC_WEBHOOK_DELIVERY,
 )
 
 SUBSCRIPTION_INGEST = "ingest"
@@ -56,3 +59,4 @@ COLLECTION_TOMBSTONES = "deleted-jobs"
 
 SUBSCRIPTION_SUMMARIZE = "summarize"
 SUBSCRIPTION_WEBHOOKS = "webhooks"
+SUBSCRIPTION_WEBHOOK_DELIVERY = "webhook-delivery"

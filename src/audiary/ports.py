@@ -213,6 +213,11 @@ class JobStore(ABC):
         """Most recently received jobs first, optionally one owner's, older than a time."""
 
     @abstractmethod
+    def list_stalled(self, before: datetime, limit: int = 100) -> list[Job]:
+        """Jobs not yet ended whose last progress (`progress_at`) is older than `before`,
+        longest stalled first."""
+
+    @abstractmethod
     def delete_job(self, job_id: str) -> bool:
         """Remove the job and its chunks, leaving a `Tombstone`; False if there was no job."""
 
@@ -265,6 +270,11 @@ class NoteStore(ABC):
         """Remove all feedback on the job; how many pieces there were."""
 
 
+# How a webhook delivery ended (KeyStore.record_delivery).
+DELIVERED = "delivered"
+DEAD_LETTERED = "dead-lettered"
+
+
 class KeyStore(ABC):
     """API keys (only hashes) and their webhook registrations (Firestore, memory)."""
 
@@ -297,12 +307,19 @@ class KeyStore(ABC):
         """Remove one of the owner's webhooks; False if it has none by that id."""
 
     @abstractmethod
-    def record_delivery(self, delivery_id: str, at: datetime) -> None:
-        """Remember that the delivery with this id reached its receiver."""
+    def claim_delivery(self, delivery_id: str, holder: str, *, lease_s: float,
+                       now: datetime) -> bool:
+        """Take the delivery with this id for `holder` until `now + lease_s`, in one
+        transaction, unless it has an outcome or another holder's lease runs past `now`."""
 
     @abstractmethod
-    def was_delivered(self, delivery_id: str) -> bool:
-        """Whether `record_delivery` was called for this id."""
+    def record_delivery(self, delivery_id: str, at: datetime,
+                        outcome: str = DELIVERED) -> None:
+        """Record how the delivery ended (`DELIVERED`, `DEAD_LETTERED`); the first one stays."""
+
+    @abstractmethod
+    def delivery_outcome(self, delivery_id: str) -> str | None:
+        """What `record_delivery` recorded for this id, or None."""
 
 
 class Transcriber(ABC):

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     topic_transcribe_chunk: str = names.TOPIC_TRANSCRIBE_CHUNK
     topic_transcript_ready: str = names.TOPIC_TRANSCRIPT_READY
     topic_job_finished: str = names.TOPIC_JOB_FINISHED
+    topic_webhook_delivery: str = names.TOPIC_WEBHOOK_DELIVERY
 
     jobs_collection: str = names.COLLECTION_JOBS
     notes_collection: str = names.COLLECTION_NOTES
@@ -161,6 +162,8 @@ class Settings(BaseSettings):
         default=False, description="Development only: accept http:// audio and webhook URLs."
     )
     webhook_attempts: int = Field(default=5, ge=1)
+    # How long one delivery holds its (hook, job, event): its attempts and backoff must fit.
+    webhook_lease_s: float = Field(default=600.0, gt=0)
     sync_max_upload_bytes: int = Field(
         default=25 * 1024**2, gt=0,
         description="Largest file POST /v1/audio/transcriptions takes (OpenAI's own limit).",
@@ -169,10 +172,18 @@ class Settings(BaseSettings):
         default=600.0, gt=0, description="Longest audio transcribed synchronously."
     )
 
-    # Native local stack.
     # How long the delivery writing a note holds the job (LLM calls with their retries must fit);
     # a duplicate message waits that long before it may take over from a holder that died.
     summarize_lease_s: float = Field(default=900.0, gt=0)
+    # The sweeper (services.sweeper): a job with no progress for this long is re-driven once,
+    # then FAILED after as long again. Longer than Pub/Sub's redelivery backoff (600 s at
+    # most between tries) and the summarize lease.
+    stall_after_s: float = Field(default=3600.0, gt=0)
+    sweep_batch: int = Field(default=200, gt=0, description="Jobs one sweep looks at, at most.")
+
+    # Native local stack.
+    # How often the native stack's timer runs the sweeper (Cloud Scheduler: every 10 minutes).
+    sweep_interval_s: float = Field(default=600.0, gt=0)
     state_dir: Path = Path(".audiary")
     # The checkout whose functions/ and containers/ the native stack runs (make runs from it).
     project_dir: Path = Path(".")
@@ -186,6 +197,7 @@ class Settings(BaseSettings):
     api_port: int = 8094
     webhooks_port: int = 8095
     deadletters_port: int = 8096
+    sweeper_port: int = 8097
     watch_interval_s: float = Field(default=0.5, gt=0)
     # Where the stack's processes without a /metrics route of their own serve Prometheus
     # metrics (the transcriber and the api answer /metrics on their own ports).
@@ -194,6 +206,7 @@ class Settings(BaseSettings):
     webhooks_metrics_port: int = 9195
     watcher_metrics_port: int = 9196
     deadletters_metrics_port: int = 9197
+    sweeper_metrics_port: int = 9198
     watch_stats_interval_s: float = Field(
         default=5.0, gt=0,
         description="How often the watcher counts dead letters and jobs per state.",

@@ -163,4 +163,29 @@ def test_the_entry_point_runs_the_program(stack_settings: None, tmp_path: Path,
     run()
     assert {r.inputs.get("name") for r in MOCKS.resources
             if r.typ == "gcp:cloudrunv2/service:Service"} == {"transcriber"}
-    assert len(list(tmp_path.glob("*.zip"))) == 5  # ingest, summarize, webhooks, deadletters, api
+    # ingest, summarize, webhooks, deadletters, sweeper, api
+    assert len(list(tmp_path.glob("*.zip"))) == 6
+
+
+def test_a_cpu_chunk_fits_the_ack_deadline_three_times_over() -> None:
+    from infra.config import chunk_target_s, cpu_chunk_limit_s
+
+    slow = StackConfig(project=PROJECT, transcriber_gpu=False, cpu_realtime_factor=1.0)
+    assert cpu_chunk_limit_s(slow) == 200  # 600 s / (3 x 1.0)
+    assert chunk_target_s(slow) == 200  # the default 300 s, capped
+    fast = StackConfig(project=PROJECT, transcriber_gpu=False, cpu_realtime_factor=0.1)
+    assert chunk_target_s(fast) == 300  # the default fits: kept
+    assert chunk_target_s(StackConfig(project=PROJECT)) is None  # on GPU: the settings' own
+    with pytest.raises(ConfigError, match="use at most 200 s"):
+        StackConfig(project=PROJECT, transcriber_gpu=False, cpu_realtime_factor=1.0,
+                    chunk_target_s=250)
+
+
+def test_ingest_gets_the_capped_chunk_length_on_cpu(cpu) -> None:
+    ingest = cpu.one("gcp:cloudfunctionsv2/function:Function", name="ingest").inputs
+    assert ingest["serviceConfig"]["environmentVariables"]["AUDIARY_CHUNK_TARGET_S"] == "300"
+
+
+def test_a_stall_time_shorter_than_a_healthy_silence_is_refused() -> None:
+    with pytest.raises(ConfigError, match="stallAfterS is 600 s"):
+        StackConfig(project=PROJECT, stall_after_s=600)

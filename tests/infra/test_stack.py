@@ -45,8 +45,9 @@ PUSH = {  # subscription -> (topic, receiving service)
     names.SUBSCRIPTION_TRANSCRIBER: (names.TOPIC_TRANSCRIBE_CHUNK, "transcriber"),
     names.SUBSCRIPTION_SUMMARIZE: (names.TOPIC_TRANSCRIPT_READY, "summarize"),
     names.SUBSCRIPTION_WEBHOOKS: (names.TOPIC_JOB_FINISHED, "webhooks"),
+    names.SUBSCRIPTION_WEBHOOK_DELIVERY: (names.TOPIC_WEBHOOK_DELIVERY, "webhooks"),
 }
-FUNCTIONS = ("ingest", "summarize", "webhooks", "deadletters", "api")
+FUNCTIONS = ("ingest", "summarize", "webhooks", "deadletters", "sweeper", "api")
 # Every dead-letter topic is pushed to the deadletters function by a subscription of its own.
 CONSUMERS = {names.dead_letter_consumer(s): names.dead_letter_topic(s) for s in PUSH}
 PUBLIC = {"allUsers", "allAuthenticatedUsers"}
@@ -65,29 +66,31 @@ def sa(key: str) -> str:
 
 def test_every_resource_exists(gpu: Deployment) -> None:
     counts = {
-        "gcp:projects/service:Service": 11,
+        "gcp:projects/service:Service": 12,
         "gcp:artifactregistry/repository:Repository": 1,
         "gcp:storage/bucket:Bucket": 5,
         "gcp:storage/notification:Notification": 1,
-        "gcp:pubsub/topic:Topic": 8,  # 4 pipeline topics + 4 dead-letter topics
-        # 4 push + 4 dead-letter pull + 4 dead-letter push (to deadletters)
-        "gcp:pubsub/subscription:Subscription": 12,
+        "gcp:pubsub/topic:Topic": 10,  # 5 pipeline topics + 5 dead-letter topics
+        # 5 push + 5 dead-letter pull + 5 dead-letter push (to deadletters)
+        "gcp:pubsub/subscription:Subscription": 15,
         "gcp:cloudrunv2/service:Service": 1,
-        "gcp:cloudfunctionsv2/function:Function": 5,
-        "gcp:storage/bucketObject:BucketObject": 5,
+        "gcp:cloudfunctionsv2/function:Function": 6,
+        "gcp:storage/bucketObject:BucketObject": 6,
+        "gcp:cloudscheduler/job:Job": 1,
         "gcp:firestore/database:Database": 1,
         "gcp:firestore/index:Index": 1,
         "gcp:firestore/field:Field": 1,
         "gcp:secretmanager/secret:Secret": 2,
         "gcp:secretmanager/secretVersion:SecretVersion": 2,
-        "gcp:serviceaccount/account:Account": 8,
-        "gcp:monitoring/alertPolicy:AlertPolicy": 4 + 6,  # dead letters + error rates
+        "gcp:serviceaccount/account:Account": 9,
+        "gcp:monitoring/alertPolicy:AlertPolicy": 5 + 7,  # dead letters + error rates
     }
     for typ, count in counts.items():
         assert len(gpu.of_type(typ)) == count, typ
     apis = {r.inputs["service"] for r in gpu.of_type("gcp:projects/service:Service")}
     assert {"run.googleapis.com", "cloudfunctions.googleapis.com", "pubsub.googleapis.com",
-            "firestore.googleapis.com", "secretmanager.googleapis.com"} <= apis
+            "firestore.googleapis.com", "secretmanager.googleapis.com",
+            "cloudscheduler.googleapis.com"} <= apis
     assert all(r.inputs["disableOnDestroy"] is False
                for r in gpu.of_type("gcp:projects/service:Service"))
 
@@ -259,6 +262,21 @@ def test_every_dead_letter_topic_has_a_push_consumer_that_ends_its_jobs(gpu: Dep
         assert sub["expirationPolicy"] == {"ttl": ""}
 
 
+def test_cloud_scheduler_runs_the_sweeper_every_ten_minutes(gpu: Deployment) -> None:
+    job = gpu.one("gcp:cloudscheduler/job:Job").inputs
+    endpoint = run_uri("sweeper")
+    assert job["schedule"] == "*/10 * * * *"
+    assert job["timeZone"] == "Etc/UTC"
+    assert job["httpTarget"] == {
+        "uri": endpoint, "httpMethod": "POST",
+        "oidcToken": {"serviceAccountEmail": sa("pusher").removeprefix("serviceAccount:"),
+                      "audience": endpoint},
+    }
+    sweeper = gpu.one("gcp:cloudfunctionsv2/function:Function", name="sweeper").inputs
+    env = sweeper["serviceConfig"]["environmentVariables"]
+    assert env["AUDIARY_STALL_AFTER_S"] == "3600"
+
+
 def test_pubsub_agent_can_forward_dead_letters(gpu: Deployment) -> None:
     agent = f"serviceAccount:{PUBSUB_AGENT}"
     held = {(b.role, b.target) for b in gpu.bindings() if b.member == agent}
@@ -296,8 +314,13 @@ def expected_roles() -> dict[str, set[tuple[str, str, str]]]:
             ("roles/secretmanager.secretAccessor", "secret",
              f"projects/{PROJECT}/secrets/audiary-anthropic-api-key")},
         sa("webhooks"): {
+            topic(names.TOPIC_WEBHOOK_DELIVERY),
             topic(names.dead_letter_topic(names.SUBSCRIPTION_WEBHOOKS)), (datastore, *project)},
         sa("deadletters"): {topic(names.TOPIC_JOB_FINISHED), (datastore, *project)},
+        sa("sweeper"): {
+            topic(names.TOPIC_AUDIO_UPLOADED), topic(names.TOPIC_TRANSCRIBE_CHUNK),
+            topic(names.TOPIC_TRANSCRIPT_READY), topic(names.TOPIC_JOB_FINISHED),
+            (datastore, *project)},
         sa("api"): {
             (user, *bucket["uploads"]), (user, *bucket["work"]),
             (user, *bucket["transcripts"]), (user, *bucket["feedback"]),

@@ -48,7 +48,15 @@ from audiary.domain.notes import (
     TimeRange,
 )
 from audiary.errors import NotFoundError, StateError
-from audiary.ports import BlobStore, JobStore, KeyStore, NoteStore, Publisher
+from audiary.ports import (
+    DEAD_LETTERED,
+    DELIVERED,
+    BlobStore,
+    JobStore,
+    KeyStore,
+    NoteStore,
+    Publisher,
+)
 from audiary.settings import Settings
 
 from .conftest import PROJECT, LocalServers
@@ -623,6 +631,34 @@ def test_list_jobs_newest_first(jobs: JobStore) -> None:
     assert [j.job_id for j in jobs.list_jobs(limit=2)] == [made[3].job_id, made[2].job_id]
 
 
+def test_list_stalled_finds_active_jobs_by_their_last_progress(jobs: JobStore) -> None:
+    t0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    old, older, ended = (
+        jobs.create_job(new_job(progress_at=t0 + timedelta(seconds=s)))[0] for s in (20, 10, 0))
+    jobs.put_chunks(old.job_id, plan(old.job_id, 2))
+    assert jobs.advance(ended.job_id, JobStatus.FAILED)  # an ended job has no progress_at
+
+    assert [j.job_id for j in jobs.list_stalled(t0 + timedelta(seconds=30))] == [
+        older.job_id, old.job_id]
+    assert [j.job_id for j in jobs.list_stalled(t0 + timedelta(seconds=15))] == [older.job_id]
+    assert jobs.list_stalled(t0 + timedelta(seconds=30), limit=1)[0].job_id == older.job_id
+    # A chunk result and a transition are progress: the job is no longer stalled at t0 + 30.
+    jobs.complete_chunk(old.job_id, 0, text="a", segments=None, segments_uri=None)
+    assert jobs.advance(older.job_id, JobStatus.QUEUED)
+    assert jobs.list_stalled(t0 + timedelta(seconds=30)) == []
+    moved = jobs.get_job(older.job_id)
+    assert moved is not None
+    assert moved.progress_at is not None
+    assert moved.progress_at > t0
+
+
+def test_a_new_job_has_made_progress_now(jobs: JobStore) -> None:
+    before = datetime.now(UTC)
+    job, _ = jobs.create_job(new_job())
+    assert job.progress_at is not None
+    assert job.progress_at >= before - timedelta(seconds=1)
+
+
 def test_count_by_status_counts_every_state(jobs: JobStore) -> None:
     assert jobs.count_by_status() == dict.fromkeys(JobStatus, 0)
     made = [jobs.create_job(new_job())[0] for _ in range(4)]
@@ -952,11 +988,41 @@ def test_signed_put_url_binds_type_and_size(blobs: BlobStore) -> None:
 
 def test_a_delivery_is_recorded_once(keys: KeyStore) -> None:
     delivery = unique("delivery")
-    assert not keys.was_delivered(delivery)
-    keys.record_delivery(delivery, datetime(2026, 12, 1, tzinfo=UTC))
-    keys.record_delivery(delivery, datetime(2026, 12, 2, tzinfo=UTC))  # a repeat: no error
-    assert keys.was_delivered(delivery)
-    assert not keys.was_delivered(unique("delivery"))
+    assert keys.delivery_outcome(delivery) is None
+    keys.record_delivery(delivery, datetime(2026, 12, 1, tzinfo=UTC), DEAD_LETTERED)
+    keys.record_delivery(delivery, datetime(2026, 12, 2, tzinfo=UTC))  # a repeat: the first stays
+    assert keys.delivery_outcome(delivery) == DEAD_LETTERED
+    assert keys.delivery_outcome(unique("delivery")) is None
+
+
+def test_a_delivery_is_claimed_by_one_holder_until_it_ends(keys: KeyStore) -> None:
+    delivery = unique("delivery")
+    now = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    assert keys.claim_delivery(delivery, "message-1", lease_s=60, now=now)
+    assert not keys.claim_delivery(delivery, "message-2", lease_s=60,
+                                   now=now + timedelta(seconds=59))
+    assert keys.claim_delivery(delivery, "message-1", lease_s=60,  # its own redelivery
+                               now=now + timedelta(seconds=30))
+    assert keys.claim_delivery(delivery, "message-2", lease_s=60,  # the holder died
+                               now=now + timedelta(seconds=91))
+    keys.record_delivery(delivery, now + timedelta(seconds=92))
+    assert keys.delivery_outcome(delivery) == DELIVERED
+    # Once it has an outcome nobody may deliver it again, however late.
+    assert not keys.claim_delivery(delivery, "message-3", lease_s=60,
+                                   now=now + timedelta(days=1))
+
+
+def test_only_one_of_many_concurrent_delivery_claims_wins(keys: KeyStore) -> None:
+    delivery = unique("delivery")
+    now = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    barrier = threading.Barrier(6)
+
+    def claim(holder: str) -> bool:
+        barrier.wait(timeout=30)
+        return keys.claim_delivery(delivery, holder, lease_s=60, now=now)
+
+    with ThreadPoolExecutor(6) as pool:
+        assert sum(pool.map(claim, [f"m{i}" for i in range(6)])) == 1
 
 
 def test_a_deleted_job_leaves_a_tombstone(jobs: JobStore) -> None:

@@ -28,8 +28,9 @@ from audiary.ports import DeliveryResult, Stores
 from audiary.services.notify import (
     WEBHOOK_DEAD_LETTER_TOPIC as TOPIC_DEAD,
 )
-from audiary.services.notify import NotifyOutcome, dead_letter, notify
-from audiary.wire.messages import JobFinished
+from audiary.services.notify import NotifyOutcome, dead_letter, fan_out
+from audiary.services.notify import deliver as deliver_one
+from audiary.wire.messages import JobFinished, parse_webhook_delivery
 
 pytestmark = pytest.mark.integration
 
@@ -417,6 +418,20 @@ def _notify_stores(receiver: Receiver) -> tuple[Stores, str]:
     return svc, job.job_id
 
 
+def notify(svc: Stores, finished: JobFinished) -> NotifyOutcome:
+    """What the webhooks function does with a `job-finished`: fan out, then each delivery
+    message (those this call published) delivered as Pub/Sub would push it."""
+    assert isinstance(svc.publisher, MemoryPublisher)
+    topic = svc.settings.topic_webhook_delivery
+    seen = len(svc.publisher.messages(topic))
+    count = fan_out(svc, finished)
+    published = svc.publisher.messages(topic)[seen:]
+    assert len(published) == count
+    outcomes = [deliver_one(svc, parse_webhook_delivery(m.data), message_id=m.message_id)
+                for m in published]
+    return NotifyOutcome(sum(o.delivered for o in outcomes), sum(o.failed for o in outcomes))
+
+
 def test_a_failed_job_is_told_once_per_hook_however_often_it_is_announced(receiver):
     svc, job_id = _notify_stores(receiver)
     finished = JobFinished(job_id=job_id, status="FAILED")
@@ -425,7 +440,32 @@ def test_a_failed_job_is_told_once_per_hook_however_often_it_is_announced(receiv
     assert len(receiver.received) == 1
     body = json.loads(receiver.received[0].body)
     assert (body["status"], body["error"]["code"]) == ("FAILED", "transcription_failed")
-    assert receiver.received[0].headers["Audiary-Delivery"] == f"{job_id}-h1"
+    assert receiver.received[0].headers["Audiary-Delivery"] == f"{job_id}-h1-job.finished"
+
+
+def test_each_hook_gets_a_message_of_its_own(receiver):
+    from datetime import UTC, datetime
+
+    from audiary.domain.keys import Webhook
+
+    svc, job_id = _notify_stores(receiver)
+    svc.keys.put_webhook(Webhook(webhook_id="h2", owner="key:k1", url=receiver.url,
+                                 secret=SECRET.decode(), created_at=datetime.now(UTC)))
+    assert fan_out(svc, JobFinished(job_id=job_id, status="FAILED")) == 2
+    tasks = svc.publisher.messages(svc.settings.topic_webhook_delivery)
+    assert sorted(parse_webhook_delivery(m.data).webhook_id for m in tasks) == ["h1", "h2"]
+    assert {m.attributes["job_id"] for m in tasks} == {job_id}
+    assert not receiver.received  # nothing is delivered by the fan-out itself
+    # A duplicate of one delivery message while its first copy holds the lease does nothing.
+    first = tasks[0]
+    assert svc.keys.claim_delivery(f"{job_id}-{parse_webhook_delivery(first.data).webhook_id}"
+                                   "-job.finished", first.message_id, lease_s=600,
+                                   now=datetime.now(UTC))
+    assert deliver_one(svc, parse_webhook_delivery(first.data), message_id="another copy") == (
+        NotifyOutcome(0, 0))
+    assert deliver_one(svc, parse_webhook_delivery(first.data),
+                       message_id=first.message_id) == NotifyOutcome(1, 0)
+    assert len(receiver.received) == 1
 
 
 def test_an_unresolvable_hook_is_dead_lettered_not_raised(receiver):

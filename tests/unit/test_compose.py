@@ -58,10 +58,11 @@ TRANSCRIBER_SETTINGS = {"AUDIARY_DEVICE": "cpu", "AUDIARY_COMPUTE_TYPE": "int8"}
 EXPECTED_HOST_PORTS = {
     "label-studio": {8080}, "pubsub": {8085}, "firestore": {8086}, "bridge": {8090},
     "ingest": {8091}, "transcriber": {8092}, "summarize": {8093}, "api": {8094},
-    "webhooks": {8095}, "deadletters": {8096}, "minio": {9000, 9001}, "prometheus": {9090},
+    "webhooks": {8095}, "deadletters": {8096}, "sweeper": {8097}, "minio": {9000, 9001}, "prometheus": {9090},
     "grafana": {3000},
 }
-SCRAPE_JOBS = {"transcriber", "ingest", "summarize", "api", "webhooks", "deadletters", "bridge"}
+SCRAPE_JOBS = {"transcriber", "ingest", "summarize", "api", "webhooks", "deadletters", "sweeper",
+               "bridge"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,7 +320,7 @@ def function_services() -> dict[str, list[str]]:
 
 def test_function_targets_exist_with_their_signature():
     found = function_services()
-    assert set(found) == {"ingest", "summarize", "webhooks", "api", "deadletters"}
+    assert set(found) == {"ingest", "summarize", "webhooks", "api", "deadletters", "sweeper"}
     for name, argv in found.items():
         target, signature = option(argv, "--target"), option(argv, "--signature-type")
         source = REPO_ROOT / option(argv, "--source")
@@ -334,7 +335,7 @@ def test_function_ports_are_the_native_stacks():
     s = Settings()
     native = {"ingest": s.ingest_port, "summarize": s.summarize_port, "api": s.api_port,
               "webhooks": s.webhooks_port, "deadletters": s.deadletters_port,
-              "transcriber": s.transcriber_port}
+              "sweeper": s.sweeper_port, "transcriber": s.transcriber_port}
     for name, port in native.items():
         svc = services()[name]
         assert listening_port(name, svc) == port, name
@@ -427,7 +428,8 @@ def setting_variables() -> set[str]:
 
 def test_app_services_are_the_expected_ones():
     assert set(app_services()) == {"ingest", "summarize", "webhooks", "api", "deadletters",
-                                   "transcriber", "bridge", "pubsub-init"}
+                                   "sweeper", "scheduler", "transcriber", "bridge",
+                                   "pubsub-init"}
 
 
 def test_every_variable_on_an_app_service_is_a_setting():
@@ -448,7 +450,8 @@ def test_app_settings_validate_and_point_at_the_compose_services():
 def native_metrics_ports() -> dict[str, int]:
     s = Settings()
     return {"ingest": s.ingest_metrics_port, "summarize": s.summarize_metrics_port,
-            "webhooks": s.webhooks_metrics_port, "deadletters": s.deadletters_metrics_port}
+            "webhooks": s.webhooks_metrics_port, "deadletters": s.deadletters_metrics_port,
+            "sweeper": s.sweeper_metrics_port}
 
 
 def test_app_settings_are_the_native_stacks():
@@ -565,13 +568,15 @@ def test_compose_provisions_exactly_the_native_stacks_topics_and_subscriptions(r
     assert from_compose == from_native
     pushes = [c for c in from_compose if c[0] == "ensure_push_subscription"]
     pipeline = [names.SUBSCRIPTION_INGEST, names.SUBSCRIPTION_TRANSCRIBER,
-                names.SUBSCRIPTION_SUMMARIZE, names.SUBSCRIPTION_WEBHOOKS]
+                names.SUBSCRIPTION_SUMMARIZE, names.SUBSCRIPTION_WEBHOOKS,
+                names.SUBSCRIPTION_WEBHOOK_DELIVERY]
+    n = len(pipeline)
     assert [c[1][1] for c in pushes] == [
         *pipeline, *(names.dead_letter_consumer(s) for s in pipeline)]
-    assert all(c[2]["ack_deadline_s"] == 600 and c[2]["dead_letter_topic"] for c in pushes[:4])
+    assert all(c[2]["ack_deadline_s"] == 600 and c[2]["dead_letter_topic"] for c in pushes[:n])
     # Every dead-letter topic is read by deadletters, whose subscriptions dead-letter nothing.
-    assert [c[1][2] for c in pushes[4:]] == [names.dead_letter_topic(s) for s in pipeline]
-    assert not any(c[2].get("dead_letter_topic") for c in pushes[4:])
+    assert [c[1][2] for c in pushes[n:]] == [names.dead_letter_topic(s) for s in pipeline]
+    assert not any(c[2].get("dead_letter_topic") for c in pushes[n:])
 
 
 def test_native_stack_buckets_are_the_pipeline_buckets(recorder):
@@ -588,7 +593,8 @@ def test_push_endpoints_reach_the_service_that_handles_the_subscription():
     argv = command(services()["pubsub-init"])
     endpoints = dict(provision._endpoint(e) for e in options(argv, "--endpoint"))
     handler = {"ingest": "ingest", "summarize": "summarize", "webhooks": "webhooks",
-               "transcriber": "transcriber", "deadletters": "deadletters"}
+               "webhook-delivery": "webhooks", "transcriber": "transcriber",
+               "deadletters": "deadletters"}
     for subscription, url in endpoints.items():
         parts = urlsplit(url)
         service = handler[subscription]
@@ -867,11 +873,13 @@ def test_panels_use_the_provisioned_datasource_and_do_not_overlap():
 def test_provision_needs_an_endpoint_for_exactly_each_subscription(recorder):
     partial = {"ingest": "http://ingest:8091/", "transcriber": "http://transcriber:8092/",
                "summarize": "http://summarize:8093/"}
-    with pytest.raises(provision.ProvisionError, match=r"missing \['deadletters', 'webhooks'\]"):
+    with pytest.raises(provision.ProvisionError,
+                       match=r"missing \['deadletters', 'webhook-delivery', 'webhooks'\]"):
         provision.provision_pubsub(Settings(), partial, emulator_host="pubsub:8085")
     with pytest.raises(provision.ProvisionError, match=r"unknown \['watcher'\]"):
         provision.provision_pubsub(
             Settings(), {**partial, "webhooks": "http://webhooks:8095/",
+                         "webhook-delivery": "http://webhooks:8095/",
                          "deadletters": "http://deadletters:8096/",
                          "watcher": "http://watcher:1/"}, emulator_host="pubsub:8085")
     assert recorder.calls == []

@@ -7,7 +7,6 @@ Firestore transaction, so concurrent chunk completions count each chunk exactly 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
@@ -43,7 +42,7 @@ from audiary.domain.jobs import (
 from audiary.domain.keys import ApiKey, Webhook
 from audiary.domain.notes import Feedback, NoteRecord
 from audiary.errors import NotFoundError
-from audiary.ports import JobStore, KeyStore, NoteStore
+from audiary.ports import DELIVERED, JobStore, KeyStore, NoteStore
 from audiary.settings import Settings
 
 # The client retries a transaction that aborts on contention. Chunks of one job finishing at
@@ -251,7 +250,8 @@ class FirestoreJobStore(JobStore):
             if _data(chunk).get("status") == ChunkStatus.DONE.value:
                 return False
             txn.update(chunk_ref, chunk_result(text, segments, segments_uri))
-            txn.update(job_ref, {"chunks_done": firestore.Increment(1)})
+            # progress_at is a plain value, so the increment stays the only transform.
+            txn.update(job_ref, {"chunks_done": firestore.Increment(1), "progress_at": utcnow()})
             return True
 
         txn = self._transaction()
@@ -285,6 +285,12 @@ class FirestoreJobStore(JobStore):
         if received_before is not None:
             query = query.where(filter=FieldFilter(received, "<", received_before))
         query = query.order_by(received, direction=firestore.Query.DESCENDING).limit(limit)
+        return [Job.from_doc(_data(doc)) for doc in query.stream()]
+
+    def list_stalled(self, before: datetime, limit: int = 100) -> list[Job]:
+        # One range filter on one field: served by Firestore's automatic single-field index.
+        query: Any = (self._jobs.where(filter=FieldFilter("progress_at", "<", before))
+                      .order_by("progress_at").limit(limit))
         return [Job.from_doc(_data(doc)) for doc in query.stream()]
 
     def count_by_status(self) -> dict[JobStatus, int]:
@@ -390,7 +396,7 @@ class FirestoreNoteStore(NoteStore):
 
 class FirestoreKeyStore(KeyStore):
     """Keys in `<api-keys>/{key_id}`, webhooks in `<webhooks>/{webhook_id}`, deliveries that
-    reached their receiver in `<webhook-deliveries>/{delivery_id}`."""
+    their claims and outcomes in `<webhook-deliveries>/{delivery_id}`."""
 
     def __init__(
         self,
@@ -403,6 +409,7 @@ class FirestoreKeyStore(KeyStore):
         emulator_host: str | None = None,
     ) -> None:
         client = firestore_client(project, database, emulator_host)
+        self._client = client
         self._keys = client.collection(keys_collection)
         self._webhooks = client.collection(webhooks_collection)
         self._deliveries = client.collection(deliveries_collection)
@@ -452,9 +459,34 @@ class FirestoreKeyStore(KeyStore):
         ref.delete()
         return True
 
-    def record_delivery(self, delivery_id: str, at: datetime) -> None:
-        with contextlib.suppress(gexc.AlreadyExists):  # the first record stays
-            self._deliveries.document(delivery_id).create({"delivered_at": at})
+    def claim_delivery(self, delivery_id: str, holder: str, *, lease_s: float,
+                       now: datetime) -> bool:
+        ref = self._deliveries.document(delivery_id)
 
-    def was_delivered(self, delivery_id: str) -> bool:
-        return bool(self._deliveries.document(delivery_id).get().exists)
+        @firestore.transactional
+        def run(txn: Transaction) -> bool:
+            doc = _data(FirestoreJobStore._read(txn, ref))
+            current = doc.get("lease")
+            if doc.get("outcome") or not lease_free(
+                    Lease.model_validate(current) if current else None, holder, now):
+                return False
+            txn.set(ref, {"lease": lease_doc(holder, now, lease_s)}, merge=True)
+            return True
+
+        claimed: bool = run(self._client.transaction(max_attempts=TRANSACTION_ATTEMPTS))
+        return claimed
+
+    def record_delivery(self, delivery_id: str, at: datetime,
+                        outcome: str = DELIVERED) -> None:
+        ref = self._deliveries.document(delivery_id)
+
+        @firestore.transactional
+        def run(txn: Transaction) -> None:
+            if not _data(FirestoreJobStore._read(txn, ref)).get("outcome"):  # the first stays
+                txn.set(ref, {"outcome": outcome, "at": at}, merge=True)
+
+        run(self._client.transaction(max_attempts=TRANSACTION_ATTEMPTS))
+
+    def delivery_outcome(self, delivery_id: str) -> str | None:
+        outcome = _data(self._deliveries.document(delivery_id).get()).get("outcome")
+        return str(outcome) if outcome else None

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 from audiary.domain.jobs import (
+    TERMINAL,
     Chunk,
     ChunkStatus,
     FanIn,
@@ -33,6 +34,7 @@ from audiary.domain.keys import ApiKey, Webhook
 from audiary.domain.notes import Feedback, NoteRecord
 from audiary.errors import NotFoundError, StateError
 from audiary.ports import (
+    DELIVERED,
     BlobInfo,
     BlobStore,
     JobStore,
@@ -368,6 +370,7 @@ class MemoryJobStore(JobStore):
                 return FanIn(counted=False, chunks_done=done, chunks_total=total)
             chunk.update(chunk_result(text, segments, segments_uri))
             job["chunks_done"] = done + 1
+            job["progress_at"] = utcnow()
             return FanIn(counted=True, chunks_done=done + 1, chunks_total=total)
 
     def list_jobs(
@@ -385,6 +388,15 @@ class MemoryJobStore(JobStore):
                 ),
                 key=lambda d: d["timestamps"][received],
                 reverse=True,
+            )
+            return [Job.from_doc(copy.deepcopy(d)) for d in docs[:limit]]
+
+    def list_stalled(self, before: datetime, limit: int = 100) -> list[Job]:
+        with self._lock:
+            docs = sorted(
+                (d for d in self._jobs.values()
+                 if d.get("progress_at") is not None and d["progress_at"] < before),
+                key=lambda d: d["progress_at"],
             )
             return [Job.from_doc(copy.deepcopy(d)) for d in docs[:limit]]
 
@@ -425,6 +437,8 @@ def new_job_doc(job: Job) -> dict[str, Any]:
     timestamps.setdefault(JobStatus.RECEIVED.value, now)
     timestamps.setdefault(job.status.value, now)
     doc["status"] = job.status.value
+    if job.status not in TERMINAL:
+        doc["progress_at"] = doc.get("progress_at") or now
     stored: dict[str, Any] = plain(doc)
     return stored
 
@@ -433,8 +447,11 @@ def advance_updates(
     status: JobStatus, error: JobError | None, fields: Mapping[str, object] | None
 ) -> dict[str, object]:
     updates: dict[str, object] = dict(fields or {})
+    now = utcnow()
     updates["status"] = status.value
-    updates[f"timestamps.{status.value}"] = utcnow()
+    updates[f"timestamps.{status.value}"] = now
+    # An ended job leaves the sweeper's query (a range filter skips null values).
+    updates["progress_at"] = None if status in TERMINAL else now
     if error is not None:
         updates["error"] = error.model_dump(mode="python")
     return updates
@@ -538,7 +555,7 @@ class MemoryKeyStore(KeyStore):
         self._lock = threading.Lock()
         self._keys: dict[str, str] = {}
         self._webhooks: dict[str, str] = {}
-        self._deliveries: dict[str, datetime] = {}
+        self._deliveries: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -584,10 +601,25 @@ class MemoryKeyStore(KeyStore):
             del self._webhooks[webhook_id]
             return True
 
-    def record_delivery(self, delivery_id: str, at: datetime) -> None:
+    def claim_delivery(self, delivery_id: str, holder: str, *, lease_s: float,
+                       now: datetime) -> bool:
         with self._lock:
-            self._deliveries.setdefault(delivery_id, at)
+            doc = self._deliveries.setdefault(delivery_id, {})
+            current = doc.get("lease")
+            if doc.get("outcome") or not lease_free(
+                    Lease.model_validate(current) if current else None, holder, now):
+                return False
+            doc["lease"] = lease_doc(holder, now, lease_s)
+            return True
 
-    def was_delivered(self, delivery_id: str) -> bool:
+    def record_delivery(self, delivery_id: str, at: datetime,
+                        outcome: str = DELIVERED) -> None:
         with self._lock:
-            return delivery_id in self._deliveries
+            doc = self._deliveries.setdefault(delivery_id, {})
+            if not doc.get("outcome"):
+                doc.update(outcome=outcome, at=at)
+
+    def delivery_outcome(self, delivery_id: str) -> str | None:
+        with self._lock:
+            outcome = self._deliveries.get(delivery_id, {}).get("outcome")
+            return str(outcome) if outcome else None

@@ -121,6 +121,11 @@ class Job(BaseModel):
     transcript_announced: bool = False
     leases: dict[str, Lease] = Field(default_factory=dict)
     timestamps: dict[str, datetime] = Field(default_factory=dict)
+    # When the job last moved (a transition or a chunk result); None once it has ended. The
+    # sweeper looks for active jobs whose `progress_at` is old, and `redriven_at` records its
+    # one re-drive (see services.sweeper).
+    progress_at: datetime | None = None
+    redriven_at: datetime | None = None
 
     def to_doc(self) -> dict[str, Any]:
         return self.model_dump(mode="python")

@@ -8,6 +8,7 @@ tests/unit/test_compose.py holds the two equal, call for call. The compose init 
     python -m audiary.local.provision --wait-s 120 \
         --endpoint ingest=http://ingest:8091/ --endpoint transcriber=http://transcriber:8092/ \
         --endpoint summarize=http://summarize:8093/ --endpoint webhooks=http://webhooks:8095/ \
+        --endpoint webhook-delivery=http://webhooks:8095/ \
         --endpoint deadletters=http://deadletters:8096/
 
 against the emulator named by PUBSUB_EMULATOR_HOST; every other value comes from the settings.
@@ -63,6 +64,8 @@ def push_routes(settings: Settings) -> tuple[PushRoute, ...]:
         PushRoute(names.SUBSCRIPTION_TRANSCRIBER, s.topic_transcribe_chunk, s.transcriber_port),
         PushRoute(names.SUBSCRIPTION_SUMMARIZE, s.topic_transcript_ready, s.summarize_port),
         PushRoute(names.SUBSCRIPTION_WEBHOOKS, s.topic_job_finished, s.webhooks_port),
+        PushRoute(names.SUBSCRIPTION_WEBHOOK_DELIVERY, s.topic_webhook_delivery,
+                  s.webhooks_port),
     )
 
 
@@ -79,7 +82,7 @@ def dead_letter_routes(settings: Settings) -> tuple[PushRoute, ...]:
 def pipeline_topics(settings: Settings) -> tuple[str, ...]:
     s = settings
     return (s.topic_audio_uploaded, s.topic_transcribe_chunk, s.topic_transcript_ready,
-            s.topic_job_finished)
+            s.topic_job_finished, s.topic_webhook_delivery)
 
 
 def pipeline_buckets(settings: Settings) -> tuple[str, ...]:

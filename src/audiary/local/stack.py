@@ -2,8 +2,9 @@
 
 `up()` starts, in order: the Pub/Sub, Firestore and GCS emulators (in parallel), the
 buckets, topics, push subscriptions and dead-letter topics (each read by `deadletters`), the
-`ingest`, `summarize`, `webhooks`, `api` and `deadletters` functions under functions-framework,
-the transcriber under gunicorn, and the bucket watcher.
+`ingest`, `summarize`, `webhooks`, `api`, `deadletters` and `sweeper` functions under
+functions-framework, the transcriber under gunicorn, the bucket watcher, and the scheduler
+that calls the sweeper on a timer.
 It returns once every piece answers. State (logs, the watcher's memory, `stack.json` with
 process ids and the variables that point clients at the emulators) lives under
 `settings.state_dir`; "metrics" in `stack.json` lists the Prometheus scrape target of each
@@ -59,6 +60,7 @@ PUSH_SUBSCRIPTIONS = (
     names.SUBSCRIPTION_TRANSCRIBER,
     names.SUBSCRIPTION_SUMMARIZE,
     names.SUBSCRIPTION_WEBHOOKS,
+    names.SUBSCRIPTION_WEBHOOK_DELIVERY,
 )
 #: Pull subscriptions that keep each push subscription's dead letters (same name as the topic).
 DEAD_LETTER_SUBSCRIPTIONS = tuple(names.dead_letter_topic(s) for s in PUSH_SUBSCRIPTIONS)
@@ -96,6 +98,7 @@ class NativeStack:
             "api": s.api_port,
             "webhooks": s.webhooks_metrics_port,
             "deadletters": s.deadletters_metrics_port,
+            "sweeper": s.sweeper_metrics_port,
             "watcher": s.watcher_metrics_port,
         }
         return {name: f"{s.host}:{port}" for name, port in ports.items()}
@@ -187,6 +190,7 @@ class NativeStack:
                  _metrics_env(s.webhooks_metrics_port)),
                 ("deadletters", s.deadletters_port, "cloudevent",
                  _metrics_env(s.deadletters_metrics_port)),
+                ("sweeper", s.sweeper_port, "http", _metrics_env(s.sweeper_metrics_port)),
                 ("api", s.api_port, "http", {}),  # /metrics is a route of the API
             )
         ]
@@ -208,6 +212,13 @@ class NativeStack:
                 log_path=self.state_dir / "watcher.log",
                 ready_url=f"http://{s.host}:{s.watcher_metrics_port}{METRICS_PATH}",
                 env={**env, **_metrics_env(s.watcher_metrics_port)},
+            ),
+            # Cloud Scheduler's part: POST to the sweeper every AUDIARY_SWEEP_INTERVAL_S.
+            ManagedProcess(
+                name="scheduler",
+                argv=[sys.executable, "-m", "audiary.local.scheduler"],
+                log_path=self.state_dir / "scheduler.log",
+                env=env,
             ),
         ]
         for process in self.processes:

@@ -62,7 +62,7 @@ def handle_dead_letter(svc: Stores, subscription: str | None, data: bytes,
                        attributes: Mapping[str, str]) -> DeadLetterOutcome:
     """End the job of one dead letter from `subscription`. Safe to repeat."""
     deliveries = attributes.get(SOURCE_DELIVERIES, "?")
-    if subscription == names.SUBSCRIPTION_WEBHOOKS:
+    if subscription in (names.SUBSCRIPTION_WEBHOOKS, names.SUBSCRIPTION_WEBHOOK_DELIVERY):
         log.warning("webhook dead letter (%s): %s", attributes.get("reason", "not handled"),
                     attributes.get("delivery_id") or attributes.get("job_id", "?"))
         return DeadLetterOutcome(attributes.get("job_id"), "webhook letter kept for inspection")

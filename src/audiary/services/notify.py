@@ -1,4 +1,8 @@
-"""Webhooks: when a job finishes, POST a signed notice to each URL its owner registered."""
+"""Webhooks: when a job finishes, POST a signed notice to each URL its owner registered.
+
+`job-finished` fans out into one `webhook-delivery` message per hook (`fan_out`); each of
+those delivers one notice (`deliver`), at most once per (job, hook, event).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from audiary import names
 from audiary.domain.jobs import utcnow
 from audiary.observability.logs import job_context
 from audiary.observability.telemetry import tracer
-from audiary.ports import DeliveryResult, Publisher, Stores
+from audiary.ports import DEAD_LETTERED, DeliveryResult, Publisher, Stores
 from audiary.wire import messages
 
 log = logging.getLogger(__name__)
@@ -27,23 +31,58 @@ class NotifyOutcome:
     failed: int
 
 
-def notify(svc: Stores, finished: messages.JobFinished) -> NotifyOutcome:
-    """Deliver the job's notice (DONE, FAILED or REJECTED) to its owner's webhooks, each once;
-    undeliverable ones are dead-lettered.
+def fan_out(svc: Stores, finished: messages.JobFinished) -> int:
+    """One `webhook-delivery` message per webhook of the job's owner; returns how many.
 
-    Each delivery retries on its own (with backoff, honouring Retry-After), so this handler
-    always acknowledges; a repeated `job-finished` skips the hooks that already got it.
+    Each hook is then delivered by a message of its own, so a slow or dead receiver delays no
+    other and every delivery fits one ack deadline. A repeated `job-finished` publishes them
+    again: the delivery records make those repeats no-ops.
     """
     with job_context(finished.job_id):
-        return _notify(svc, finished)
+        job = svc.jobs.get_job(finished.job_id)
+        if job is None or job.owner is None:
+            return 0
+        hooks = svc.keys.list_webhooks(job.owner)
+        for hook in hooks:
+            task = messages.WebhookDelivery(job_id=job.job_id, webhook_id=hook.webhook_id)
+            svc.publisher.publish(
+                svc.settings.topic_webhook_delivery, messages.encode(task),
+                messages.attributes_for(job.job_id, webhook_id=hook.webhook_id))
+        return len(hooks)
 
 
-def _notify(svc: Stores, finished: messages.JobFinished) -> NotifyOutcome:
-    job = svc.jobs.get_job(finished.job_id)
-    if job is None or job.owner is None:
+def delivery_id_for(task: messages.WebhookDelivery) -> str:
+    """Stable per (job, webhook, event): receivers tell a repeat by it (`webhook-id`)."""
+    return f"{task.job_id}-{task.webhook_id}-{task.event}"
+
+
+def deliver(svc: Stores, task: messages.WebhookDelivery, *, message_id: str) -> NotifyOutcome:
+    """POST the job's notice (DONE, FAILED or REJECTED) to one webhook, once.
+
+    The delivery retries on its own (with backoff, honouring Retry-After), so this handler
+    always acknowledges. The delivery that holds the (job, hook, event) lease sends it;
+    `message_id` is the holder, so a duplicate message waits and a redelivery of the holder's
+    own message after it died takes over. A delivery that gives up is recorded as
+    dead-lettered and published on the webhooks dead-letter topic, with why.
+    """
+    with job_context(task.job_id):
+        return _deliver(svc, task, message_id)
+
+
+def _deliver(svc: Stores, task: messages.WebhookDelivery, message_id: str) -> NotifyOutcome:
+    job = svc.jobs.get_job(task.job_id)
+    hook = next((h for h in svc.keys.list_webhooks(job.owner) if h.webhook_id == task.webhook_id),
+                None) if job is not None and job.owner is not None else None
+    if job is None or hook is None:
+        log.info("job or webhook %s gone; nothing to deliver", task.webhook_id)
+        return NotifyOutcome(0, 0)
+    delivery_id = delivery_id_for(task)
+    if svc.keys.delivery_outcome(delivery_id) is not None or not svc.keys.claim_delivery(
+            delivery_id, message_id, lease_s=svc.settings.webhook_lease_s, now=utcnow()):
+        log.info("webhook %s already delivered or being delivered", delivery_id)
         return NotifyOutcome(0, 0)
     payload = {
-        "event": "job.finished",
+        "event": task.event,
         "job_id": job.job_id,
         "status": job.status.value,
         "error": job.error.model_dump() if job.error else None,
@@ -51,30 +90,20 @@ def _notify(svc: Stores, finished: messages.JobFinished) -> NotifyOutcome:
         "transcript": f"/v1/jobs/{job.job_id}/transcript",
         "notes": f"/v1/jobs/{job.job_id}/notes",
     }
-    delivered = failed = 0
-    for hook in svc.keys.list_webhooks(job.owner):
-        # Stable per (job, hook, event): receivers can tell a repeat by it, and a delivery
-        # that already reached its receiver is not made again.
-        delivery_id = f"{job.job_id}-{hook.webhook_id}"
-        if svc.keys.was_delivered(delivery_id):
-            log.info("webhook %s already delivered", delivery_id, extra={"job_id": job.job_id})
-            continue
-        with tracer().start_as_current_span(
-            "webhook", kind=SpanKind.CLIENT, attributes={"audiary.webhook_id": hook.webhook_id}
-        ) as span:
-            result = svc.webhooks.deliver(hook.url, payload, hook.secret.encode(),
-                                          delivery_id=delivery_id)
-            span.set_attributes({"audiary.delivered": result.delivered,
-                                 "audiary.attempts": result.attempts})
-        if result.delivered:
-            svc.keys.record_delivery(delivery_id, utcnow())
-            delivered += 1
-            continue
-        failed += 1
-        dead_letter(svc.publisher, WEBHOOK_DEAD_LETTER_TOPIC, hook.url, payload, result)
-        log.warning("webhook %s not delivered: %s", hook.webhook_id, result.last_error,
-                    extra={"job_id": job.job_id})
-    return NotifyOutcome(delivered, failed)
+    with tracer().start_as_current_span(
+        "webhook", kind=SpanKind.CLIENT, attributes={"audiary.webhook_id": hook.webhook_id}
+    ) as span:
+        result = svc.webhooks.deliver(hook.url, payload, hook.secret.encode(),
+                                      delivery_id=delivery_id)
+        span.set_attributes({"audiary.delivered": result.delivered,
+                             "audiary.attempts": result.attempts})
+    if result.delivered:
+        svc.keys.record_delivery(delivery_id, utcnow())
+        return NotifyOutcome(1, 0)
+    dead_letter(svc.publisher, WEBHOOK_DEAD_LETTER_TOPIC, hook.url, payload, result)
+    svc.keys.record_delivery(delivery_id, utcnow(), DEAD_LETTERED)
+    log.warning("webhook %s not delivered: %s", hook.webhook_id, result.last_error)
+    return NotifyOutcome(0, 1)
 
 
 def dead_letter(

@@ -35,10 +35,18 @@ class TranscriptReady(BaseModel):
 
 
 class JobFinished(BaseModel):
-    """Published on `job-finished` when a job reaches DONE."""
+    """Published on `job-finished` when a job reaches an end state (DONE, FAILED, REJECTED)."""
 
     job_id: str
     status: str
+
+
+class WebhookDelivery(BaseModel):
+    """Published on `webhook-delivery`: tell one webhook about one event of one job."""
+
+    job_id: str
+    webhook_id: str
+    event: str = "job.finished"
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -64,6 +72,11 @@ def parse_transcript_ready(data: bytes) -> TranscriptReady:
 def parse_job_finished(data: bytes) -> JobFinished:
     """The job-finished event in a message body; `BadEventError` when it is not one."""
     return _parse(JobFinished, data, "a job-finished event")
+
+
+def parse_webhook_delivery(data: bytes) -> WebhookDelivery:
+    """The webhook delivery in a message body; `BadEventError` when it is not one."""
+    return _parse(WebhookDelivery, data, "a webhook delivery")
 
 
 def encode(message: BaseModel) -> bytes:
