@@ -191,6 +191,11 @@ class JobStore(ABC):
         """Count one more attempt on the chunk and return it; `NotFoundError` if absent."""
 
     @abstractmethod
+    def abandon_chunk(self, job_id: str, index: int) -> None:
+        """Take back the attempt `start_chunk` counted on a chunk not yet done (its process
+        gave it up on shutdown); `NotFoundError` if absent."""
+
+    @abstractmethod
     def complete_chunk(
         self,
         job_id: str,

@@ -162,6 +162,7 @@ class Settings(BaseSettings):
         default=False, description="Development only: accept http:// audio and webhook URLs."
     )
     webhook_attempts: int = Field(default=5, ge=1)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Per attempt.")
     # How long one delivery holds its (hook, job, event): its attempts and backoff must fit.
     webhook_lease_s: float = Field(default=600.0, gt=0)
     sync_max_upload_bytes: int = Field(
@@ -172,6 +173,9 @@ class Settings(BaseSettings):
         default=600.0, gt=0, description="Longest audio transcribed synchronously."
     )
 
+    # On SIGTERM the transcriber finishes a chunk in flight within this, or hands it back
+    # (Cloud Run kills the instance 10 s after SIGTERM).
+    shutdown_grace_s: float = Field(default=7.0, ge=0)
     # How long the delivery writing a note holds the job (LLM calls with their retries must fit);
     # a duplicate message waits that long before it may take over from a holder that died.
     summarize_lease_s: float = Field(default=900.0, gt=0)

@@ -136,7 +136,8 @@ def _stores(settings: Settings) -> Stores:
         jobs=_job_store(settings),
         notes=_note_store(settings),
         keys=_key_store(settings),
-        webhooks=HttpWebhookSender(urls, attempts=settings.webhook_attempts),
+        webhooks=HttpWebhookSender(urls, attempts=settings.webhook_attempts,
+                                   timeout_s=settings.webhook_timeout_s),
         urls=urls,
     )
 

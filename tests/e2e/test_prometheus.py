@@ -23,7 +23,8 @@ from tests.media import DEMO_SAMPLE, decode, encode
 
 pytestmark = pytest.mark.e2e
 
-JOBS = {"transcriber", "ingest", "summarize", "api", "webhooks", "deadletters", "watcher"}
+JOBS = {"transcriber", "ingest", "summarize", "api", "webhooks", "deadletters", "sweeper",
+        "watcher"}
 STAGES = ("RECEIVED", "QUEUED", "TRANSCRIBING", "SUMMARIZING")
 
 

@@ -388,7 +388,8 @@ def test_create_job_twice_keeps_the_first(jobs: JobStore) -> None:
     assert not created_again
     assert stored.owner == again.owner == "ana"
     assert JobStatus.RECEIVED.value in stored.timestamps
-    assert stored.model_copy(update={"timestamps": {}}) == job
+    assert stored.progress_at is not None  # a new job has just made progress
+    assert stored.model_copy(update={"timestamps": {}, "progress_at": None}) == job
     assert jobs.get_job(job.job_id) == stored == again
 
 

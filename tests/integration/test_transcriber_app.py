@@ -17,7 +17,7 @@ import pytest
 
 from audiary.adapters.memory import MemoryPublisher
 from audiary.adapters.pubsub import ensure_topic
-from audiary.domain.jobs import ChunkStatus
+from audiary.domain.jobs import ChunkStatus, JobStatus
 from audiary.entrypoints.transcriber.app import create_app
 from audiary.local.emulators import ManagedProcess, free_port
 from audiary.local.stack import TRANSCRIBER_APP, TRANSCRIBER_GUNICORN_ARGS
@@ -111,6 +111,91 @@ def test_task_for_an_unknown_job_is_acknowledged_not_retried():
     assert client.post("/", json=envelope(json.dumps(task).encode())).status_code == 204
 
 
+class HeldModel:
+    """Transcribes only when released, so a test can stop the process mid-chunk."""
+
+    model_name = "held"
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def transcribe(self, samples, *, language=None):
+        self.entered.set()
+        assert self.release.wait(30)
+        return []
+
+
+def chunk_job(job_id: str = "drain-1"):
+    """A QUEUED job with one chunk whose audio (1 s of silence) is in the work bucket."""
+    from audiary.domain.audio import sample_range_bytes
+    from audiary.domain.jobs import Chunk, SourceObject, new_job
+    from audiary.domain.layout import canonical_key
+
+    settings = Settings()
+    svc = stores(settings)
+    svc.jobs.create_job(new_job(job_id, SourceObject(bucket="u", name="inbox/a.wav",
+                                                     generation="1")))
+    svc.jobs.put_chunks(job_id, [Chunk(job_id=job_id, index=0, start_sample=0,
+                                       end_sample=16_000)])
+    svc.jobs.advance(job_id, JobStatus.QUEUED)
+    _, end = sample_range_bytes(0, 16_000)
+    for bucket in (settings.work_bucket, settings.transcripts_bucket):
+        svc.blobs.ensure_bucket(bucket)
+    svc.blobs.put(settings.work_bucket, canonical_key(job_id), b"\0" * end)
+    task = {"job_id": job_id, "index": 0, "start_sample": 0, "end_sample": 16_000,
+            "audio_bucket": settings.work_bucket, "audio_key": canonical_key(job_id)}
+    return svc, json.dumps(task).encode()
+
+
+@pytest.mark.usefixtures("memory_backends")
+def test_a_chunk_not_done_within_the_grace_time_is_handed_back_uncounted(monkeypatch):
+    from audiary.entrypoints.transcriber.drain import Drain
+
+    monkeypatch.setenv("AUDIARY_SHUTDOWN_GRACE_S", "0.3")
+    svc, task = chunk_job()
+    model, drain = HeldModel(), Drain()
+    client = create_app(lambda: model, drain).test_client()
+    poll(lambda: client.get("/healthz").status_code, lambda c: c == 200, 10)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(client.post, "/", json=envelope(task, deliveryAttempt="1"))
+        assert model.entered.wait(10)
+        assert svc.jobs.get_chunks("drain-1")[0].attempts == 1
+        drain.begin()  # what SIGTERM does
+        response = pending.result(timeout=10)
+    model.release.set()
+    assert response.status_code == 204  # acknowledged: Pub/Sub counts no failed delivery
+    (again,) = svc.publisher.messages(svc.settings.topic_transcribe_chunk)
+    assert json.loads(again.data) == json.loads(task)  # the same task, as a new message
+    assert again.attributes["chunk"] == "0"
+    chunk = svc.jobs.get_chunks("drain-1")[0]
+    assert (chunk.status, chunk.attempts) == (ChunkStatus.PENDING, 0)  # the attempt taken back
+    # While draining, a new push is handed back at once, without starting the chunk.
+    assert client.post("/", json=envelope(task)).status_code == 204
+    assert len(svc.publisher.messages(svc.settings.topic_transcribe_chunk)) == 2
+    assert svc.jobs.get_chunks("drain-1")[0].attempts == 0
+
+
+@pytest.mark.usefixtures("memory_backends")
+def test_a_chunk_done_within_the_grace_time_is_stored_not_handed_back(monkeypatch):
+    from audiary.entrypoints.transcriber.drain import Drain
+
+    monkeypatch.setenv("AUDIARY_SHUTDOWN_GRACE_S", "30")
+    svc, task = chunk_job("drain-2")
+    model, drain = HeldModel(), Drain()
+    client = create_app(lambda: model, drain).test_client()
+    poll(lambda: client.get("/healthz").status_code, lambda c: c == 200, 10)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(client.post, "/", json=envelope(task))
+        assert model.entered.wait(10)
+        drain.begin()
+        model.release.set()  # finishes well within the grace time
+        assert pending.result(timeout=10).status_code == 204
+    assert svc.jobs.get_chunks("drain-2")[0].status is ChunkStatus.DONE
+    assert svc.jobs.get_job("drain-2").status is JobStatus.TRANSCRIBED
+    assert svc.publisher.messages(svc.settings.topic_transcribe_chunk) == []
+
+
 @pytest.mark.integration
 def test_sigterm_lets_the_request_in_flight_finish(emulator_env, tmp_path):
     """Cloud Run sends SIGTERM on scale-in: the chunk being transcribed is still stored."""
@@ -144,7 +229,8 @@ def test_sigterm_lets_the_request_in_flight_finish(emulator_env, tmp_path):
         poll(lambda: real.jobs.get_chunks(job_id)[0].attempts, lambda n: n >= 1, 60)
         os.kill(server.pid, signal.SIGTERM)  # to the server process only, as Cloud Run does
         response = pending.result(timeout=300)
-        exit_code = server._proc.wait(timeout=60)  # the exit code is the point
+        # Cloud Run kills the instance 10 s after SIGTERM: it must be gone by then.
+        exit_code = server._proc.wait(timeout=10)
 
     assert response.status_code == 204
     chunk = real.jobs.get_chunks(job_id)[0]

@@ -58,8 +58,8 @@ TRANSCRIBER_SETTINGS = {"AUDIARY_DEVICE": "cpu", "AUDIARY_COMPUTE_TYPE": "int8"}
 EXPECTED_HOST_PORTS = {
     "label-studio": {8080}, "pubsub": {8085}, "firestore": {8086}, "bridge": {8090},
     "ingest": {8091}, "transcriber": {8092}, "summarize": {8093}, "api": {8094},
-    "webhooks": {8095}, "deadletters": {8096}, "sweeper": {8097}, "minio": {9000, 9001}, "prometheus": {9090},
-    "grafana": {3000},
+    "webhooks": {8095}, "deadletters": {8096}, "sweeper": {8097}, "minio": {9000, 9001},
+    "prometheus": {9090}, "grafana": {3000},
 }
 SCRAPE_JOBS = {"transcriber", "ingest", "summarize", "api", "webhooks", "deadletters", "sweeper",
                "bridge"}

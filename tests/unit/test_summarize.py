@@ -1,6 +1,7 @@
 """The summarize service on the in-memory adapters, with the offline extractive writer."""
 
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -9,6 +10,7 @@ from audiary.domain.jobs import Job, JobStatus, SourceObject
 from audiary.domain.transcript import Segment, Transcript
 from audiary.services.notes.breaker import CircuitBreaker
 from audiary.services.notes.router import NoteRouter, Provider
+from audiary.services.progress import AnnouncementPending
 from audiary.services.summarize import summarize
 from audiary.settings import Settings
 from audiary.wire import messages
@@ -113,8 +115,13 @@ def test_a_duplicate_while_the_note_is_written_calls_no_model(svc):
 def test_a_redelivery_announces_a_done_job_whose_announcement_was_lost(svc):
     ready = transcribed_job(svc)
     summarize(svc, extractive_router(svc), ready, message_id="m-1")
-    # As if the process died after DONE and before job-finished went out.
+    # As if the process died after DONE and before job-finished went out. Right after the
+    # transition, its delivery may still be announcing: a duplicate comes back later.
     svc.jobs.update_job("job-1", {"finished_announced": False})
+    with pytest.raises(AnnouncementPending):
+        summarize(svc, extractive_router(svc), ready, message_id="m-2")
+    done_at = svc.jobs.get_job("job-1").timestamps["DONE"]
+    svc.jobs.update_job("job-1", {"timestamps.DONE": done_at - timedelta(seconds=60)})
     again = summarize(svc, extractive_router(svc), ready, message_id="m-1")
     assert again.detail == "job is DONE; job-finished announced again"
     assert summarize(svc, extractive_router(svc), ready, message_id="m-1").detail == (

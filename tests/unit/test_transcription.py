@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from audiary.domain.jobs import JobStatus
 from audiary.domain.transcript import Segment
 from audiary.ports import Transcriber
 from audiary.services.ingest import ingest
+from audiary.services.progress import AnnouncementPending
 from audiary.services.transcription import handle_chunk
 from audiary.settings import Settings
 from audiary.wire import messages
@@ -82,6 +84,10 @@ def test_a_lost_announcement_is_made_by_the_next_redelivery_and_only_once(svc, t
     for task in tasks:
         handle_chunk(svc, model, task)
     svc.jobs.update_job(tasks[0].job_id, {"transcript_announced": False})  # died in between
+    with pytest.raises(AnnouncementPending):  # moments later it may still be announcing
+        handle_chunk(svc, model, tasks[-1])
+    at = svc.jobs.get_job(tasks[0].job_id).timestamps["TRANSCRIBED"]
+    svc.jobs.update_job(tasks[0].job_id, {"timestamps.TRANSCRIBED": at - timedelta(seconds=60)})
     again = handle_chunk(svc, model, tasks[-1])
     assert again.detail == "job is TRANSCRIBED; transcript-ready announced again"
     handle_chunk(svc, model, tasks[0])

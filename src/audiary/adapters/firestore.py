@@ -7,15 +7,16 @@ Firestore transaction, so concurrent chunk completions count each chunk exactly 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 from google.cloud.firestore_v1 import DocumentReference, DocumentSnapshot, Transaction
 from google.cloud.firestore_v1.base_query import FieldFilter
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from audiary import names
 from audiary.adapters.memory import (
@@ -47,9 +48,34 @@ from audiary.settings import Settings
 
 # The client retries a transaction that aborts on contention. Chunks of one job finishing at
 # once all write the job document, so allow more than the default 5 tries.
-TRANSACTION_ATTEMPTS = 25
+TRANSACTION_ATTEMPTS = 3
 
 Snapshot = DocumentSnapshot[DocumentReference]
+T = TypeVar("T")
+
+
+def _contended(exc: BaseException) -> bool:
+    """The client's own retries ran out on contention (the emulator: "Transaction lock
+    timeout")."""
+    return isinstance(exc, gexc.Aborted) or (
+        isinstance(exc, ValueError) and "Failed to commit transaction" in str(exc))
+
+
+def transact(client: firestore.Client, run: Callable[[Transaction], T]) -> tuple[T, Transaction]:
+    """Run a `@firestore.transactional` function; returns its result and the transaction.
+
+    The client retries an aborted transaction at once, so many writers of one document can
+    keep aborting each other (a job's chunks finishing together, duplicate deliveries
+    claiming a lease). When its tries run out, run it again after a random pause, for up to a
+    minute, so contention slows a writer down instead of failing it.
+    """
+    for attempt in Retrying(retry=retry_if_exception(_contended), reraise=True,
+                            wait=wait_random_exponential(multiplier=0.05, max=2.0),
+                            stop=stop_after_delay(60)):
+        with attempt:
+            txn = client.transaction(max_attempts=TRANSACTION_ATTEMPTS)
+            return run(txn), txn
+    raise AssertionError("unreachable: Retrying either returns or raises")
 
 
 def firestore_client(project: str, database: str, emulator_host: str | None) -> firestore.Client:
@@ -111,9 +137,6 @@ class FirestoreJobStore(JobStore):
         ref: DocumentReference = chunks.document(chunk_doc_id(index))
         return ref
 
-    def _transaction(self) -> Transaction:
-        return self._client.transaction(max_attempts=TRANSACTION_ATTEMPTS)
-
     @staticmethod
     def _read(txn: Transaction, ref: DocumentReference) -> Snapshot:
         snapshot: Snapshot = ref.get(transaction=txn)
@@ -137,7 +160,7 @@ class FirestoreJobStore(JobStore):
             txn.create(ref, doc)
             return Job.from_doc(doc), True
 
-        result: tuple[Job, bool] = run(self._transaction())
+        result: tuple[Job, bool] = transact(self._client, run)[0]
         return result
 
     def get_job(self, job_id: str) -> Job | None:
@@ -170,7 +193,7 @@ class FirestoreJobStore(JobStore):
             txn.update(ref, advance_updates(status, error, fields))
             return True
 
-        moved: bool = run(self._transaction())
+        moved: bool = transact(self._client, run)[0]
         return moved
 
     def claim(self, job_id: str, stage: str, holder: str, *, lease_s: float,
@@ -185,7 +208,7 @@ class FirestoreJobStore(JobStore):
             txn.update(ref, {f"leases.{stage}": lease_doc(holder, now, lease_s)})
             return True
 
-        claimed: bool = run(self._transaction())
+        claimed: bool = transact(self._client, run)[0]
         return claimed
 
     def put_chunks(self, job_id: str, chunks: Sequence[Chunk]) -> None:
@@ -203,7 +226,7 @@ class FirestoreJobStore(JobStore):
                     txn.set(ref, chunk_doc(job_id, chunk))
             txn.update(job_ref, {"chunks_total": len(chunks)})
 
-        run(self._transaction())
+        transact(self._client, run)
 
     def get_chunks(self, job_id: str) -> list[Chunk]:
         docs = self._job_ref(job_id).collection(self._chunks_collection).order_by("index").stream()
@@ -222,8 +245,22 @@ class FirestoreJobStore(JobStore):
             txn.update(ref, {"attempts": doc["attempts"]})
             return Chunk.from_doc(doc)
 
-        chunk: Chunk = run(self._transaction())
+        chunk: Chunk = transact(self._client, run)[0]
         return chunk
+
+    def abandon_chunk(self, job_id: str, index: int) -> None:
+        ref = self._chunk_ref(job_id, index)
+
+        @firestore.transactional
+        def run(txn: Transaction) -> None:
+            snapshot = self._read(txn, ref)
+            if not snapshot.exists:
+                raise NotFoundError(f"chunk {index} of job {job_id} does not exist")
+            doc = _data(snapshot)
+            if doc.get("status") != ChunkStatus.DONE.value:
+                txn.update(ref, {"attempts": max(0, int(doc.get("attempts", 0)) - 1)})
+
+        transact(self._client, run)
 
     def complete_chunk(
         self,
@@ -254,9 +291,8 @@ class FirestoreJobStore(JobStore):
             txn.update(job_ref, {"chunks_done": firestore.Increment(1), "progress_at": utcnow()})
             return True
 
-        txn = self._transaction()
         try:
-            counted: bool = run(txn)
+            counted, txn = transact(self._client, run)
         except gexc.NotFound as exc:
             raise NotFoundError(f"job {job_id} does not exist") from exc
         job = job_ref.get()
@@ -473,7 +509,7 @@ class FirestoreKeyStore(KeyStore):
             txn.set(ref, {"lease": lease_doc(holder, now, lease_s)}, merge=True)
             return True
 
-        claimed: bool = run(self._client.transaction(max_attempts=TRANSACTION_ATTEMPTS))
+        claimed: bool = transact(self._client, run)[0]
         return claimed
 
     def record_delivery(self, delivery_id: str, at: datetime,
@@ -485,7 +521,7 @@ class FirestoreKeyStore(KeyStore):
             if not _data(FirestoreJobStore._read(txn, ref)).get("outcome"):  # the first stays
                 txn.set(ref, {"outcome": outcome, "at": at}, merge=True)
 
-        run(self._client.transaction(max_attempts=TRANSACTION_ATTEMPTS))
+        transact(self._client, run)
 
     def delivery_outcome(self, delivery_id: str) -> str | None:
         outcome = _data(self._deliveries.document(delivery_id).get()).get("outcome")

@@ -353,6 +353,12 @@ class MemoryJobStore(JobStore):
             doc["attempts"] = int(doc.get("attempts", 0)) + 1
             return Chunk.from_doc(copy.deepcopy(doc))
 
+    def abandon_chunk(self, job_id: str, index: int) -> None:
+        with self._lock:
+            doc = self._chunk(job_id, index)
+            if doc["status"] != ChunkStatus.DONE:
+                doc["attempts"] = max(0, int(doc.get("attempts", 0)) - 1)
+
     def complete_chunk(
         self,
         job_id: str,

@@ -182,6 +182,28 @@ class ManagedProcess:
         if self._proc is not None:
             _signal_group(self._proc.pid, signal.SIGTERM)
 
+    def kill(self, sig: int = signal.SIGKILL, *, group: bool = True) -> None:
+        """Send `sig` to the process group (a machine going away), or with `group=False` to
+        the leader only (Cloud Run's SIGTERM reaches the container's first process)."""
+        if self._proc is None:
+            raise EmulatorError(f"{self.name} is not running")
+        if group:
+            _signal_group(self._proc.pid, sig)
+        else:
+            self._proc.send_signal(sig)
+
+    def wait_exit(self, timeout_s: float) -> int:
+        """Wait for the process to end (`subprocess.TimeoutExpired` after `timeout_s`);
+        returns its exit status. `start()` may run it again afterwards."""
+        if self._proc is None:
+            raise EmulatorError(f"{self.name} was never started")
+        code = self._proc.wait(timeout=timeout_s)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self._ready = False
+        return code
+
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop the whole process group: SIGTERM, then SIGKILL after `grace_s`."""
         proc, self._proc = self._proc, None

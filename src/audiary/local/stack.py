@@ -46,15 +46,9 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "stack.json"
 # How the transcriber is served, here and in containers/transcriber/Dockerfile (a test keeps
-# the two in step): one worker holds the model, threads accept pushes, SIGTERM drains.
+# the two in step): workers, threads, timeouts and the SIGTERM drain are in gunicorn_conf.
 TRANSCRIBER_APP = "main:create_app()"
-# Keep-alive above the longest retry backoff (30 s locally): the Pub/Sub emulator stops
-# redelivering a failed push when it has to reconnect to a server that closed the idle
-# connection (see audiary.local.emulators).
-TRANSCRIBER_GUNICORN_ARGS = (
-    "--workers", "1", "--threads", "4", "--timeout", "0", "--graceful-timeout", "600",
-    "--keep-alive", "75",
-)
+TRANSCRIBER_GUNICORN_ARGS = ("--config", "python:audiary.entrypoints.transcriber.gunicorn_conf")
 PUSH_SUBSCRIPTIONS = (
     names.SUBSCRIPTION_INGEST,
     names.SUBSCRIPTION_TRANSCRIBER,

@@ -32,6 +32,9 @@ CHUNKS_RETRIED = Counter(
     "audiary_chunks_retried", "Chunk deliveries beyond the first attempt"
 )
 JOBS_FINISHED = Counter("audiary_jobs_finished", "Jobs that reached an end state", ["status"])
+CHUNKS_HANDED_BACK = Counter(
+    "audiary_chunks_handed_back", "Chunks a shutting-down transcriber published again"
+)
 JOBS_SWEPT = Counter(
     "audiary_jobs_swept", "Stalled jobs the sweeper re-drove or failed", ["action"]
 )

@@ -5,6 +5,11 @@ status) and the one effect every end state has: `job-finished`.
 transition, and `finished_announced` is set once it is out; a redelivery of the same stage that
 finds the job ended by itself but not yet announced (the process died in between) publishes it
 then (`resume_announcement`). No other stage ever does, so a job is announced once.
+
+A delivery that finds the announcement missing only moments after the transition may be racing
+the delivery that made it, which is publishing right now: within `ANNOUNCE_GRACE_S` of the
+transition it raises `AnnouncementPending` instead, so that Pub/Sub delivers it again later
+(10 s at the earliest on Google Cloud), when the announcement is either out or overdue.
 """
 
 from __future__ import annotations
@@ -15,12 +20,29 @@ from collections.abc import Mapping
 
 from opentelemetry import trace
 
-from audiary.domain.jobs import TERMINAL, Job, JobError, JobStatus
+from audiary.domain.jobs import TERMINAL, Job, JobError, JobStatus, utcnow
 from audiary.observability import metrics
 from audiary.ports import Stores
 from audiary.wire import messages
 
 log = logging.getLogger(__name__)
+
+# How long after a transition its own delivery is presumed to be announcing it.
+ANNOUNCE_GRACE_S = 5.0
+
+
+class AnnouncementPending(Exception):  # noqa: N818 (a state, not a failure)
+    """Raised so that Pub/Sub delivers again: the delivery that moved the job to this state
+    is publishing its announcement right now."""
+
+
+def check_announcement_due(job: Job, state: JobStatus, what: str) -> None:
+    """Raise `AnnouncementPending` if `job` entered `state` less than `ANNOUNCE_GRACE_S` ago."""
+    entered = job.timestamps.get(state.value)
+    if entered is not None and (utcnow() - entered).total_seconds() < ANNOUNCE_GRACE_S:
+        raise AnnouncementPending(
+            f"job {job.job_id} entered {state} {(utcnow() - entered).total_seconds():.1f} s "
+            f"ago; the delivery that moved it is announcing {what}")
 
 
 def advance(
@@ -70,6 +92,7 @@ def resume_announcement(svc: Stores, job: Job, stage: str) -> bool:
     died before announcing. Returns whether it announced."""
     if job.status not in TERMINAL or job.finished_by != stage or job.finished_announced:
         return False
+    check_announcement_due(job, job.status, "job-finished")
     announce_finished(svc, job.job_id, job.status)
     return True
 

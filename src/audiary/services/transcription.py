@@ -12,6 +12,7 @@ from audiary.domain.audio import SAMPLE_RATE, pcm_to_float, sample_range_bytes
 from audiary.domain.jobs import TERMINAL, ChunkStatus, FanIn, JobStatus
 from audiary.domain.layout import chunk_segments_key, transcript_key
 from audiary.domain.transcript import Segment, Transcript, assemble
+from audiary.errors import NotFoundError
 from audiary.observability import metrics
 from audiary.observability.logs import job_context
 from audiary.observability.telemetry import inference
@@ -19,6 +20,7 @@ from audiary.ports import Stores, Transcriber
 from audiary.services.cleanup import DELETED, purge_if_deleted
 from audiary.services.progress import (
     advance,
+    check_announcement_due,
     fail,
     fail_on_last_attempt,
     resume_announcement,
@@ -63,7 +65,9 @@ def _handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
             return ChunkOutcome(DELETED)
         return ChunkOutcome(f"no job {task.job_id}; dropping the message")
     if job.status is JobStatus.TRANSCRIBED and not job.transcript_announced:
-        # The delivery that assembled the transcript died before announcing it.
+        # The delivery that assembled the transcript died before announcing it (or, moments
+        # after the transition, is announcing it now: then this raises, to come back later).
+        check_announcement_due(job, JobStatus.TRANSCRIBED, "transcript-ready")
         announce(svc, task.job_id)
         return ChunkOutcome("job is TRANSCRIBED; transcript-ready announced again")
     if job.status in TERMINAL and resume_announcement(svc, job, STAGE):
@@ -94,6 +98,24 @@ def _handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
                                     what=f"chunk {task.index}", stage=STAGE):
             raise  # Pub/Sub delivers again
         return ChunkOutcome("retries exhausted; job FAILED")
+
+
+def hand_back(svc: Stores, task: messages.ChunkTask, *, started: bool) -> None:
+    """Give back a chunk this process will not finish (it is shutting down): publish its task
+    again as a new message, and if this delivery had `started` it, take back the attempt it
+    counted. The caller then acknowledges the delivery, so the interruption spends none of the
+    chunk's attempts, neither Pub/Sub's nor the chunk's own."""
+    with job_context(task.job_id):
+        if started:
+            try:
+                svc.jobs.abandon_chunk(task.job_id, task.index)
+            except NotFoundError:
+                return  # the job was deleted meanwhile: nothing to give back
+        svc.publisher.publish(svc.settings.topic_transcribe_chunk, messages.encode(task),
+                              messages.attributes_for(task.job_id, chunk=str(task.index)))
+        metrics.CHUNKS_HANDED_BACK.inc()
+        log.warning("chunk %d handed back on shutdown", task.index,
+                    extra={"job_id": task.job_id})
 
 
 def _transcribe_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
@@ -168,9 +190,10 @@ def _finish(svc: Stores, job_id: str, model: Transcriber) -> Transcript:
         content_type="application/json",
     )
     text = transcript.text
-    # TRANSCRIBED first, then the announcement: summarize must find the job TRANSCRIBED. If the
-    # process dies in between, a redelivered chunk finds TRANSCRIBED and announces again.
-    advance(
+    # TRANSCRIBED first, then the announcement: summarize must find the job TRANSCRIBED. Only
+    # the delivery whose transition moved the job announces; if it dies in between, a
+    # redelivered chunk finds TRANSCRIBED unannounced and announces.
+    moved = advance(
         svc,
         job_id,
         JobStatus.TRANSCRIBED,
@@ -181,6 +204,7 @@ def _finish(svc: Stores, job_id: str, model: Transcriber) -> Transcript:
             "model": model.model_name,
         },
     )
-    announce(svc, job_id)
+    if moved:
+        announce(svc, job_id)
     log.info("transcript stored: %d segments", len(transcript.segments), extra={"job_id": job_id})
     return transcript

@@ -4,24 +4,29 @@
   does not retry it); 204 only once the result is stored; an unexpected error gets 500 so
   Pub/Sub redelivers within the subscription's retry policy.
 - `GET /healthz` answers 200 only once the model is loaded (startup probe), 503 before.
-- SIGTERM drains: the server (gunicorn) stops accepting and finishes requests in flight.
+- SIGTERM drains (see drain): gunicorn stops accepting; a chunk in flight is finished within
+  `AUDIARY_SHUTDOWN_GRACE_S` or handed back (published again, this delivery acknowledged), and
+  a push that arrives while draining is handed back at once, so no attempt is spent.
 - `GET /metrics` for Prometheus; each chunk is a span of the trace its message carries.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from flask import Flask, Response, jsonify, request
 
+from audiary.entrypoints.transcriber.drain import DRAIN, Drain
 from audiary.entrypoints.transcriber.openai import openai_blueprint
 from audiary.errors import BadEventError
 from audiary.observability import metrics, telemetry
 from audiary.observability.http import instrument_flask
 from audiary.ports import Transcriber
-from audiary.services.transcription import handle_chunk
+from audiary.services.transcription import hand_back, handle_chunk
 from audiary.settings import load_settings
 from audiary.wire import messages
 from audiary.wiring import stores, transcriber
@@ -67,13 +72,17 @@ class ModelHolder:
         return self._ready.is_set() and self._model is not None
 
 
-def create_app(load_model: Callable[[], Transcriber] | None = None) -> Flask:
-    """Build the app; the model starts loading at once, in the background."""
+def create_app(load_model: Callable[[], Transcriber] | None = None,
+               drain: Drain = DRAIN) -> Flask:
+    """Build the app; the model starts loading at once, in the background. `drain` is the
+    process's shutdown state, which SIGTERM begins."""
     settings = load_settings()
     telemetry.setup(SERVICE, settings)
     holder = ModelHolder(load_model or (lambda: transcriber(settings)))
     # Up means ready to transcribe, as /healthz says.
     metrics.SERVICE_UP.labels(SERVICE).set_function(lambda: float(holder.ready))
+    # As many as gunicorn has request threads: each push waits on its own chunk.
+    chunks = ThreadPoolExecutor(max_workers=8, thread_name_prefix="chunk")
     app = Flask("audiary-transcriber")
     instrument_flask(app, SERVICE, untraced={"push", "healthz"})
     app.register_blueprint(openai_blueprint(holder.get, load_settings))
@@ -104,8 +113,19 @@ def create_app(load_model: Callable[[], Transcriber] | None = None) -> Flask:
             except BadEventError as exc:
                 log.warning("rejecting push: %s", exc)
                 return jsonify(error="bad_request", message=str(exc)), 400
-            outcome = handle_chunk(stores(current), holder.get(), task,
-                                   delivery_attempt=messages.delivery_attempt(body))
+            svc = stores(current)
+            if drain.draining:
+                hand_back(svc, task, started=False)
+                return "", 204
+            # The chunk runs on a thread of its own, in this request's context (its span), so
+            # that this handler can stop waiting for it when the process is told to stop.
+            running = chunks.submit(
+                contextvars.copy_context().run, handle_chunk, svc, holder.get(), task,
+                delivery_attempt=messages.delivery_attempt(body))
+            outcome = drain.wait(running, current.shutdown_grace_s)
+            if outcome is None:  # still running, and the process must stop
+                hand_back(svc, task, started=True)
+                return "", 204
             log.info(
                 "chunk %d (message %s): %s", task.index, message_id, outcome.detail,
                 extra={"job_id": task.job_id},

@@ -1,0 +1,30 @@
+"""How gunicorn serves the transcriber, in the image and in the native stack alike:
+
+    gunicorn --config python:audiary.entrypoints.transcriber.gunicorn_conf --bind :$PORT
+        'main:create_app()'
+
+One worker holds the model; threads accept pushes while it works. On SIGTERM (Cloud Run
+scale-in, 10 s before the kill) requests in flight get `graceful_timeout`, within which each
+push handler finishes its chunk or hands it back (see drain).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from audiary.entrypoints.transcriber.drain import install_sigterm_hook
+
+workers = 1
+threads = 4
+timeout = 0  # a chunk may take minutes; Pub/Sub's ack deadline bounds it
+# Below Cloud Run's 10 s: handlers give up at AUDIARY_SHUTDOWN_GRACE_S (7 s) and answer.
+graceful_timeout = 9
+# Above the longest retry backoff (30 s locally): the Pub/Sub emulator stops redelivering a
+# failed push when it has to reconnect to a server that closed the idle connection (see
+# audiary.local.emulators).
+keepalive = 75
+
+
+def post_worker_init(worker: Any) -> None:
+    """gunicorn has installed the worker's signal handlers: chain the drain onto SIGTERM."""
+    install_sigterm_hook()

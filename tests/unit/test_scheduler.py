@@ -1,0 +1,62 @@
+"""The native stack's Cloud Scheduler stand-in calls the sweeper on its timer, and keeps going
+when a call fails."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from audiary.local.emulators import free_port
+from audiary.local.scheduler import run, sweeper_url, tick
+from audiary.settings import Settings
+from tests.e2e.conftest import poll
+
+
+class Sweeper:
+    """A local HTTP server standing in for the sweeper function: counts POSTs, fails the
+    first one."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        sweeper = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                sweeper.calls.append(self.path)
+                self.send_response(500 if len(sweeper.calls) == 1 else 200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+
+def test_the_timer_posts_again_and_again_after_a_failed_call():
+    sweeper = Sweeper()
+    stop = threading.Event()
+    timer = threading.Thread(target=run, args=(sweeper.url, 0.05, stop), daemon=True)
+    timer.start()
+    try:
+        poll(lambda: len(sweeper.calls), lambda n: n >= 3, 10)
+    finally:
+        stop.set()
+        timer.join(5)
+        sweeper.server.shutdown()
+    assert not timer.is_alive()
+    assert set(sweeper.calls) == {"/"}
+
+
+def test_a_call_to_nothing_is_reported_not_raised():
+    assert tick(f"http://127.0.0.1:{free_port()}/", timeout_s=2) is False
+
+
+def test_the_default_url_is_the_native_sweeper():
+    assert sweeper_url(Settings(host="127.0.0.1", sweeper_port=8123)) == "http://127.0.0.1:8123/"
