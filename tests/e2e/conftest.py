@@ -29,7 +29,8 @@ def model_reading_the_transcript(body: Mapping[str, Any]) -> dict[str, Any]:
     prompt = body["messages"][-1]["content"]
     first = re.search(r"\[([\d.]+)-([\d.]+)\] (.+)", prompt)
     if first is None:  # nothing was said: a note without highlights
-        return {"schema_version": "1", "title": "Silence", "date": None, "summary": "",
+        return {"schema_version": "1", "title": "Silence", "date": None,
+                "summary": "Nothing was said.",
                 "mood": None, "people": [], "places": [], "action_items": [], "tags": ["e2e"],
                 "highlights": []}
     start, end, text = float(first[1]), float(first[2]), first[3]

@@ -135,7 +135,8 @@ def test_prometheus_scrapes_the_jobs_metrics(prometheus, svc, tmp_path):
     assert by_label(prometheus, "audiary_breaker_state", "provider") == {"openai": 0.0}
     dead_letters = by_label(prometheus, "audiary_dead_letter_messages", "subscription")
     assert set(dead_letters) == {f"{s}-dead-letter" for s in
-                                 ("ingest", "transcriber", "summarize", "webhooks")}
+                                 ("ingest", "transcriber", "summarize", "webhooks",
+                                  "webhook-delivery")}
     in_state = poll(lambda: by_label(prometheus, "audiary_jobs_in_state", "status"),
                     lambda seen: seen.get("DONE", 0) >= 1, 30)
     assert set(in_state) == {s.value for s in JobStatus}

@@ -182,7 +182,7 @@ class ManagedProcess:
         if self._proc is not None:
             _signal_group(self._proc.pid, signal.SIGTERM)
 
-    def kill(self, sig: int = signal.SIGKILL, *, group: bool = True) -> None:
+    def kill(self, sig: signal.Signals = signal.SIGKILL, *, group: bool = True) -> None:
         """Send `sig` to the process group (a machine going away), or with `group=False` to
         the leader only (Cloud Run's SIGTERM reaches the container's first process)."""
         if self._proc is None:
