@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pulumi
 from pulumi_gcp import storage
 
+from audiary import names
 from infra.options import child_options
 
 
@@ -24,6 +25,8 @@ class BucketsArgs:
     feedback: str
     sources: str
     work_ttl_days: int
+    # Origins of the web page, which PUTs uploads straight to signed URLs of the uploads bucket.
+    web_origins: tuple[str, ...] = ()
     force_destroy: bool = False
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -35,7 +38,8 @@ class Buckets(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("audiary:storage:Buckets", name, None, opts)
 
-        def bucket(role: str, bucket_name: str, ttl_days: int | None = None) -> storage.Bucket:
+        def bucket(role: str, bucket_name: str, ttl_days: int | None = None,
+                   cors: list[storage.BucketCorArgsDict] | None = None) -> storage.Bucket:
             rules: list[storage.BucketLifecycleRuleArgsDict] = [] if ttl_days is None else [
                 {"action": {"type": "Delete"}, "condition": {"age": ttl_days}}]
             return storage.Bucket(
@@ -46,12 +50,20 @@ class Buckets(pulumi.ComponentResource):
                 uniform_bucket_level_access=True,
                 public_access_prevention="enforced",
                 lifecycle_rules=rules,
+                cors=cors or [],
                 force_destroy=args.force_destroy,
                 labels=args.labels,
                 opts=child_options(self, opts),
             )
 
-        self.uploads = bucket("uploads", args.uploads)
+        # The same rule audiary.local.gcs_emulator gives the local emulator.
+        upload_cors: list[storage.BucketCorArgsDict] = [{
+            "origins": list(args.web_origins),
+            "methods": list(names.UPLOAD_CORS_METHODS),
+            "response_headers": list(names.UPLOAD_CORS_RESPONSE_HEADERS),
+            "max_age_seconds": names.UPLOAD_CORS_MAX_AGE_S,
+        }] if args.web_origins else []
+        self.uploads = bucket("uploads", args.uploads, cors=upload_cors)
         # Canonical audio and chunk results are only needed while a job runs (and for a
         # retry); the lifecycle rule deletes them after the TTL.
         self.work = bucket("work", args.work, args.work_ttl_days)

@@ -128,9 +128,14 @@ class StackConfig:
         return self.bucket_name("audiary-sources")
 
     @property
+    def api_origin(self) -> str:
+        """Where the web page is served from (the API's origin)."""
+        return f"https://{self.region}-{self.project}.cloudfunctions.net"
+
+    @property
     def api_url(self) -> str:
         """The API's URL, known before it exists: gen2 functions get a deterministic one."""
-        return f"https://{self.region}-{self.project}.cloudfunctions.net/api"
+        return f"{self.api_origin}/api"
 
 
 def _validate(cfg: StackConfig) -> None:

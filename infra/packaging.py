@@ -115,9 +115,14 @@ def _module_file(src: Path, module: str) -> Path | None:
     return None
 
 
+# A folder of static files beside a module (read at run time, never imported).
+ASSETS = "web"
+
+
 def package_closure(src: Path, entry: Path) -> set[Path]:
     """The files of the packages under `src` that `entry` reaches through its imports,
-    with the `__init__.py` of every package on the way and the package's `py.typed`."""
+    with the `__init__.py` of every package on the way, the package's `py.typed`, and the
+    files of an `ASSETS` folder beside any of those modules."""
     files: set[Path] = set()
     pending = list(_imported_modules(entry))
     seen: set[str] = set()
@@ -135,6 +140,9 @@ def package_closure(src: Path, entry: Path) -> set[Path]:
                 pending.extend(_imported_modules(path))
     roots = {src / p.relative_to(src).parts[0] for p in files}
     files.update(root / "py.typed" for root in roots if (root / "py.typed").is_file())
+    # Static assets beside a module travel with it (the API's web page).
+    for folder in {p.parent / ASSETS for p in files if (p.parent / ASSETS).is_dir()}:
+        files.update(f for f in folder.iterdir() if f.is_file())
     return files
 
 

@@ -125,7 +125,7 @@ class Audiary(pulumi.ComponentResource):
             work=cfg.work_bucket, transcripts=cfg.transcripts_bucket,
             feedback=cfg.feedback_bucket, sources=cfg.sources_bucket,
             work_ttl_days=cfg.work_ttl_days, force_destroy=cfg.force_destroy,
-            labels=cfg.labels,
+            web_origins=(cfg.api_origin,), labels=cfg.labels,
         ), after)
         self.topics = Topics("topics", TopicsArgs(project), after)
         self.notification = UploadNotification("inbox", UploadNotificationArgs(

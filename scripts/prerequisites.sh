@@ -39,6 +39,12 @@ fi
 if [ "$target" != demo ] && ! command -v prometheus >/dev/null; then
   need prometheus "Prometheus, which the observability test starts on a free port"
 fi
+if [ "$target" != demo ] && ! command -v chromium >/dev/null; then
+  need chromium "Chromium, in which the web page test runs (headless)"
+fi
+if [ "$target" != demo ] && ! command -v chromedriver >/dev/null; then
+  need chromium-driver "chromedriver, through which Selenium drives Chromium"
+fi
 
 if [ "$target" = --packages ]; then
   [ ${#missing[@]} -eq 0 ] || printf '%s\n' "${missing[@]}"

@@ -45,6 +45,11 @@ BUCKET_TRANSCRIPTS = "audiary-transcripts"
 BUCKET_USERFEEDBACK = "audiary-userfeedback"
 
 PREFIX_INBOX = "inbox/"
+# What the uploads bucket lets a browser do from another origin (the web page's PUT to a
+# signed URL): infra/buckets.py on Google Cloud, audiary.local.gcs_emulator locally.
+UPLOAD_CORS_METHODS = ("PUT",)
+UPLOAD_CORS_RESPONSE_HEADERS = ("Content-Type", "ETag", "x-goog-generation")
+UPLOAD_CORS_MAX_AGE_S = 3600
 PREFIX_QUARANTINE = "quarantine/"
 
 COLLECTION_JOBS = "jobs"

@@ -144,3 +144,12 @@ def test_an_archive_holds_what_its_function_imports_and_no_dev_tooling(
     outside = {n: f for n, f in files.items() if f and not Path(f).is_relative_to(root)}
     assert not outside, f"{function}: imported from outside its archive: {outside}"
     assert set(modules) <= set(files)
+
+
+def test_the_api_archive_carries_the_web_page_and_no_other_archive_does() -> None:
+    from infra.packaging import archive_entries
+
+    web = {"audiary/entrypoints/api/web/index.html", "audiary/entrypoints/api/web/app.js",
+           "audiary/entrypoints/api/web/app.css"}
+    assert web <= set(archive_entries(REPO_ROOT, "api"))
+    assert not web & set(archive_entries(REPO_ROOT, "ingest"))

@@ -597,3 +597,14 @@ def test_alerts_watch_dead_letters_and_error_rates(gpu: Deployment) -> None:
         assert 'response_code_class = "5xx"' in rate["filter"]
         assert "5xx" not in rate["denominatorFilter"]
         assert rate["thresholdValue"] == 0.05
+
+
+def test_the_uploads_bucket_lets_the_web_page_put_from_the_api_origin(gpu: Deployment) -> None:
+    uploads = gpu.one("gcp:storage/bucket:Bucket", name=BUCKETS["uploads"]).inputs
+    assert uploads["cors"] == [{
+        "origins": [f"https://europe-west4-{PROJECT}.cloudfunctions.net"],
+        "methods": ["PUT"], "responseHeaders": ["Content-Type", "ETag", "x-goog-generation"],
+        "maxAgeSeconds": 3600}]
+    for role in ("work", "transcripts", "feedback", "sources"):
+        bucket = gpu.one("gcp:storage/bucket:Bucket", name=BUCKETS[role]).inputs
+        assert not bucket.get("cors"), role

@@ -374,16 +374,18 @@ FIRESTORE = ServerKind(
 )
 GCS_IN_MEMORY = ServerKind(
     "gcs-emulator",
-    lambda host, port, _: [_venv_bin("gcp-storage-emulator"), "start", "--host", host,
-                           "--port", str(port), "--in-memory"],
+    # Run through audiary.local.gcs_emulator: the emulator plus the uploads bucket's CORS.
+    lambda host, port, _: [sys.executable, "-m", "audiary.local.gcs_emulator", "start",
+                           "--host", host, "--port", str(port), "--in-memory"],
     lambda host, port: {"STORAGE_EMULATOR_HOST": f"http://{host}:{port}"},
     ready_body="OK",
 )
 # Objects persist under `<state_dir>/gcs`.
 GCS_ON_DISK = ServerKind(
     "gcs-emulator",
-    lambda host, port, state: [_venv_bin("gcp-storage-emulator"), "--data-dir",
-                               str(state / "gcs"), "start", "--host", host, "--port", str(port)],
+    lambda host, port, state: [sys.executable, "-m", "audiary.local.gcs_emulator",
+                               "--data-dir", str(state / "gcs"), "start", "--host", host,
+                               "--port", str(port)],
     GCS_IN_MEMORY.env,
     ready_body="OK",
 )

@@ -103,6 +103,7 @@ class NativeStack:
         URL and each process's metrics."""
         s = self.settings
         return {
+            "web page": f"http://{s.host}:{s.api_port}/",
             "api": f"http://{s.host}:{s.api_port}/v1",
             "openai base URL": f"http://{s.host}:{s.transcriber_port}/v1",
             **{f"metrics {job}": f"http://{target}{METRICS_PATH}"

@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 from flask import Flask, Response, g, jsonify, request
@@ -85,6 +86,24 @@ def _view(job: Job) -> schemas.JobView:
     )
 
 
+WEB = Path(__file__).parent / "web"
+WEB_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
+             ".png": "image/png", ".svg": "image/svg+xml"}
+
+
+def _static(name: str) -> Response:
+    """A file of the web page; 404 for anything else (no path outside `web/`)."""
+    path = (WEB / name).resolve()
+    if path.parent != WEB.resolve() or not path.is_file() or path.suffix not in WEB_TYPES:
+        raise ApiError(404, "not_found", f"no page {name}")
+    response = Response(path.read_bytes(), mimetype=WEB_TYPES[path.suffix])
+    # The page loads nothing from elsewhere; the audio player plays blob: URLs it makes.
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; media-src 'self' blob:; connect-src 'self' *; img-src 'self' data:")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
 def _json(model: BaseModel, status: int = 200) -> tuple[Response, int]:
     return Response(model.model_dump_json(), mimetype="application/json"), status
 
@@ -157,6 +176,27 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
         return _json(schemas.Health(status="ok"))
+
+    # The web page: static files, no build step; it signs in with a key and calls /v1.
+    @app.get("/")
+    def web_page() -> Response:
+        return _static("index.html")
+
+    @app.get("/web/<path:name>")
+    def web_asset(name: str) -> Response:
+        return _static(name)
+
+    @app.get("/v1/jobs/<job_id>/audio")
+    @authed
+    def get_audio(job_id: str) -> Response:
+        """The job's canonical audio (16 kHz mono WAV), for the page's player."""
+        job = own_job(job_id)
+        s = svc()
+        if job.audio_uri is None:
+            raise ApiError(409, "not_ready", f"job {job_id} is {job.status}: no audio yet")
+        bucket, key = job.audio_uri.split("/", 1)
+        return Response(s.blobs.get(bucket, key), mimetype="audio/wav",
+                        headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/v1/openapi.json")
     @authed

@@ -50,6 +50,8 @@ OPERATIONS = (
                   ("format", {"type": "string", "enum": ["json", "txt", "srt", "vtt"],
                               "default": "json"}, "Rendering"),
               )),
+    Operation("get", "/v1/jobs/{job_id}/audio", "The job's audio as 16 kHz mono WAV",
+              ok=(200, "audio"), errors=(404, 409), path_params=JOB),
     Operation("get", "/v1/jobs/{job_id}/notes", "The diary note",
               ok=(200, NoteRecord), errors=(404, 409), path_params=JOB),
     Operation("delete", "/v1/jobs/{job_id}", "Delete the job, its audio, transcript and note",
@@ -83,6 +85,8 @@ def _content(kind: type[BaseModel] | str, components: dict[str, Any]) -> dict[st
         return {"application/json": {"schema": {"type": "object"}}}
     if kind == "metrics":
         return {"text/plain": {"schema": {"type": "string"}}}
+    if kind == "audio":
+        return {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}
     if kind == "transcript":
         text = {"schema": {"type": "string"}}
         return {"application/json": {"schema": {"type": "object"}}, "text/plain": text,

@@ -309,7 +309,9 @@ def stack_down() -> None:
 @click.option("--sample", type=click.Path(exists=True, path_type=Path), default=None,
               help=f"audio to drop  [default: {DEMO_SAMPLE} in the checkout]")
 @click.option("--timeout", default=900.0, show_default=True)
-def demo(sample: Path | None, timeout: float) -> None:
+@click.option("--keep", is_flag=True,
+              help="leave the stack running, with a key that shows the job in the web page")
+def demo(sample: Path | None, timeout: float, keep: bool) -> None:
     """Start the local stack, drop a sample, print its transcript and note, stop the stack."""
     from audiary.local.stack import NativeStack
 
@@ -320,6 +322,7 @@ def demo(sample: Path | None, timeout: float) -> None:
             f"no demo sample at {sample}; run from the checkout or pass --sample")
     with console.status("starting the local stack"):
         running = NativeStack(settings).up()
+    console.print(f"web page: {running.urls['web page']}")
     try:
         os.environ.update(running.env)
         backend = LocalBackend(stores(load_settings()))
@@ -336,9 +339,20 @@ def demo(sample: Path | None, timeout: float) -> None:
         click.echo(to_markdown(backend.note(job_id)))
         timings = ", ".join(f"{k} {v:.1f} s" for k, v in job.stage_seconds().items())
         console.print(f"job {job_id}: {timings}")
+        if keep:
+            svc = stores(load_settings())
+            full, key_id, digest = new_key()
+            demo_key = ApiKey(key_id=key_id, name="demo", secret_hash=digest,
+                              created_at=datetime.now(UTC))
+            svc.keys.put_key(demo_key)
+            svc.jobs.update_job(job_id, {"owner": demo_key.owner})  # the key's to see
+            console.print(f"the stack keeps running: open {running.urls['web page']} and "
+                          f"sign in with\n  {full}\nstop it with: AUDIARY_STATE_DIR="
+                          f"{settings.state_dir} .venv/bin/audiary stack down")
     finally:
-        with console.status("stopping the local stack"):
-            running.down()
+        if not keep:
+            with console.status("stopping the local stack"):
+                running.down()
 
 
 def main() -> None:

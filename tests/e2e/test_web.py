@@ -1,0 +1,192 @@
+"""The web page in a real headless Chromium (Debian's, driven by Selenium and its driver),
+against the native stack: sign in, the job list, a job's player and transcript, a correction
+and a flag saved through the feedback route, checked in the stores; a wrong key's message.
+
+Screenshots of the pages are written to the test's folder, and with AUDIARY_SCREENSHOTS=<dir>
+also there (that is how docs/web-*.png were made).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from audiary.domain.jobs import TERMINAL, JobStatus
+from audiary.entrypoints.cli.main import cli
+from audiary.local.stack import NativeStack
+from audiary.ports import Stores
+from audiary.services.jobs import create_upload
+from tests.e2e.conftest import poll, wait_for_status
+from tests.media import DEMO_SAMPLE, decode, encode
+
+pytestmark = pytest.mark.e2e
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if binary is None or driver is None:
+        pytest.fail("Chromium is not installed: apt-get install chromium chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required"):
+        options.add_argument(arg)
+    chrome = webdriver.Chrome(options=options, service=webdriver.ChromeService(driver))
+    try:
+        yield chrome
+    finally:
+        chrome.quit()
+
+
+@pytest.fixture(scope="module")
+def key(stack: NativeStack) -> str:
+    runner = CliRunner(env={**stack.env, "AUDIARY_STATE_DIR": str(stack.state_dir)})
+    created = runner.invoke(cli, ["keys", "create", "web"], catch_exceptions=False)
+    assert created.exit_code == 0, created.output
+    return created.stdout.strip().splitlines()[-1]
+
+
+def owner_of(svc: Stores, key: str) -> str:
+    stored = svc.keys.get_key(key.split("_")[1])
+    assert stored is not None
+    return stored.owner
+
+
+def screenshot(chrome, tmp_path: Path, name: str) -> None:
+    path = tmp_path / f"{name}.png"
+    chrome.save_screenshot(str(path))
+    if folder := os.environ.get("AUDIARY_SCREENSHOTS"):
+        shutil.copy(path, Path(folder) / f"{name}.png")
+
+
+def sign_in(chrome, base: str, key: str) -> None:
+    chrome.get(f"{base}/")
+    wait = WebDriverWait(chrome, 20)
+    field = wait.until(ec.visibility_of_element_located((By.ID, "api-key")))
+    field.send_keys(key)
+    chrome.find_element(By.CSS_SELECTOR, "#sign-in-form button").click()
+
+
+def test_a_wrong_key_is_told_so(browser, stack: NativeStack):
+    base = f"http://{stack.settings.host}:{stack.settings.api_port}"
+    browser.get(f"{base}/")
+    browser.execute_script("sessionStorage.clear()")
+    sign_in(browser, base, "ak_nosuchkey_0000")
+    message = WebDriverWait(browser, 20).until(
+        ec.visibility_of_element_located((By.ID, "message")))
+    assert "Signing in failed" in message.text
+    assert browser.find_element(By.ID, "sign-in").is_displayed()
+    assert browser.execute_script("return sessionStorage.getItem('audiary.key')") is None
+
+
+def test_sign_in_play_seek_correct_and_flag(browser, stack: NativeStack, svc: Stores, key: str,
+                                            tmp_path: Path):
+    s = stack.settings
+    base = f"http://{s.host}:{s.api_port}"
+    owner = owner_of(svc, key)
+    path = encode(decode(DEMO_SAMPLE, seconds=30.0), tmp_path / "walk.flac")
+    upload = contextvars.copy_context().run(
+        create_upload, svc, owner, path.name, "audio/flac", path.stat().st_size)
+    svc.blobs.upload_file(s.uploads_bucket, upload.job.source.name, path)
+    job_id = upload.job.job_id
+    job = wait_for_status(svc, job_id, TERMINAL, timeout_s=300)
+    assert job.status is JobStatus.DONE, job.error
+
+    browser.get(f"{base}/")
+    browser.execute_script("sessionStorage.clear()")
+    sign_in(browser, base, key)
+    wait = WebDriverWait(browser, 30)
+    row = wait.until(ec.visibility_of_element_located(
+        (By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"]')))
+    assert "DONE" in row.find_element(By.CLASS_NAME, "state").text
+    assert row.find_element(By.TAG_NAME, "a").text == "walk.flac"
+    screenshot(browser, tmp_path, "web-jobs")
+
+    row.find_element(By.TAG_NAME, "a").click()
+    wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#segments li")))
+    segments = browser.find_elements(By.CSS_SELECTOR, "#segments li")
+    transcript = svc.blobs.get(s.transcripts_bucket, f"{job_id}.json")
+    assert len(segments) >= 2
+    # The audio arrives as a blob; once it is loaded, clicking a line's time seeks there.
+    poll(lambda: browser.execute_script("return document.getElementById('player').readyState"),
+         lambda state: state >= 1, 30)
+    target = segments[1]
+    start = float(json.loads(transcript)["segments"][1]["start"])
+    target.find_element(By.CLASS_NAME, "time").click()
+    position = poll(lambda: browser.execute_script(
+        "return document.getElementById('player').currentTime"),
+        lambda t: t >= start - 0.05, 10)
+    assert start - 0.05 <= position < start + 5
+    # The note is rendered beside the transcript.
+    wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#note h3")))
+    assert browser.find_element(By.CSS_SELECTOR, "#note h3").text == svc.notes.get_note(
+        job_id).note.title
+
+    # Correct one word of the first line, flag the recording, comment, save.
+    first = segments[0].find_element(By.CLASS_NAME, "text")
+    original = first.text
+    corrected = original.replace(original.split()[0], "Tuesday", 1)
+    browser.execute_script(
+        "arguments[0].textContent = arguments[1];"
+        "arguments[0].dispatchEvent(new Event('input'));", first, corrected)
+    browser.find_element(By.ID, "flagged").click()
+    browser.find_element(By.ID, "comment").send_keys("the day is wrong")
+    screenshot(browser, tmp_path, "web-job")
+    browser.find_element(By.CSS_SELECTOR, "#feedback-form button").click()
+    saved = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#message.ok")))
+    assert "Saved" in saved.text
+
+    # Checked in the stores, not on the page.
+    (feedback,) = svc.notes.list_feedback(job_id)
+    assert feedback.flagged
+    assert feedback.comment == "the day is wrong"
+    assert feedback.corrected_transcript.startswith(corrected)
+    copy = svc.blobs.stat(s.feedback_bucket, f"{job_id}/{upload.job.source.name.split('/')[-1]}")
+    assert copy is not None
+    assert copy.metadata["corrected_transcript"].startswith(corrected)
+    original_object = svc.blobs.stat(s.uploads_bucket, upload.job.source.name)
+    assert original_object.metadata["flagged"] == "true"
+    assert original_object.metadata["transcript"].startswith(original.split()[0])
+
+
+def test_upload_from_the_page_reaches_done_and_a_non_audio_file_is_refused(
+        browser, stack: NativeStack, svc: Stores, key: str, tmp_path: Path):
+    s = stack.settings
+    base = f"http://{s.host}:{s.api_port}"
+    browser.get(f"{base}/")
+    browser.execute_script("sessionStorage.clear()")
+    sign_in(browser, base, key)
+    wait = WebDriverWait(browser, 30)
+    wait.until(ec.visibility_of_element_located((By.ID, "drop-zone")))
+    speech = encode(decode(DEMO_SAMPLE, seconds=12.0), tmp_path / "from-the-page.mp3")
+    text = tmp_path / "notes.txt"
+    text.write_text("not audio")
+    browser.find_element(By.ID, "files").send_keys(f"{speech}\n{text}")
+    statuses = poll(lambda: [e.text for e in browser.find_elements(By.CLASS_NAME,
+                                                                    "upload-status")],
+                    lambda found: len(found) == 2 and all(found), 60)
+    assert any("not an audio file" in status for status in statuses), statuses
+    assert any(status.startswith("uploaded") for status in statuses), statuses
+    bars = browser.find_elements(By.CSS_SELECTOR, "#uploads progress")
+    assert max(float(b.get_attribute("value")) for b in bars) == 100
+    screenshot(browser, tmp_path, "web-upload")
+    owned = [j for j in svc.jobs.list_jobs(50, owner=owner_of(svc, key))
+             if j.source.name.endswith("/from-the-page.mp3")]
+    assert len(owned) == 1
+    assert not [j for j in svc.jobs.list_jobs(50, owner=owner_of(svc, key))
+                if j.source.name.endswith("/notes.txt")]  # refused before any upload
+    row = f'tr[data-job-id="{owned[0].job_id}"] .state'
+    poll(lambda: browser.find_element(By.CSS_SELECTOR, row).text, lambda t: t == "DONE", 300)
