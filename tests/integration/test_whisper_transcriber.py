@@ -172,3 +172,11 @@ def test_plan_keeps_all_speech_and_brings_quiet_speech_up(
     inside = [p for p in pieces if lo <= (p.start + p.end) / 2 <= hi]
     assert inside
     assert all(p.gain > 10 for p in inside)
+
+
+def test_real_speech_carries_the_quality_signals_and_is_mostly_certain(run: Run):
+    assert all(s.avg_logprob is not None and s.no_speech_prob is not None
+               and s.compression_ratio is not None for s in run.segments)
+    unsure = [s for s in run.segments if s.uncertain]
+    print(f"{len(unsure)} of {len(run.segments)} segments uncertain")
+    assert len(unsure) <= 0.2 * len(run.segments), [s.text for s in unsure]

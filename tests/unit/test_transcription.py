@@ -132,3 +132,19 @@ def test_pubsub_s_delivery_count_decides_which_delivery_is_the_last(svc, tasks):
 ])
 def test_delivery_attempt_is_read_from_the_push_envelope(body, attempt):
     assert messages.delivery_attempt(body) == attempt
+
+
+class Unsure(Stub):
+    """Every other call gives a segment the decoder was unsure of."""
+
+    def transcribe(self, samples: np.ndarray, *, language=None, word_timestamps=None):
+        (segment,) = super().transcribe(samples, language=language)
+        return [segment.model_copy(update={"no_speech_prob": 0.9 if self.calls % 2 else 0.1})]
+
+
+def test_the_job_counts_its_uncertain_segments(svc, tasks):
+    model = Unsure()
+    for task in tasks:
+        handle_chunk(svc, model, task)
+    job = svc.jobs.get_job(tasks[0].job_id)
+    assert job.uncertain_segments == (len(tasks) + 1) // 2

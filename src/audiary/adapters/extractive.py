@@ -1015,16 +1015,20 @@ def write_extractive(
     tags = _tags(sentences, scores, [*people, *places])
     action_items: list[ActionItem] = []
     seen: set[str] = set()
+    # A line the decoder was unsure of never makes an action item on its own.
+    uncertain = [(seg.start, seg.end) for seg in transcript.segments if seg.uncertain]
     for action in actions:
         key = action.text.lower()
-        if key in seen:
+        source = _source(anchors, action.start, action.end)
+        if key in seen or (source is not None and any(
+                source.start < end and start < source.end for start, end in uncertain)):
             continue
         seen.add(key)
         action_items.append(
             ActionItem(
                 text=action.text,
                 due=action.due.isoformat() if action.due else None,
-                source=_source(anchors, action.start, action.end),
+                source=source,
             )
         )
     note = DiaryNote(

@@ -102,6 +102,7 @@ class Job(BaseModel):
     model: str | None = None
     chunks_total: int = 0
     chunks_done: int = 0
+    uncertain_segments: int = 0  # segments of the transcript the decoder was unsure of
     ingest_attempts: int = 0
     chunks_published: bool = False
     summarize_attempts: int = 0

@@ -6,9 +6,30 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 TranscriptFormat = Literal["txt", "json", "srt", "vtt"]
+
+# Whisper's own rules for a decode that went wrong (openai/whisper transcribe.py): text that
+# compresses too well repeats itself, a low mean log-probability is a guess, and a high
+# no-speech probability says there may be nothing to hear at all.
+LOGPROB_FLOOR = -1.0
+NO_SPEECH_CEILING = 0.6
+COMPRESSION_CEILING = 2.4
+# The same run of 1 to 4 words this many times in a row is a loop, not speech.
+REPEATS = 4
+
+
+def repeats_itself(text: str) -> bool:
+    """Whether `text` holds one run of 1-4 words said `REPEATS` or more times in a row."""
+    words = [w.strip(".,!?;:").lower() for w in text.split()]
+    for size in range(1, 5):
+        for start in range(len(words) - size * REPEATS + 1):
+            run = words[start:start + size]
+            if all(words[start + k * size:start + (k + 1) * size] == run
+                   for k in range(1, REPEATS)):
+                return True
+    return False
 
 
 class Word(BaseModel):
@@ -26,7 +47,21 @@ class Segment(BaseModel):
     text: str
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
+    compression_ratio: float | None = None
+    repetition: bool = False  # the text loops (repeats_itself), as the transcriber saw it
     words: list[Word] | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def uncertain(self) -> bool:
+        """The decoder was unsure of this segment (see the thresholds above): shown marked,
+        counted on the job, and never the only ground for an action item, person or date."""
+        return bool(
+            self.repetition
+            or (self.avg_logprob is not None and self.avg_logprob < LOGPROB_FLOOR)
+            or (self.no_speech_prob is not None and self.no_speech_prob > NO_SPEECH_CEILING)
+            or (self.compression_ratio is not None
+                and self.compression_ratio > COMPRESSION_CEILING))
 
     def shifted(self, offset_s: float) -> Segment:
         words = (

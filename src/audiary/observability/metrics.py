@@ -32,6 +32,10 @@ CHUNKS_RETRIED = Counter(
     "audiary_chunks_retried", "Chunk deliveries beyond the first attempt"
 )
 JOBS_FINISHED = Counter("audiary_jobs_finished", "Jobs that reached an end state", ["status"])
+SEGMENTS = Counter(
+    "audiary_transcript_segments",
+    "Transcript segments written, all of them and those the decoder was unsure of", ["kind"]
+)
 CHUNKS_HANDED_BACK = Counter(
     "audiary_chunks_handed_back", "Chunks a shutting-down transcriber published again"
 )

@@ -202,9 +202,12 @@ def _finish(svc: Stores, job_id: str, model: Transcriber) -> Transcript:
             "text": text if len(text) <= INLINE_TEXT_CHARS else None,
             "language": transcript.language,
             "model": model.model_name,
+            "uncertain_segments": sum(seg.uncertain for seg in transcript.segments),
         },
     )
     if moved:
+        metrics.SEGMENTS.labels("uncertain").inc(sum(s.uncertain for s in transcript.segments))
+        metrics.SEGMENTS.labels("all").inc(len(transcript.segments))
         announce(svc, job_id)
     log.info("transcript stored: %d segments", len(transcript.segments), extra={"job_id": job_id})
     return transcript

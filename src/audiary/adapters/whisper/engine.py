@@ -51,7 +51,7 @@ from audiary.adapters.whisper.planning import (
     unread_pieces,
 )
 from audiary.domain.audio import SAMPLE_RATE
-from audiary.domain.transcript import Segment, Word
+from audiary.domain.transcript import Segment, Word, repeats_itself
 from audiary.ports import Transcriber
 from audiary.settings import Settings
 
@@ -397,5 +397,8 @@ def _to_segment(segment: Any, time_map: Callable[..., float], duration: float) -
         text=segment.text.strip(),
         avg_logprob=segment.avg_logprob,
         no_speech_prob=segment.no_speech_prob,
+        compression_ratio=(round(segment.compression_ratio, 3)
+                           if segment.compression_ratio is not None else None),
+        repetition=repeats_itself(segment.text),
         words=words,
     )

@@ -82,7 +82,7 @@ def _view(job: Job) -> schemas.JobView:
         duration_s=job.duration_s, stage_seconds=job.stage_seconds(),
         timestamps=job.timestamps,
         error=schemas.ErrorInfo(**job.error.model_dump()) if job.error else None,
-        cost_usd=job.cost_usd,
+        cost_usd=job.cost_usd, uncertain_segments=job.uncertain_segments,
     )
 
 

@@ -62,6 +62,7 @@ class JobView(BaseModel):
     timestamps: dict[str, datetime]
     error: ErrorInfo | None
     cost_usd: float | None
+    uncertain_segments: int = 0
 
 
 class JobList(BaseModel):

@@ -12,13 +12,15 @@ from typing import Any
 from audiary.domain.notes import DiaryNote
 from audiary.domain.transcript import Segment
 
-PROMPT_VERSION = "diary-1"
+PROMPT_VERSION = "diary-2"
 SCHEMA_NAME = "diary_note"
 
 SYSTEM = """You turn the transcript of a personal voice recording into a diary note.
 Write in the speaker's voice ("I"), in the transcript's language. Use only what is said: never
 invent people, places, dates or tasks. Each transcript line starts with [start-end] in seconds;
 for highlights and action items, give the time range they come from as `source`.
+A line marked (uncertain) was heard poorly and may be garbled: never take an action item,
+person, place or date from such a line alone.
 Dates are ISO (YYYY-MM-DD): resolve "today", "tomorrow", "by Friday" against the note's date.
 Answer with one JSON object that follows the schema exactly."""
 
@@ -33,7 +35,9 @@ def estimate_tokens(text: str) -> int:
 
 
 def transcript_lines(segments: Sequence[Segment]) -> str:
-    return "\n".join(f"[{s.start:.1f}-{s.end:.1f}] {s.text.strip()}" for s in segments)
+    return "\n".join(
+        f"[{s.start:.1f}-{s.end:.1f}] {'(uncertain) ' if s.uncertain else ''}{s.text.strip()}"
+        for s in segments)
 
 
 def _context(recorded_at: datetime | None) -> str:

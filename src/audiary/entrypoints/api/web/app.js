@@ -185,7 +185,8 @@ async function loadJob(jobId) {
   $("job-title").textContent = name(job);
   const timings = Object.entries(job.stage_seconds).map(([s, t]) => `${s} ${t.toFixed(1)} s`).join(", ");
   $("job-state").textContent = `${job.status}${job.error ? ` (${job.error.code}): ${job.error.message}` : ""}`
-    + (timings ? ` · ${timings}` : "");
+    + (timings ? ` · ${timings}` : "")
+    + (job.uncertain_segments ? ` · ${job.uncertain_segments} uncertain lines (underlined)` : "");
   current = { job, segments: [] };
   $("segments").replaceChildren();
   $("note").replaceChildren();
@@ -223,6 +224,10 @@ function renderSegments(segments) {
   $("segments").replaceChildren(...segments.map((seg, i) => {
     const li = document.createElement("li");
     li.dataset.index = i;
+    if (seg.uncertain) {
+      li.classList.add("uncertain");
+      li.title = "The recogniser was unsure of this line";
+    }
     const time = document.createElement("button");
     time.type = "button";
     time.className = "time";
