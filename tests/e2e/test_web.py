@@ -149,11 +149,25 @@ def test_sign_in_play_seek_correct_and_flag(browser, stack: NativeStack, svc: St
     saved = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#message.ok")))
     assert "Saved" in saved.text
 
+    assert "transcript version 2" in saved.text
+
     # Checked in the stores, not on the page.
     (feedback,) = svc.notes.list_feedback(job_id)
     assert feedback.flagged
     assert feedback.comment == "the day is wrong"
     assert feedback.corrected_transcript.startswith(corrected)
+    (correction,) = feedback.corrections
+    machine = json.loads(transcript)["segments"][0]
+    assert (correction.index, correction.start, correction.end) == (
+        0, machine["start"], machine["end"])
+    assert (correction.before, correction.after) == (machine["text"], corrected)
+    assert feedback.transcript_version == 2
+    assert svc.jobs.get_job(job_id).transcript_version == 2
+    version_2 = json.loads(svc.blobs.get(s.transcripts_bucket, f"{job_id}/v2.json"))
+    assert version_2["segments"][0]["text"] == corrected
+    assert version_2["segments"][1:] == json.loads(transcript)["segments"][1:]
+    assert json.loads(svc.blobs.get(s.transcripts_bucket, f"{job_id}.json")) == json.loads(
+        transcript)  # version 1, the machine's, untouched
     copy = svc.blobs.stat(s.feedback_bucket, f"{job_id}/{upload.job.source.name.split('/')[-1]}")
     assert copy is not None
     assert copy.metadata["corrected_transcript"].startswith(corrected)

@@ -103,6 +103,7 @@ class Job(BaseModel):
     chunks_total: int = 0
     chunks_done: int = 0
     uncertain_segments: int = 0  # segments of the transcript the decoder was unsure of
+    transcript_version: int = 1  # 1: the machine's; each saved correction adds one
     ingest_attempts: int = 0
     chunks_published: bool = False
     summarize_attempts: int = 0

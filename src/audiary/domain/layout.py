@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 __all__ = ["canonical_key", "chunk_segments_key", "job_prefix", "quarantine_key",
-           "transcript_key"]
+           "transcript_key", "transcript_version_key"]
 
 
 def job_prefix(job_id: str) -> str:
@@ -26,6 +26,12 @@ def chunk_segments_key(job_id: str, index: int) -> str:
 def transcript_key(job_id: str) -> str:
     """Key of a job's transcript in the transcripts bucket."""
     return f"{job_id}.json"
+
+
+def transcript_version_key(job_id: str, version: int) -> str:
+    """Key of one version of a job's transcript: 1 is the machine's (`transcript_key`), each
+    saved correction the next one, under the job's prefix; none is ever overwritten."""
+    return transcript_key(job_id) if version == 1 else f"{job_prefix(job_id)}v{version}.json"
 
 
 def quarantine_key(quarantine_prefix: str, job_id: str, name: str) -> str:

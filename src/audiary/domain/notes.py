@@ -85,6 +85,16 @@ class NoteRecord(BaseModel):
 Kind = Literal["note", "partial", "merge"]
 
 
+class SegmentCorrection(BaseModel):
+    """One corrected segment, with the time range it covers (training clips are cut by it)."""
+
+    index: int
+    start: float
+    end: float
+    before: str
+    after: str
+
+
 class Feedback(BaseModel):
     """`feedback/{feedback_id}`: a correction and/or a flag on a job's transcript."""
 
@@ -96,3 +106,6 @@ class Feedback(BaseModel):
     comment: str | None = None
     source: Literal["api", "ui", "label-studio"] = "api"
     created_at: datetime
+    # Per-segment corrections, and the transcript version they made (None: no new version).
+    corrections: list[SegmentCorrection] = Field(default_factory=list)
+    transcript_version: int | None = None

@@ -18,12 +18,13 @@ log = logging.getLogger(__name__)
 
 def purge(svc: Stores, job_id: str, source: SourceObject) -> None:
     """Delete the job's audio (original, quarantine copy, canonical, chunk results),
-    transcript, note, the cached note only this job paid for, feedback documents and their
-    audio copies. Absent things are skipped, so it is safe to repeat."""
+    transcript and its corrected versions, note, the cached note only this job paid for,
+    feedback documents and their audio copies. Absent things are skipped, so it is safe to
+    repeat."""
     s = svc.settings
     svc.blobs.delete(source.bucket, source.name)
     svc.blobs.delete(s.uploads_bucket, quarantine_key(s.quarantine_prefix, job_id, source.name))
-    for bucket in (s.work_bucket, s.feedback_bucket):
+    for bucket in (s.work_bucket, s.feedback_bucket, s.transcripts_bucket):  # + versions
         for info in svc.blobs.list(bucket, job_prefix(job_id)):
             svc.blobs.delete(bucket, info.key)
     svc.blobs.delete(s.transcripts_bucket, transcript_key(job_id))

@@ -6,12 +6,15 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO
 
 from audiary.domain.jobs import Job, SourceObject, job_id_for, new_job, utcnow
-from audiary.domain.notes import Feedback
+from audiary.domain.layout import transcript_version_key
+from audiary.domain.notes import Feedback, SegmentCorrection
+from audiary.domain.transcript import Transcript
 from audiary.errors import AudiaryError, ConflictError, InvalidRequestError, TooLargeError
 from audiary.observability.logs import bind_job
 from audiary.ports import BlobInfo, SignedUpload, Stores
@@ -25,10 +28,12 @@ __all__ = [
     "FeedbackStored",
     "Upload",
     "api_object_key",
+    "correct_segments",
     "create_upload",
     "delete_job",
     "job_from_object",
     "job_from_url",
+    "load_transcript",
     "store_feedback",
 ]
 
@@ -151,25 +156,81 @@ def delete_job(svc: Stores, job: Job) -> None:
     purge(svc, job.job_id, job.source)
 
 
+def load_transcript(svc: Stores, job: Job, version: int | None = None) -> Transcript:
+    """One version of the job's transcript (default: the latest)."""
+    version = version or job.transcript_version
+    if not 1 <= version <= job.transcript_version:
+        raise InvalidRequestError(
+            "invalid_version", f"job {job.job_id} has transcript versions 1 to "
+            f"{job.transcript_version}; there is no version {version}")
+    key = transcript_version_key(job.job_id, version)
+    raw = svc.blobs.get(svc.settings.transcripts_bucket, key)
+    return Transcript.model_validate_json(raw)
+
+
+def correct_segments(svc: Stores, job: Job, edits: Mapping[int, str],
+                     ) -> tuple[Transcript, list[SegmentCorrection]]:
+    """Write the next transcript version with `edits` (segment index -> new text) applied to
+    the latest one; times stay, nothing is overwritten. Unchanged text makes no version."""
+    current = load_transcript(svc, job)
+    segments = list(current.segments)
+    if bad := sorted(i for i in edits if not 0 <= i < len(segments)):
+        raise InvalidRequestError(
+            "invalid_segment", f"the transcript has segments 0 to {len(segments) - 1}; "
+            f"no segment {bad[0]}")
+    corrections = []
+    for index, text in sorted(edits.items()):
+        before = segments[index]
+        if text.strip() == before.text.strip():
+            continue
+        corrections.append(SegmentCorrection(index=index, start=before.start, end=before.end,
+                                             before=before.text, after=text.strip()))
+        # Word times spelled the old text: they go; the segment keeps its own times.
+        segments[index] = before.model_copy(update={"text": text.strip(), "words": None})
+    if not corrections:
+        return current, []
+    version = job.transcript_version + 1
+    corrected = current.model_copy(update={"segments": segments})
+    key = transcript_version_key(job.job_id, version)
+    bucket = svc.settings.transcripts_bucket
+    if svc.blobs.stat(bucket, key) is not None:
+        raise ConflictError("version_conflict", "the transcript was corrected meanwhile; "
+                            "load it again and repeat the correction")
+    svc.blobs.put(bucket, key, corrected.model_dump_json(indent=2).encode(),
+                  content_type="application/json")
+    svc.jobs.update_job(job.job_id, {"transcript_version": version})
+    return corrected, corrections
+
+
 def store_feedback(svc: Stores, job: Job, owner: str, *, corrected_transcript: str | None,
-                   flagged: bool, comment: str | None) -> FeedbackStored:
+                   flagged: bool, comment: str | None,
+                   segment_edits: Mapping[int, str] | None = None) -> FeedbackStored:
     """Feedback document, a copy of the audio in the userfeedback bucket carrying the
-    correction, and the review state on the original upload."""
+    correction, and the review state on the original upload. `segment_edits` also make the
+    next transcript version (and, unless given, the corrected text is that version's)."""
     s = svc.settings
+    if svc.blobs.stat(job.source.bucket, job.source.name) is None:
+        raise ConflictError("audio_gone", "the job's audio no longer exists")
+    corrections: list[SegmentCorrection] = []
+    version: int | None = None
+    if segment_edits:
+        corrected, corrections = correct_segments(svc, job, segment_edits)
+        if corrections:
+            version = job.transcript_version + 1
+            corrected_transcript = corrected_transcript or corrected.text
     now = utcnow()
     fb = Feedback(feedback_id=secrets.token_hex(10), job_id=job.job_id, owner=owner,
                   corrected_transcript=corrected_transcript, flagged=flagged,
-                  comment=comment, source="api", created_at=now)
+                  comment=comment, source="api", created_at=now, corrections=corrections,
+                  transcript_version=version)
     svc.notes.put_feedback(fb)
     stamp = now.isoformat()
     dest = f"{job.job_id}/{PurePosixPath(job.source.name).name}"
-    if svc.blobs.stat(job.source.bucket, job.source.name) is None:
-        raise ConflictError("audio_gone", "the job's audio no longer exists")
     svc.blobs.copy(job.source.bucket, job.source.name, s.feedback_bucket, dest)
-    corrected = corrected_transcript or ""
+    corrected_text = corrected_transcript or ""
     svc.blobs.update_metadata(s.feedback_bucket, dest, {
-        "corrected_transcript": corrected[:METADATA_TEXT_CHARS],
-        "corrected_transcript_truncated": str(len(corrected) > METADATA_TEXT_CHARS).lower(),
+        "corrected_transcript": corrected_text[:METADATA_TEXT_CHARS],
+        "corrected_transcript_truncated": str(len(corrected_text) > METADATA_TEXT_CHARS).lower(),
         "feedback_id": fb.feedback_id,
         "timestamp": stamp,
     })

@@ -18,8 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from audiary.domain.jobs import Job, JobStatus, utcnow
 from audiary.domain.keys import Webhook
-from audiary.domain.layout import transcript_key
-from audiary.domain.transcript import Transcript, render
+from audiary.domain.transcript import render
 from audiary.entrypoints.api import schemas
 from audiary.entrypoints.api.auth import AuthError, Principal, authenticate, credentials_of
 from audiary.entrypoints.api.openapi import openapi_document
@@ -83,6 +82,7 @@ def _view(job: Job) -> schemas.JobView:
         timestamps=job.timestamps,
         error=schemas.ErrorInfo(**job.error.model_dump()) if job.error else None,
         cost_usd=job.cost_usd, uncertain_segments=job.uncertain_segments,
+        transcript_version=job.transcript_version,
     )
 
 
@@ -260,12 +260,14 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
         fmt = request.args.get("format", "json")
         if fmt not in TRANSCRIPT_TYPES:
             raise ApiError(400, "invalid_query", "format must be one of json, txt, srt, vtt")
+        version = request.args.get("version", "")
+        if version and not version.isdigit():
+            raise ApiError(400, "invalid_query", "version must be a whole number")
         job = own_job(job_id)
         if job.transcript_uri is None:
             raise ApiError(409, "not_ready", f"job {job_id} is {job.status}: no transcript yet")
-        s = svc()
-        raw = s.blobs.get(s.settings.transcripts_bucket, transcript_key(job_id))
-        text = render(Transcript.model_validate_json(raw), fmt)  # type: ignore[arg-type]
+        transcript = use_cases.load_transcript(svc(), job, int(version) if version else None)
+        text = render(transcript, fmt)  # type: ignore[arg-type]
         return Response(text, mimetype=TRANSCRIPT_TYPES[fmt])
 
     @app.get("/v1/jobs/<job_id>/notes")
@@ -288,12 +290,16 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
     def feedback(job_id: str) -> tuple[Response, int]:
         body = _body(schemas.FeedbackRequest)
         job = own_job(job_id)
+        if body.segments and job.transcript_uri is None:
+            raise ApiError(409, "not_ready", f"job {job_id} is {job.status}: no transcript yet")
         stored = use_cases.store_feedback(
             svc(), job, g.principal.owner, corrected_transcript=body.corrected_transcript,
-            flagged=body.flagged, comment=body.comment)
+            flagged=body.flagged, comment=body.comment,
+            segment_edits={e.index: e.text for e in body.segments or []})
         return _json(schemas.FeedbackResponse(
             feedback_id=stored.feedback.feedback_id, job_id=job.job_id,
-            feedback_object=stored.feedback_object), 201)
+            feedback_object=stored.feedback_object,
+            transcript_version=stored.feedback.transcript_version), 201)
 
     @app.post("/v1/webhooks")
     @authed

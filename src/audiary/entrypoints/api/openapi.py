@@ -49,6 +49,8 @@ OPERATIONS = (
               ok=(200, "transcript"), errors=(400, 404, 409), path_params=JOB, query=(
                   ("format", {"type": "string", "enum": ["json", "txt", "srt", "vtt"],
                               "default": "json"}, "Rendering"),
+                  ("version", {"type": "integer", "minimum": 1},
+                   "Transcript version (1: the machine's; default: the latest correction)"),
               )),
     Operation("get", "/v1/jobs/{job_id}/audio", "The job's audio as 16 kHz mono WAV",
               ok=(200, "audio"), errors=(404, 409), path_params=JOB),

@@ -63,6 +63,7 @@ class JobView(BaseModel):
     error: ErrorInfo | None
     cost_usd: float | None
     uncertain_segments: int = 0
+    transcript_version: int = 1
 
 
 class JobList(BaseModel):
@@ -70,15 +71,23 @@ class JobList(BaseModel):
     next_page_token: str | None
 
 
+class SegmentEdit(_Body):
+    index: int = Field(ge=0, description="Position of the segment in the latest transcript")
+    text: str = Field(min_length=1, max_length=10_000)
+
+
 class FeedbackRequest(_Body):
     corrected_transcript: str | None = Field(default=None, min_length=1, max_length=1_000_000)
+    segments: list[SegmentEdit] | None = Field(
+        default=None, max_length=10_000,
+        description="Per-segment corrections; they make the next transcript version")
     flagged: bool = False
     comment: str | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")
     def _something(self) -> FeedbackRequest:
-        if self.corrected_transcript is None and not self.flagged:
-            raise ValueError("give a corrected_transcript, flagged: true, or both")
+        if self.corrected_transcript is None and not self.segments and not self.flagged:
+            raise ValueError("give a corrected_transcript, segments, flagged: true, or both")
         return self
 
 
@@ -86,6 +95,7 @@ class FeedbackResponse(BaseModel):
     feedback_id: str
     job_id: str
     feedback_object: str
+    transcript_version: int | None = None  # the version the corrections made, if any
 
 
 class WebhookRequest(_Body):

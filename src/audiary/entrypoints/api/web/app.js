@@ -305,19 +305,27 @@ function renderNote(record) {
 
 $("feedback-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const texts = [...$("segments").querySelectorAll(".text")];
-  const edited = texts.some((t) => t.classList.contains("edited"));
+  const edits = [...$("segments").children]
+    .map((li) => ({ li, text: li.querySelector(".text") }))
+    .filter(({ text }) => text.classList.contains("edited"));
   const flagged = $("flagged").checked;
-  if (!edited && !flagged) {
+  if (!edits.length && !flagged) {
     say("Nothing to save: correct a line or flag the recording first.");
     return;
   }
+  // Each corrected line keeps its time range: the corrections become the next version.
   const body = { flagged, comment: $("comment").value || null };
-  if (edited) body.corrected_transcript = texts.map((t) => t.textContent.trim()).join(" ");
+  if (edits.length) {
+    body.segments = edits.map(({ li, text }) => ({ index: Number(li.dataset.index), text: text.textContent.trim() }));
+  }
   try {
-    await api(`/v1/jobs/${current.job.job_id}/feedback`, { method: "POST", json: body });
-    say("Saved. Thank you: corrections go to review.", true);
-    for (const t of texts) t.classList.remove("edited");
+    const saved = await (await api(`/v1/jobs/${current.job.job_id}/feedback`, { method: "POST", json: body })).json();
+    for (const { li, text } of edits) {
+      current.segments[li.dataset.index].text = text.textContent.trim();
+      text.classList.remove("edited");
+    }
+    const version = saved.transcript_version ? ` as transcript version ${saved.transcript_version}` : "";
+    say(`Saved${version}. Thank you: corrections go to review.`, true);
   } catch (err) {
     say(`Not saved: ${err.message}`);
   }
