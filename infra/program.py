@@ -338,6 +338,8 @@ class Audiary(pulumi.ComponentResource):
                 on_bucket(OBJECT_USER, b.transcripts, "transcripts"),
                 on_bucket(OBJECT_USER, b.feedback, "feedback"),
                 publish(self.topics[names.TOPIC_AUDIO_UPLOADED], names.TOPIC_AUDIO_UPLOADED),
+                # POST /v1/jobs/{id}/notes: a corrected transcript to summarize again.
+                publish(self.topics[names.TOPIC_TRANSCRIPT_READY], names.TOPIC_TRANSCRIPT_READY),
                 firestore,
                 # Signs V4 upload URLs through the IAM signBlob API as itself (no key file).
                 Grant(TOKEN_CREATOR, "service_account", self.accounts["api"].name, "self"),

@@ -168,6 +168,20 @@ def test_sign_in_play_seek_correct_and_flag(browser, stack: NativeStack, svc: St
     assert version_2["segments"][1:] == json.loads(transcript)["segments"][1:]
     assert json.loads(svc.blobs.get(s.transcripts_bucket, f"{job_id}.json")) == json.loads(
         transcript)  # version 1, the machine's, untouched
+
+    # Write the note again from version 2: a new note version, the first one kept.
+    first_note = svc.notes.get_note(job_id)
+    again = wait.until(ec.element_to_be_clickable((By.ID, "summarize-again")))
+    again.click()
+    written = WebDriverWait(browser, 120).until(ec.text_to_be_present_in_element(
+        (By.ID, "message"), "Note version 2"))
+    assert written
+    note = svc.notes.get_note(job_id)
+    assert (note.version, note.transcript_version) == (2, 2)
+    assert note.history == [first_note.model_copy(update={"history": []})]
+    assert note.note.summary.startswith("Tuesday")  # the fake model reads the first line
+    assert svc.jobs.get_job(job_id).status is JobStatus.DONE
+    assert not browser.find_element(By.ID, "summarize-again").is_displayed()
     copy = svc.blobs.stat(s.feedback_bucket, f"{job_id}/{upload.job.source.name.split('/')[-1]}")
     assert copy is not None
     assert copy.metadata["corrected_transcript"].startswith(corrected)

@@ -324,7 +324,8 @@ def expected_roles() -> dict[str, set[tuple[str, str, str]]]:
         sa("api"): {
             (user, *bucket["uploads"]), (user, *bucket["work"]),
             (user, *bucket["transcripts"]), (user, *bucket["feedback"]),
-            topic(names.TOPIC_AUDIO_UPLOADED), (datastore, *project),
+            topic(names.TOPIC_AUDIO_UPLOADED), topic(names.TOPIC_TRANSCRIPT_READY),
+            (datastore, *project),
             ("roles/iam.serviceAccountTokenCreator", "service_account",
              f"projects/{PROJECT}/serviceAccounts/audiary-api@{PROJECT}.iam.gserviceaccount.com")},
         sa("pusher"): {(invoker, "run_service", s) for s in ("transcriber", *FUNCTIONS)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from audiary.domain.jobs import JobStatus
 from audiary.domain.layout import transcript_version_key
-from audiary.errors import InvalidRequestError
+from audiary.errors import ConflictError, InvalidRequestError
 from audiary.services import jobs as use_cases
 from tests.unit.test_deletion import everything, run_pipeline, svc  # noqa: F401 (fixture)
 
@@ -70,3 +71,34 @@ def test_deleting_the_job_removes_every_version(svc, tmp_path):  # noqa: F811
     assert svc.blobs.stat(bucket, transcript_version_key(job.job_id, 2)) is not None
     use_cases.delete_job(svc, svc.jobs.get_job(job.job_id))
     assert everything(svc, job.job_id) == {}
+
+
+def test_a_corrected_transcript_is_summarized_again_into_note_version_2(svc, tmp_path):  # noqa: F811
+    from audiary.services.summarize import summarize
+    from audiary.wire import messages
+    from tests.unit.test_deletion import router
+
+    job, *_ = run_pipeline(svc, tmp_path)
+    first = svc.notes.get_note(job.job_id)
+    with pytest.raises(ConflictError, match="already from transcript version 1"):
+        use_cases.summarize_again(svc, job)  # nothing corrected yet
+    use_cases.store_feedback(svc, job, "key:k", corrected_transcript=None, flagged=False,
+                             comment=None, segment_edits={0: "I need to call Anna tomorrow."})
+    job = svc.jobs.get_job(job.job_id)
+    finished_before = len(svc.publisher.messages("job-finished"))
+    assert use_cases.summarize_again(svc, job) == 2
+    ready = messages.parse_transcript_ready(svc.publisher.messages("transcript-ready")[-1].data)
+    assert (ready.transcript_version, ready.transcript_key) == (2, f"{job.job_id}/v2.json")
+    outcome = summarize(svc, router(svc), ready, message_id="again-1")
+    assert outcome.detail.startswith("note version 2")
+    note = svc.notes.get_note(job.job_id)
+    assert (note.version, note.transcript_version) == (2, 2)
+    assert note.history == [first]
+    assert "Anna" in " ".join(a.text for a in note.note.action_items)
+    # A repeat of the message, or another request, changes nothing; the job stays DONE, quiet.
+    assert "nothing to do" in summarize(svc, router(svc), ready, message_id="again-2").detail
+    assert svc.notes.get_note(job.job_id) == note
+    assert svc.jobs.get_job(job.job_id).status is JobStatus.DONE
+    assert len(svc.publisher.messages("job-finished")) == finished_before
+    with pytest.raises(ConflictError, match="already from transcript version 2"):
+        use_cases.summarize_again(svc, svc.jobs.get_job(job.job_id))

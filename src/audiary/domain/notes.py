@@ -80,6 +80,11 @@ class NoteRecord(BaseModel):
     cached: bool = False
     calls: int = Field(default=0, description="Provider calls made for this note (0 on a hit).")
     created_at: datetime | None = None
+    # 1 for the first note; each re-summarize after a correction adds one and keeps the
+    # earlier versions in `history` (oldest first), so no note is ever lost.
+    version: int = 1
+    transcript_version: int = 1
+    history: list[NoteRecord] = Field(default_factory=list)
 
 
 Kind = Literal["note", "partial", "merge"]

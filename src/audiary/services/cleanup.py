@@ -29,10 +29,10 @@ def purge(svc: Stores, job_id: str, source: SourceObject) -> None:
             svc.blobs.delete(bucket, info.key)
     svc.blobs.delete(s.transcripts_bucket, transcript_key(job_id))
     note = svc.notes.get_note(job_id)
-    if note is not None and note.cache_key:
-        cached = svc.notes.get_cached(note.cache_key)
+    for version in ([note, *note.history] if note is not None else []):
+        cached = svc.notes.get_cached(version.cache_key) if version.cache_key else None
         if cached is not None and cached.job_id == job_id:
-            svc.notes.delete_cached(note.cache_key)
+            svc.notes.delete_cached(version.cache_key)
     svc.notes.delete_note(job_id)
     svc.notes.delete_feedback(job_id)
     log.info("removed the job's audio, transcript, note and feedback", extra={"job_id": job_id})

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO
 
-from audiary.domain.jobs import Job, SourceObject, job_id_for, new_job, utcnow
+from audiary.domain.jobs import Job, JobStatus, SourceObject, job_id_for, new_job, utcnow
 from audiary.domain.layout import transcript_version_key
 from audiary.domain.notes import Feedback, SegmentCorrection
 from audiary.domain.transcript import Transcript
@@ -20,6 +20,7 @@ from audiary.observability.logs import bind_job
 from audiary.ports import BlobInfo, SignedUpload, Stores
 from audiary.services.cleanup import purge
 from audiary.settings import Settings
+from audiary.wire import messages
 from audiary.wire.messages import inject_trace
 from audiary.wire.storage_events import ObjectEvent, notification_message
 
@@ -35,6 +36,7 @@ __all__ = [
     "job_from_url",
     "load_transcript",
     "store_feedback",
+    "summarize_again",
 ]
 
 log = logging.getLogger(__name__)
@@ -200,6 +202,27 @@ def correct_segments(svc: Stores, job: Job, edits: Mapping[int, str],
                   content_type="application/json")
     svc.jobs.update_job(job.job_id, {"transcript_version": version})
     return corrected, corrections
+
+
+def summarize_again(svc: Stores, job: Job) -> int:
+    """Ask for a new note version from the job's latest transcript version (written by the
+    summarize function, which keeps the earlier note); returns that transcript version."""
+    if job.status is not JobStatus.DONE:
+        raise ConflictError("not_ready", f"job {job.job_id} is {job.status}: it has no note "
+                            "to write again yet")
+    note = svc.notes.get_note(job.job_id)
+    if note is not None and note.transcript_version >= job.transcript_version:
+        raise ConflictError("up_to_date", f"the note is already from transcript version "
+                            f"{note.transcript_version}, the latest; correct the transcript "
+                            "first")
+    s = svc.settings
+    ready = messages.TranscriptReady(
+        job_id=job.job_id, transcript_bucket=s.transcripts_bucket,
+        transcript_key=transcript_version_key(job.job_id, job.transcript_version),
+        transcript_version=job.transcript_version)
+    svc.publisher.publish(s.topic_transcript_ready, messages.encode(ready),
+                          messages.attributes_for(job.job_id))
+    return job.transcript_version
 
 
 def store_feedback(svc: Stores, job: Job, owner: str, *, corrected_transcript: str | None,

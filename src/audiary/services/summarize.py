@@ -29,6 +29,34 @@ class SummarizeOutcome:
     record: NoteRecord | None = None
 
 
+def _summarize_again(svc: Stores, router: NoteRouter, ready: messages.TranscriptReady,
+                     message_id: str) -> SummarizeOutcome:
+    """A new note version from a corrected transcript of a DONE job; the job stays DONE and
+    nothing is announced. One model call per transcript version (a lease, as for the first
+    note); an unchanged transcript is a cache hit and costs nothing."""
+    job_id, version = ready.job_id, ready.transcript_version
+    old = svc.notes.get_note(job_id)
+    if old is not None and old.transcript_version >= version:
+        return SummarizeOutcome(f"the note is already from transcript version "
+                                f"{old.transcript_version}; nothing to do")
+    if not svc.jobs.claim(job_id, f"{STAGE}-v{version}", message_id,
+                          lease_s=svc.settings.summarize_lease_s, now=utcnow()):
+        return SummarizeOutcome("another delivery is writing this note version; nothing to do")
+    transcript = Transcript.model_validate_json(
+        svc.blobs.get(ready.transcript_bucket, ready.transcript_key))
+    record = router.write(job_id, transcript, recorded_at=recorded_at(svc, job_id))
+    history = [*old.history, old.model_copy(update={"history": []})] if old else []
+    record = record.model_copy(update={
+        "version": len(history) + 1, "transcript_version": version, "history": history,
+        "created_at": utcnow()})
+    if purge_if_deleted(svc, job_id):
+        return SummarizeOutcome(DELETED)
+    svc.notes.put_note(record)
+    log.info("note version %d from transcript version %d by %s", record.version, version,
+             record.provider, extra={"job_id": job_id})
+    return SummarizeOutcome(f"note version {record.version} by {record.provider}", record)
+
+
 def recorded_at(svc: Stores, job_id: str) -> datetime | None:
     """When the audio was recorded: upload metadata if it says, else when it was received."""
     job = svc.jobs.get_job(job_id)
@@ -70,6 +98,8 @@ def _summarize(svc: Stores, router: NoteRouter, ready: messages.TranscriptReady,
         if purge_if_deleted(svc, job_id):  # and a note written by a delivery in flight
             return SummarizeOutcome(DELETED)
         return SummarizeOutcome(f"no job {job_id}; dropping the message")
+    if job.status is JobStatus.DONE and ready.transcript_version > 1:
+        return _summarize_again(svc, router, ready, message_id)
     if job.status in TERMINAL:
         if resume_announcement(svc, job, STAGE):
             return SummarizeOutcome(f"job is {job.status}; job-finished announced again")

@@ -32,6 +32,8 @@ class TranscriptReady(BaseModel):
     job_id: str
     transcript_bucket: str
     transcript_key: str
+    # Above 1: a corrected version, sent by POST /v1/jobs/{id}/notes to write the note again.
+    transcript_version: int = 1
 
 
 class JobFinished(BaseModel):

@@ -279,6 +279,12 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
             raise ApiError(409, "not_ready", f"job {job_id} is {job.status}: no note yet")
         return _json(record)
 
+    @app.post("/v1/jobs/<job_id>/notes")
+    @authed
+    def write_notes_again(job_id: str) -> tuple[Response, int]:
+        version = use_cases.summarize_again(svc(), own_job(job_id))
+        return _json(schemas.SummarizeAgain(job_id=job_id, transcript_version=version), 202)
+
     @app.delete("/v1/jobs/<job_id>")
     @authed
     def delete_job(job_id: str) -> tuple[str, int]:

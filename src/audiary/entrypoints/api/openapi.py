@@ -46,7 +46,7 @@ OPERATIONS = (
     Operation("get", "/v1/jobs/{job_id}", "State, progress, stage timings and error",
               ok=(200, schemas.JobView), errors=(404,), path_params=JOB),
     Operation("get", "/v1/jobs/{job_id}/transcript", "The transcript",
-              ok=(200, "transcript"), errors=(400, 404, 409), path_params=JOB, query=(
+              ok=(200, "transcript"), errors=(400, 404, 409, 422), path_params=JOB, query=(
                   ("format", {"type": "string", "enum": ["json", "txt", "srt", "vtt"],
                               "default": "json"}, "Rendering"),
                   ("version", {"type": "integer", "minimum": 1},
@@ -56,6 +56,9 @@ OPERATIONS = (
               ok=(200, "audio"), errors=(404, 409), path_params=JOB),
     Operation("get", "/v1/jobs/{job_id}/notes", "The diary note",
               ok=(200, NoteRecord), errors=(404, 409), path_params=JOB),
+    Operation("post", "/v1/jobs/{job_id}/notes",
+              "Write the note again from the latest corrected transcript (the old one is kept)",
+              ok=(202, schemas.SummarizeAgain), errors=(404, 409), path_params=JOB),
     Operation("delete", "/v1/jobs/{job_id}", "Delete the job, its audio, transcript and note",
               ok=(204, None), errors=(404,), path_params=JOB),
     Operation("post", "/v1/jobs/{job_id}/feedback", "Correct or flag the transcript",

@@ -98,6 +98,13 @@ class FeedbackResponse(BaseModel):
     transcript_version: int | None = None  # the version the corrections made, if any
 
 
+class SummarizeAgain(BaseModel):
+    """Accepted: the next note version is being written from this transcript version."""
+
+    job_id: str
+    transcript_version: int
+
+
 class WebhookRequest(_Body):
     url: str = Field(min_length=8, max_length=2048, examples=["https://example.com/audiary"])
 

@@ -211,7 +211,10 @@ async function loadJob(jobId) {
   $("player").src = URL.createObjectURL(audio);
   const loadNote = async () => {
     try {
-      renderNote(await (await api(`/v1/jobs/${jobId}/notes`)).json());
+      const record = await (await api(`/v1/jobs/${jobId}/notes`)).json();
+      current.note = record;
+      renderNote(record);
+      offerAgain();
     } catch (err) {
       if (err.status !== 409) throw err;
       if (job.status !== "DONE" && here()) setTimeout(() => loadNote().catch((e) => say(e.message)), 2000);
@@ -299,7 +302,8 @@ function renderNote(record) {
   list("People", (note.people || []).map((p) => el("li", typeof p === "string" ? p : p.name)));
   list("Places", (note.places || []).map((p) => el("li", typeof p === "string" ? p : p.name)));
   if (note.tags && note.tags.length) parts.push(el("p", `Tags: ${note.tags.join(", ")}`));
-  parts.push(el("p", `Written by ${record.provider}${record.cost_usd ? ` for $${record.cost_usd.toFixed(5)}` : ""}`));
+  const version = record.version > 1 ? ` · note version ${record.version}, from transcript version ${record.transcript_version}` : "";
+  parts.push(el("p", `Written by ${record.provider}${record.cost_usd ? ` for $${record.cost_usd.toFixed(5)}` : ""}${version}`));
   $("note").replaceChildren(...parts);
 }
 
@@ -324,10 +328,41 @@ $("feedback-form").addEventListener("submit", async (event) => {
       current.segments[li.dataset.index].text = text.textContent.trim();
       text.classList.remove("edited");
     }
+    if (saved.transcript_version) current.job.transcript_version = saved.transcript_version;
+    offerAgain();
     const version = saved.transcript_version ? ` as transcript version ${saved.transcript_version}` : "";
     say(`Saved${version}. Thank you: corrections go to review.`, true);
   } catch (err) {
     say(`Not saved: ${err.message}`);
+  }
+});
+
+function offerAgain() {
+  const note = current && current.note;
+  $("summarize-again").hidden = !note || note.transcript_version >= current.job.transcript_version;
+}
+
+$("summarize-again").addEventListener("click", async () => {
+  const jobId = current.job.job_id;
+  const before = current.note.version;
+  try {
+    await api(`/v1/jobs/${jobId}/notes`, { method: "POST" });
+    $("summarize-again").hidden = true;
+    say("Writing the note again…", true);
+    const started = Date.now();
+    while (Date.now() - started < 300000) {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const record = await (await api(`/v1/jobs/${jobId}/notes`)).json();
+      if (record.version > before) {
+        current.note = record;
+        renderNote(record);
+        say(`Note version ${record.version} written from transcript version ${record.transcript_version}; the earlier one is kept.`, true);
+        return;
+      }
+    }
+    say("The note is taking long; look again later.");
+  } catch (err) {
+    say(`Not written: ${err.message}`);
   }
 });
 
