@@ -81,6 +81,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory,
         # Hooks that never answer give up within seconds here.
         webhook_attempts=3,
         webhook_timeout_s=1.0,
+        # Small enough for the web test to pick a file above it (a sparse one).
+        max_upload_bytes=50 * 1024**2,
     )
     with NativeStack(settings) as running:
         yield running

@@ -65,6 +65,14 @@ def owner_of(svc: Stores, key: str) -> str:
     return stored.owner
 
 
+def text_of(chrome, selector: str) -> str | None:
+    """The text of the element `selector` names now, read in one step: the job list is
+    redrawn every 2 s while a job runs, so a found element may be replaced a moment later."""
+    return chrome.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.textContent : null;",
+        selector)
+
+
 def screenshot(chrome, tmp_path: Path, name: str) -> None:
     path = tmp_path / f"{name}.png"
     chrome.save_screenshot(str(path))
@@ -88,6 +96,7 @@ def test_a_wrong_key_is_told_so(browser, stack: NativeStack):
     message = WebDriverWait(browser, 20).until(
         ec.visibility_of_element_located((By.ID, "message")))
     assert "Signing in failed" in message.text
+    assert message.text == "Signing in failed: the API key is malformed"  # the API's words
     assert browser.find_element(By.ID, "sign-in").is_displayed()
     assert browser.execute_script("return sessionStorage.getItem('audiary.key')") is None
 
@@ -109,13 +118,13 @@ def test_sign_in_play_seek_correct_and_flag(browser, stack: NativeStack, svc: St
     browser.execute_script("sessionStorage.clear()")
     sign_in(browser, base, key)
     wait = WebDriverWait(browser, 30)
-    row = wait.until(ec.visibility_of_element_located(
-        (By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"]')))
-    assert "DONE" in row.find_element(By.CLASS_NAME, "state").text
-    assert row.find_element(By.TAG_NAME, "a").text == "walk.flac"
+    row = f'tr[data-job-id="{job_id}"]'
+    wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, row)))
+    assert "DONE" in text_of(browser, f"{row} .state")
+    assert text_of(browser, f"{row} a") == "walk.flac"
     screenshot(browser, tmp_path, "web-jobs")
 
-    row.find_element(By.TAG_NAME, "a").click()
+    browser.get(f"{base}/#/jobs/{job_id}")  # where the row's link goes
     wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#segments li")))
     segments = browser.find_elements(By.CSS_SELECTOR, "#segments li")
     transcript = svc.blobs.get(s.transcripts_bucket, f"{job_id}.json")
@@ -203,9 +212,7 @@ def test_upload_from_the_page_reaches_done_and_a_non_audio_file_is_refused(
     text = tmp_path / "notes.txt"
     text.write_text("not audio")
     browser.find_element(By.ID, "files").send_keys(f"{speech}\n{text}")
-    statuses = poll(lambda: [e.text for e in browser.find_elements(By.CLASS_NAME,
-                                                                    "upload-status")],
-                    lambda found: len(found) == 2 and all(found), 60)
+    statuses = upload_statuses(browser, 2)
     assert any("not an audio file" in status for status in statuses), statuses
     assert any(status.startswith("uploaded") for status in statuses), statuses
     bars = browser.find_elements(By.CSS_SELECTOR, "#uploads progress")
@@ -217,4 +224,62 @@ def test_upload_from_the_page_reaches_done_and_a_non_audio_file_is_refused(
     assert not [j for j in svc.jobs.list_jobs(50, owner=owner_of(svc, key))
                 if j.source.name.endswith("/notes.txt")]  # refused before any upload
     row = f'tr[data-job-id="{owned[0].job_id}"] .state'
-    poll(lambda: browser.find_element(By.CSS_SELECTOR, row).text, lambda t: t == "DONE", 300)
+    poll(lambda: text_of(browser, row), lambda t: t == "DONE", 300)
+
+
+def upload_statuses(browser, count: int) -> list[str]:
+    return poll(lambda: browser.execute_script(
+        "return [...document.querySelectorAll('.upload-status')].map(e => e.textContent)"),
+        lambda found: len(found) >= count and all(found[:count]), 60)
+
+
+def test_an_oversized_file_and_a_failed_transfer_say_what_happened(
+        browser, stack: NativeStack, svc: Stores, key: str, tmp_path: Path):
+    s = stack.settings
+    base = f"http://{s.host}:{s.api_port}"
+    browser.get(f"{base}/")
+    browser.execute_script("sessionStorage.clear()")
+    sign_in(browser, base, key)
+    WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "drop-zone")))
+    big = tmp_path / "too-big.wav"
+    with big.open("wb") as out:  # sparse: the size is what matters
+        out.truncate(s.max_upload_bytes + 1)
+    browser.find_element(By.ID, "files").send_keys(str(big))
+    (refused,) = upload_statuses(browser, 1)
+    assert refused.startswith("not uploaded:"), refused
+    assert "above the limit" in refused, refused
+
+    # The bucket cannot be reached during the transfer: the page says so, nothing is stored.
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": [f"*:{s.gcs_port}/*"]})
+    try:
+        speech = encode(decode(DEMO_SAMPLE, seconds=5.0), tmp_path / "cut-off.mp3")
+        files = browser.find_element(By.ID, "files")
+        browser.execute_script("arguments[0].value = ''", files)  # a new pick, not one more
+        files.send_keys(str(speech))
+        failed = upload_statuses(browser, 2)[1]
+    finally:
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+    assert failed == "not uploaded: the connection failed during the upload"
+    assert not [o for o in svc.blobs.list(s.uploads_bucket, s.inbox_prefix)
+                if o.key.endswith("/cut-off.mp3")]
+
+
+def test_a_key_revoked_while_signed_in_sends_the_page_back_to_sign_in(
+        browser, stack: NativeStack):
+    s = stack.settings
+    base = f"http://{s.host}:{s.api_port}"
+    runner = CliRunner(env={**stack.env, "AUDIARY_STATE_DIR": str(stack.state_dir)})
+    short_lived = runner.invoke(cli, ["keys", "create", "short-lived"]).stdout.strip()
+    short_lived = short_lived.splitlines()[-1]
+    browser.get(f"{base}/")
+    browser.execute_script("sessionStorage.clear()")
+    sign_in(browser, base, short_lived)
+    WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "jobs")))
+    assert runner.invoke(cli, ["keys", "revoke", short_lived.split("_")[1]]).exit_code == 0
+    browser.refresh()
+    message = WebDriverWait(browser, 30).until(
+        ec.visibility_of_element_located((By.ID, "message")))
+    assert "Signing in failed" in message.text
+    assert "revoked" in message.text
+    assert browser.find_element(By.ID, "sign-in").is_displayed()

@@ -41,9 +41,9 @@ async function api(path, options = {}) {
   if (response.ok) return response;
   let code = "error", message = `The server answered ${response.status}.`;
   try {
-    const body = await response.json();
-    code = body.error || code;
-    message = body.message || message;
+    const body = await response.json();  // {"error": {"code", "message"}}
+    code = (body.error && body.error.code) || code;
+    message = (body.error && body.error.message) || message;
   } catch (_) { /* not JSON */ }
   if (response.status === 401) {
     sessionStorage.removeItem(KEY);
