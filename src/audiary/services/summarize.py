@@ -49,9 +49,9 @@ def _summarize_again(svc: Stores, router: NoteRouter, ready: messages.Transcript
     record = record.model_copy(update={
         "version": len(history) + 1, "transcript_version": version, "history": history,
         "created_at": utcnow()})
-    if purge_if_deleted(svc, job_id):
-        return SummarizeOutcome(DELETED)
     svc.notes.put_note(record)
+    if purge_if_deleted(svc, job_id):  # deleted meanwhile: after the put, as above
+        return SummarizeOutcome(DELETED)
     log.info("note version %d from transcript version %d by %s", record.version, version,
              record.provider, extra={"job_id": job_id})
     return SummarizeOutcome(f"note version {record.version} by {record.provider}", record)
@@ -126,6 +126,10 @@ def _summarize(svc: Stores, router: NoteRouter, ready: messages.TranscriptReady,
         raise
 
     svc.notes.put_note(record)
+    # Deleted while the note was written: the delete may have purged before this put, so look
+    # again after it, rather than leave the note to a redelivery that may never come.
+    if purge_if_deleted(svc, job_id):
+        return SummarizeOutcome(DELETED)
     hours = (job.duration_s or 0) / 3600
     advance(svc, job_id, JobStatus.DONE, stage=STAGE, fields={
         "note_provider": record.provider,

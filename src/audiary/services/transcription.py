@@ -141,9 +141,14 @@ def _transcribe_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
         svc.blobs.put(s.work_bucket, key, payload, content_type="application/json")
         inline, uri = None, f"{s.work_bucket}/{key}"
     text = " ".join(seg.text.strip() for seg in segments if seg.text.strip())
-    fan_in = svc.jobs.complete_chunk(
-        task.job_id, task.index, text=text, segments=inline, segments_uri=uri
-    )
+    try:
+        fan_in = svc.jobs.complete_chunk(
+            task.job_id, task.index, text=text, segments=inline, segments_uri=uri
+        )
+    except NotFoundError:
+        if purge_if_deleted(svc, task.job_id):  # deleted while decoding: remove what we wrote
+            return ChunkOutcome(DELETED)
+        raise
     if fan_in.complete:
         return ChunkOutcome("job complete", fan_in, _finish(svc, task.job_id, model))
     return ChunkOutcome(f"{fan_in.chunks_done}/{fan_in.chunks_total} chunks done", fan_in)
@@ -189,6 +194,9 @@ def _finish(svc: Stores, job_id: str, model: Transcriber) -> Transcript:
         transcript.model_dump_json(indent=2).encode(),
         content_type="application/json",
     )
+    if purge_if_deleted(svc, job_id):  # deleted meanwhile: the transcript goes again
+        log.info("job deleted while its transcript was assembled", extra={"job_id": job_id})
+        return transcript
     text = transcript.text
     # TRANSCRIBED first, then the announcement: summarize must find the job TRANSCRIBED. Only
     # the delivery whose transition moved the job announces; if it dies in between, a
