@@ -9,6 +9,7 @@ deleted in each stage; and jobs whose messages were lost, found by the sweeper.
 from __future__ import annotations
 
 import contextvars
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -304,8 +305,6 @@ def test_hooks_that_fail_twice_never_answer_or_do_not_resolve_are_each_handled_o
 
 def dead_letters(stack: NativeStack, subscription: str, ids: set[str]) -> list[dict]:
     """Pull the dead-letter subscription until the letters of `ids` are in; returns those."""
-    import json
-
     from audiary.adapters.pubsub import pull_messages
 
     got: list[dict] = []

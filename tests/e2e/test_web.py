@@ -81,6 +81,9 @@ def screenshot(chrome, tmp_path: Path, name: str) -> None:
 
 
 def sign_in(chrome, base: str, key: str) -> None:
+    """Open the page afresh (no key left from an earlier test) and sign in with `key`."""
+    chrome.get(f"{base}/")
+    chrome.execute_script("sessionStorage.clear()")
     chrome.get(f"{base}/")
     wait = WebDriverWait(chrome, 20)
     field = wait.until(ec.visibility_of_element_located((By.ID, "api-key")))
@@ -90,8 +93,6 @@ def sign_in(chrome, base: str, key: str) -> None:
 
 def test_a_wrong_key_is_told_so(browser, stack: NativeStack):
     base = f"http://{stack.settings.host}:{stack.settings.api_port}"
-    browser.get(f"{base}/")
-    browser.execute_script("sessionStorage.clear()")
     sign_in(browser, base, "ak_nosuchkey_0000")
     message = WebDriverWait(browser, 20).until(
         ec.visibility_of_element_located((By.ID, "message")))
@@ -114,8 +115,6 @@ def test_sign_in_play_seek_correct_and_flag(browser, stack: NativeStack, svc: St
     job = wait_for_status(svc, job_id, TERMINAL, timeout_s=300)
     assert job.status is JobStatus.DONE, job.error
 
-    browser.get(f"{base}/")
-    browser.execute_script("sessionStorage.clear()")
     sign_in(browser, base, key)
     wait = WebDriverWait(browser, 30)
     row = f'tr[data-job-id="{job_id}"]'
@@ -203,8 +202,6 @@ def test_upload_from_the_page_reaches_done_and_a_non_audio_file_is_refused(
         browser, stack: NativeStack, svc: Stores, key: str, tmp_path: Path):
     s = stack.settings
     base = f"http://{s.host}:{s.api_port}"
-    browser.get(f"{base}/")
-    browser.execute_script("sessionStorage.clear()")
     sign_in(browser, base, key)
     wait = WebDriverWait(browser, 30)
     wait.until(ec.visibility_of_element_located((By.ID, "drop-zone")))
@@ -237,8 +234,6 @@ def test_an_oversized_file_and_a_failed_transfer_say_what_happened(
         browser, stack: NativeStack, svc: Stores, key: str, tmp_path: Path):
     s = stack.settings
     base = f"http://{s.host}:{s.api_port}"
-    browser.get(f"{base}/")
-    browser.execute_script("sessionStorage.clear()")
     sign_in(browser, base, key)
     WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "drop-zone")))
     big = tmp_path / "too-big.wav"
@@ -272,8 +267,6 @@ def test_a_key_revoked_while_signed_in_sends_the_page_back_to_sign_in(
     runner = CliRunner(env={**stack.env, "AUDIARY_STATE_DIR": str(stack.state_dir)})
     short_lived = runner.invoke(cli, ["keys", "create", "short-lived"]).stdout.strip()
     short_lived = short_lived.splitlines()[-1]
-    browser.get(f"{base}/")
-    browser.execute_script("sessionStorage.clear()")
     sign_in(browser, base, short_lived)
     WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "jobs")))
     assert runner.invoke(cli, ["keys", "revoke", short_lived.split("_")[1]]).exit_code == 0

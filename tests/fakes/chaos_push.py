@@ -18,43 +18,30 @@ import random
 import threading
 from collections import Counter
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Self
 
 import httpx
 
+from tests.fakes.post_server import PostServer
 
-class ChaosPush:
+
+class ChaosPush(PostServer):
     def __init__(self, targets: Mapping[str, str], *, copies: int = 3, max_delay_s: float = 1.0,
                  duplicate_probability: float = 1.0, seed: int = 0) -> None:
+        super().__init__()
         self.targets = dict(targets)
         self.copies = copies
         self.duplicate_probability = duplicate_probability
         self.max_delay_s = max_delay_s
         self._random = random.Random(seed)
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.sent: Counter[str] = Counter()  # pushes passed on, by target name (copies too)
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status = proxy._push(self.path.strip("/"), body)
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/{name}"
+        return f"{self.base_url}/{name}"
+
+    def answer(self, path: str, headers: Mapping[str, str], body: bytes) -> int:
+        return self._push(path.strip("/"), body)
 
     def _delay(self) -> float:
         with self._lock:
@@ -103,13 +90,3 @@ class ChaosPush:
                 thread.join(timeout_s)
                 if thread.is_alive():
                     raise TimeoutError(f"a copy was not answered within {timeout_s:.0f} s")
-
-    def __enter__(self) -> Self:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
+
+from tests.fakes.post_server import PostServer
 
 FLAKY_FAILURES = 2
 
@@ -29,34 +30,20 @@ class Post:
     status: int | None  # None: never answered
 
 
-class WebhookReceiver:
+class WebhookReceiver(PostServer):
     def __init__(self) -> None:
+        super().__init__()
         self.posts: list[Post] = []
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                delivery = self.headers.get("Audiary-Delivery", "")
-                status = receiver._answer(self.path, delivery)
-                receiver._record(Post(self.path, delivery, json.loads(raw), status))
-                if status is None:
-                    receiver._stopping.wait(600)
-                    return
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+        return f"{self.base_url}{path}"
+
+    def answer(self, path: str, headers: Mapping[str, str], body: bytes) -> int | None:
+        delivery = headers.get("Audiary-Delivery", "")
+        status = self._answer(path, delivery)
+        self._record(Post(path, delivery, json.loads(body), status))
+        return status
 
     def _answer(self, path: str, delivery: str) -> int | None:
         if path == "/silent":
@@ -81,13 +68,3 @@ class WebhookReceiver:
         """POSTs per delivery id on `path`, answered or not."""
         with self._lock:
             return Counter(p.delivery_id for p in self.posts if p.path == path)
-
-    def __enter__(self) -> Self:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()

@@ -39,10 +39,11 @@ class AnnouncementPending(Exception):  # noqa: N818 (a state, not a failure)
 def check_announcement_due(job: Job, state: JobStatus, what: str) -> None:
     """Raise `AnnouncementPending` if `job` entered `state` less than `ANNOUNCE_GRACE_S` ago."""
     entered = job.timestamps.get(state.value)
-    if entered is not None and (utcnow() - entered).total_seconds() < ANNOUNCE_GRACE_S:
+    age_s = (utcnow() - entered).total_seconds() if entered is not None else None
+    if age_s is not None and age_s < ANNOUNCE_GRACE_S:
         raise AnnouncementPending(
-            f"job {job.job_id} entered {state} {(utcnow() - entered).total_seconds():.1f} s "
-            f"ago; the delivery that moved it is announcing {what}")
+            f"job {job.job_id} entered {state} {age_s:.1f} s ago; the delivery that moved it "
+            f"is announcing {what}")
 
 
 def advance(
