@@ -85,6 +85,9 @@ class StackConfig:
     api_public: bool = False
     api_invokers: tuple[str, ...] = ()
     api_service_accounts: tuple[str, ...] = ()
+    # The web page's "Sign in with Google": its OAuth client ID and who may sign in.
+    web_google_client_id: str | None = None
+    web_users: tuple[str, ...] = ()
 
     alert_emails: tuple[str, ...] = ()
     error_rate_threshold: float = 0.05
@@ -172,6 +175,14 @@ def _validate(cfg: StackConfig) -> None:
             f"audiary:apiInvokers lists {sorted(public)}; set audiary:apiPublic true instead, "
             "so that a public API is a deliberate, visible choice"
         )
+    if cfg.web_google_client_id and not cfg.web_users:
+        raise ConfigError(
+            "audiary:webGoogleClientId is set but audiary:webUsers is empty: list the emails "
+            "(or @domains) that may sign in to the page")
+    if cfg.web_google_client_id and not cfg.api_public:
+        raise ConfigError(
+            "audiary:webGoogleClientId needs audiary:apiPublic true: a browser cannot pass "
+            "Cloud Run IAM, the API checks the Google sign-in itself")
     if cfg.work_ttl_days < 1:
         raise ConfigError("audiary:workTtlDays must be at least 1")
     if cfg.cpu_realtime_factor <= 0:
@@ -260,6 +271,8 @@ def load_config() -> StackConfig:
         api_public=cfg.get_bool("apiPublic", False),
         api_invokers=_strings(cfg, "apiInvokers"),
         api_service_accounts=_strings(cfg, "apiServiceAccounts"),
+        web_google_client_id=cfg.get("webGoogleClientId"),
+        web_users=_strings(cfg, "webUsers"),
         alert_emails=_strings(cfg, "alertEmails"),
         error_rate_threshold=(
             cfg.get_float("errorRateThreshold") or StackConfig.error_rate_threshold

@@ -237,6 +237,9 @@ class Audiary(pulumi.ComponentResource):
             env["AUDIARY_API_AUDIENCE"] = cfg.api_url
             if cfg.api_service_accounts:
                 env["AUDIARY_API_SERVICE_ACCOUNTS"] = json.dumps(list(cfg.api_service_accounts))
+            if cfg.web_google_client_id:
+                env["AUDIARY_WEB_GOOGLE_CLIENT_ID"] = cfg.web_google_client_id
+                env["AUDIARY_WEB_USERS"] = json.dumps(list(cfg.web_users))
             invokers = dict(api_invokers(cfg))
         return CloudFunction(function, CloudFunctionArgs(
             project=cfg.project, region=cfg.region, function=function, repo_root=REPO_ROOT,

@@ -153,6 +153,20 @@ class Settings(BaseSettings):
         default=None, description="Expected `aud` of ID tokens: the API's URL."
     )
     google_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    # The web page's "Sign in with Google" (Google Identity Services): shown only when both
+    # the OAuth client and the allowed people are set.
+    web_google_client_id: str | None = Field(
+        default=None,
+        description="OAuth client ID of the page's Google sign-in (the ID tokens' `aud`).",
+    )
+    web_users: list[str] = Field(
+        default_factory=list,
+        description="Google accounts that may sign in to the page: emails, or @domain.",
+    )
+    web_google_script_url: str = Field(
+        default="https://accounts.google.com/gsi/client",
+        description="Where the page loads Google Identity Services from.",
+    )
     upload_url_ttl_s: int = Field(default=900, ge=60, le=900)
     audio_url_max_bytes: int = Field(default=500 * 1024**2, gt=0)
     allow_private_urls: bool = Field(

@@ -17,9 +17,13 @@ from audiary.local.stack import NativeStack
 from audiary.ports import Stores
 from audiary.settings import Settings
 from audiary.wiring import stores
+from tests.fakes.google_identity import GoogleIdentity
 from tests.fakes.llm_server import FakeLlmServer, answer_with
 
 CHUNK_TARGET_S = 20.0
+# The web page's Google sign-in: its OAuth client, and the one person allowed on the page.
+WEB_CLIENT_ID = "e2e-web.apps.googleusercontent.com"
+WEB_USER = "diarist@example.org"
 T = TypeVar("T")
 
 
@@ -48,8 +52,14 @@ def llm_server() -> Iterator[FakeLlmServer]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory,
-          llm_server: FakeLlmServer) -> Iterator[NativeStack]:
+def google() -> Iterator[GoogleIdentity]:
+    with GoogleIdentity(email=WEB_USER) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, llm_server: FakeLlmServer,
+          google: GoogleIdentity) -> Iterator[NativeStack]:
     settings = Settings(
         state_dir=tmp_path_factory.mktemp("stack"),
         pubsub_port=free_port(),
@@ -83,6 +93,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory,
         webhook_timeout_s=1.0,
         # Small enough for the web test to pick a file above it (a sparse one).
         max_upload_bytes=50 * 1024**2,
+        # "Sign in with Google" on the page, verified against the test's certificates.
+        web_google_client_id=WEB_CLIENT_ID,
+        web_users=[WEB_USER],
+        google_certs_url=google.certs_url,
+        web_google_script_url=google.script_url,
     )
     with NativeStack(settings) as running:
         yield running

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextvars
 import json
 import os
+import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,26 +25,37 @@ from audiary.entrypoints.cli.main import cli
 from audiary.local.stack import NativeStack
 from audiary.ports import Stores
 from audiary.services.jobs import create_upload
-from tests.e2e.conftest import poll, wait_for_status
+from tests.e2e.conftest import WEB_CLIENT_ID, WEB_USER, poll, wait_for_status
+from tests.fakes.google_identity import GoogleIdentity
 from tests.media import DEMO_SAMPLE, decode, encode
 
 pytestmark = pytest.mark.e2e
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+# What the browser's microphone hears: the first seconds of the demo diary, on a loop.
+MICROPHONE_S = 10.0
+
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if binary is None or driver is None:
         pytest.fail("Chromium is not installed: apt-get install chromium chromium-driver")
+    microphone = encode(decode(DEMO_SAMPLE, seconds=MICROPHONE_S),
+                        tmp_path_factory.mktemp("microphone") / "speech.wav", stereo=False)
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required"):
+                "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required",
+                # A microphone that plays a speech file, allowed without asking.
+                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={microphone}"):
         options.add_argument(arg)
     chrome = webdriver.Chrome(options=options, service=webdriver.ChromeService(driver))
     try:
@@ -276,3 +289,153 @@ def test_a_key_revoked_while_signed_in_sends_the_page_back_to_sign_in(
     assert "Signing in failed" in message.text
     assert "revoked" in message.text
     assert browser.find_element(By.ID, "sign-in").is_displayed()
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
+def test_record_from_the_microphone_signed_in_with_google(
+        browser, stack: NativeStack, svc: Stores, google: GoogleIdentity):
+    s = stack.settings
+    base = f"http://{s.host}:{s.api_port}"
+    browser.get(f"{base}/")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(f"{base}/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(ec.element_to_be_clickable((By.ID, "google-test-button"))).click()
+    wait.until(ec.visibility_of_element_located((By.ID, "jobs")))
+    token = browser.execute_script("return sessionStorage.getItem('audiary.key')")
+    assert token.count(".") == 2  # the ID token, used like a key
+
+    browser.find_element(By.ID, "record").click()
+    # Record about 8 s of what the microphone hears, then stop: the page uploads it.
+    poll(lambda: text_of(browser, "#recording-time"), lambda t: bool(t) and "0:08" in t, 30)
+    browser.find_element(By.ID, "stop-recording").click()
+    (status,) = upload_statuses(browser, 1)
+    assert status.startswith("uploaded"), status
+    (job,) = svc.jobs.list_jobs(10, owner=f"user:{WEB_USER}")  # owned by the Google account
+    assert re.fullmatch(r"recording-\d{8}-\d{6}\.webm", job.source.name.split("/")[-1])
+    job = wait_for_status(svc, job.job_id, TERMINAL, timeout_s=300)
+    assert job.status is JobStatus.DONE, job.error
+    segments = json.loads(svc.blobs.get(s.transcripts_bucket, f"{job.job_id}.json"))["segments"]
+    heard = words(" ".join(segment["text"] for segment in segments))
+    said = set(words(DEMO_SAMPLE.with_suffix(".txt").read_text()))
+    assert len(heard) >= 10, heard
+    assert sum(w in said for w in heard) >= 0.8 * len(heard), heard
+
+    # An hour later the same sign-in has expired: the page says so and asks again.
+    now = int(time.time())
+    expired = google.token(aud=WEB_CLIENT_ID, iat=now - 7200, exp=now - 3600)
+    browser.execute_script("sessionStorage.setItem('audiary.key', arguments[0])", expired)
+    browser.refresh()
+    message = wait.until(ec.visibility_of_element_located((By.ID, "message")))
+    assert message.text.startswith("Signing in failed: the ID token expired at ")
+    assert message.text.endswith("; sign in again")
+    assert browser.find_element(By.ID, "google-test-button").is_displayed()
+
+
+def tab_to(browser, selector: str, presses: int = 60) -> None:
+    """Press Tab until the focus is on `selector`: it can be reached from the keyboard."""
+    for _ in range(presses):
+        if browser.execute_script(
+                "return document.activeElement.matches(arguments[0])", selector):
+            return
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+    raise AssertionError(f"{selector} was not reached with {presses} presses of Tab")
+
+
+def keys(browser, *sequence: str) -> None:
+    ActionChains(browser).send_keys(*sequence).perform()
+
+
+def ctrl(browser, key: str) -> None:
+    ActionChains(browser).key_down(Keys.CONTROL).send_keys(key).key_up(Keys.CONTROL).perform()
+
+
+def player(browser, prop: str) -> object:
+    return browser.execute_script(f"return document.getElementById('player').{prop}")
+
+
+UNLABELLED = """
+return [...document.querySelectorAll('input, textarea, button, audio, [role=textbox]')]
+  .filter(e => e.offsetParent !== null || e.tagName === 'AUDIO')
+  .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+               && !e.textContent.trim())
+  .map(e => e.outerHTML.slice(0, 80));
+"""
+
+
+def test_keyboard_only_from_sign_in_to_a_saved_correction_and_a_phone_width(
+        browser, stack: NativeStack, svc: Stores, tmp_path: Path):
+    s = stack.settings
+    base = f"http://{s.host}:{s.api_port}"
+    runner = CliRunner(env={**stack.env, "AUDIARY_STATE_DIR": str(stack.state_dir)})
+    own_key = runner.invoke(cli, ["keys", "create", "keyboard"]).stdout.strip().splitlines()[-1]
+    path = encode(decode(DEMO_SAMPLE, seconds=30.0), tmp_path / "keyboard.flac")
+    upload = contextvars.copy_context().run(
+        create_upload, svc, owner_of(svc, own_key), path.name, "audio/flac", path.stat().st_size)
+    svc.blobs.upload_file(s.uploads_bucket, upload.job.source.name, path)
+    job_id = upload.job.job_id
+    assert wait_for_status(svc, job_id, TERMINAL, timeout_s=300).status is JobStatus.DONE
+    machine = json.loads(svc.blobs.get(s.transcripts_bucket, f"{job_id}.json"))["segments"]
+
+    browser.get(f"{base}/")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(f"{base}/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(ec.visibility_of_element_located((By.ID, "api-key")))
+    tab_to(browser, "#api-key")
+    keys(browser, own_key, Keys.ENTER)
+    link = f'tr[data-job-id="{job_id}"] a'
+    wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, link)))
+    assert browser.execute_script(UNLABELLED) == []
+    tab_to(browser, link)
+    keys(browser, Keys.ENTER)
+    wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#segments li")))
+    poll(lambda: player(browser, "readyState"), lambda state: state >= 1, 30)
+    assert browser.execute_script(UNLABELLED) == []
+
+    # A line's time button plays from that line.
+    tab_to(browser, "#segments li:nth-child(2) .time")
+    keys(browser, Keys.ENTER)
+    poll(lambda: player(browser, "currentTime"), lambda t: t >= machine[1]["start"] - 0.05, 10)
+    assert player(browser, "paused") is False
+    # In the first line: type, undo with Esc, type again, Enter moves to the next line.
+    tab_to(browser, "#segments li:nth-child(1) .text")
+    keys(browser, Keys.HOME, "Really ")
+    assert text_of(browser, "#segments li:nth-child(1) .text").startswith("Really ")
+    keys(browser, Keys.ESCAPE)
+    assert text_of(browser, "#segments li:nth-child(1) .text") == machine[0]["text"]
+    keys(browser, Keys.HOME, "Really ", Keys.ENTER)
+    assert browser.execute_script("return document.activeElement === "
+                                  "document.querySelector('#segments li:nth-child(2) .text')")
+    # Ctrl+Space pauses, and plays again from within the line.
+    ctrl(browser, Keys.SPACE)
+    assert poll(lambda: player(browser, "paused"), bool, 5)
+    ctrl(browser, Keys.SPACE)
+    assert not poll(lambda: player(browser, "paused"), lambda paused: not paused, 5)
+    assert machine[1]["start"] - 0.05 <= player(browser, "currentTime")
+    ctrl(browser, Keys.ENTER)  # saves
+    saved = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#message.ok")))
+    assert "transcript version 2" in saved.text
+    (feedback,) = svc.notes.list_feedback(job_id)
+    (correction,) = feedback.corrections
+    assert (correction.index, correction.after) == (0, f"Really {machine[0]['text'].strip()}")
+
+    # A phone's width: one column, nothing wider than the screen.
+    browser.set_window_size(390, 844)
+    try:
+        browser.refresh()
+        wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#segments li")))
+        wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#note h3")))
+        width = "return [document.documentElement.scrollWidth, window.innerWidth]"
+        scroll, inner = browser.execute_script(width)
+        assert scroll <= inner, (scroll, inner)
+        screenshot(browser, tmp_path, "web-phone")
+        browser.get(f"{base}/#/")
+        wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, link)))
+        scroll, inner = browser.execute_script(width)
+        assert scroll <= inner, (scroll, inner)
+    finally:
+        browser.set_window_size(1280, 900)

@@ -59,4 +59,6 @@ def cpu(build_dir: Path) -> Deployment:
 @pytest.fixture(scope="module")
 def public_api(build_dir: Path) -> Deployment:
     return deploy(stack_config(build_dir, api_public=True,
-                               api_invokers=("user:alice@example.com",)))
+                               api_invokers=("user:alice@example.com",),
+                               web_google_client_id="1234-web.apps.googleusercontent.com",
+                               web_users=("alice@example.com", "@example.org")))

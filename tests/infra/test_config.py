@@ -97,6 +97,10 @@ def test_llm_keys_are_read_as_secrets(stack_settings: None) -> pulumi.Output[Any
     ({"api_invokers": ("allUsers",)}, "apiPublic"),
     ({"api_invokers": ("allAuthenticatedUsers",)}, "apiPublic"),
     ({"transcriber_min_instances": 5}, "transcriberMinInstances"),
+    ({"web_google_client_id": "x.apps.googleusercontent.com", "api_public": True},
+     "webUsers is empty"),
+    ({"web_google_client_id": "x.apps.googleusercontent.com", "web_users": ("a@b.org",)},
+     "needs audiary:apiPublic true"),
 ])
 def test_invalid_values_say_what_to_change(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,6 +376,17 @@ def test_api_public_flag_grants_all_users_the_api_invoker_only(public_api: Deplo
     for resource in public_api.resources:
         if "IamMember" not in resource.typ and "IAMMember" not in resource.typ:
             assert not PUBLIC.intersection(strings(resource.inputs)), resource.name
+
+
+def test_the_page_google_sign_in_reaches_the_api_only_when_configured(
+        public_api: Deployment, gpu: Deployment) -> None:
+    env = public_api.one("gcp:cloudfunctionsv2/function:Function",
+                         name="api").inputs["serviceConfig"]["environmentVariables"]
+    assert env["AUDIARY_WEB_GOOGLE_CLIENT_ID"] == "1234-web.apps.googleusercontent.com"
+    assert json.loads(env["AUDIARY_WEB_USERS"]) == ["alice@example.com", "@example.org"]
+    for fn in gpu.of_type("gcp:cloudfunctionsv2/function:Function"):
+        assert "AUDIARY_WEB_GOOGLE_CLIENT_ID" not in fn.inputs["serviceConfig"].get(
+            "environmentVariables", {})
 
 
 def test_api_takes_all_traffic_and_the_push_targets_internal_only(gpu: Deployment) -> None:

@@ -365,7 +365,7 @@ def test_openapi_document_matches_the_routes(client, settings):
         (method.lower(), rule.rule.replace("<", "{").replace(">", "}"))
         for rule in app.url_map.iter_rules()
         # The web page's files are served beside the API, not part of it.
-        if rule.endpoint not in {"static", "web_page", "web_asset"}
+        if rule.endpoint not in {"static", "web_page", "web_asset", "web_config"}
         for method in rule.methods - {"HEAD", "OPTIONS"}
     }
     documented = {(method, path) for path, ops in doc["paths"].items() for method in ops}

@@ -284,7 +284,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
-        elif isinstance(value, dict):
+        elif isinstance(value, dict | list):
             value = json.dumps(value)
         env[f"AUDIARY_{name.upper()}"] = str(value)
     return env

@@ -11,6 +11,7 @@ from datetime import datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, jsonify, request
 from pydantic import BaseModel, ValidationError
@@ -91,17 +92,30 @@ WEB_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
              ".png": "image/png", ".svg": "image/svg+xml"}
 
 
-def _static(name: str) -> Response:
+def _static(name: str, settings: Settings) -> Response:
     """A file of the web page; 404 for anything else (no path outside `web/`)."""
     path = (WEB / name).resolve()
     if path.parent != WEB.resolve() or not path.is_file() or path.suffix not in WEB_TYPES:
         raise ApiError(404, "not_found", f"no page {name}")
     response = Response(path.read_bytes(), mimetype=WEB_TYPES[path.suffix])
-    # The page loads nothing from elsewhere; the audio player plays blob: URLs it makes.
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'self'; media-src 'self' blob:; connect-src 'self' *; img-src 'self' data:")
+    # The page loads nothing from elsewhere but Google's sign-in, where configured; the audio
+    # player plays blob: URLs it makes.
+    policy = ("default-src 'self'; media-src 'self' blob:; connect-src 'self' *; "
+              "img-src 'self' data:")
+    if google := _google_origin(settings):  # its script, frame, button images and styles
+        policy = (f"default-src 'self' {google}; media-src 'self' blob:; connect-src 'self' *; "
+                  f"img-src 'self' data: {google}; style-src 'self' 'unsafe-inline' {google}")
+    response.headers["Content-Security-Policy"] = policy
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+def _google_origin(settings: Settings) -> str:
+    """The origin the page's Google sign-in comes from, or "" when it is not configured."""
+    if not (settings.web_google_client_id and settings.web_users):
+        return ""
+    url = urlsplit(settings.web_google_script_url)
+    return f"{url.scheme}://{url.netloc}"
 
 
 def _json(model: BaseModel, status: int = 200) -> tuple[Response, int]:
@@ -180,11 +194,21 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
     # The web page: static files, no build step; it signs in with a key and calls /v1.
     @app.get("/")
     def web_page() -> Response:
-        return _static("index.html")
+        return _static("index.html", settings_source())
+
+    @app.get("/web/config")
+    def web_config() -> tuple[Response, int]:
+        """What the page needs before sign-in: whether (and how) to offer Google sign-in."""
+        s = settings_source()
+        configured = bool(_google_origin(s))
+        return _json(schemas.WebConfig(
+            google_client_id=s.web_google_client_id if configured else None,
+            google_script_url=s.web_google_script_url if configured else None,
+        ))
 
     @app.get("/web/<path:name>")
     def web_asset(name: str) -> Response:
-        return _static(name)
+        return _static(name, settings_source())
 
     @app.get("/v1/jobs/<job_id>/audio")
     @authed

@@ -1,9 +1,12 @@
-"""Who is calling: an API key, or a Google-signed ID token of an allowed service account."""
+"""Who is calling: an API key, or a Google-signed ID token of an allowed service account or
+of a person allowed to use the web page."""
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from audiary.domain.keys import parse_key
 from audiary.errors import AudiaryError
@@ -19,7 +22,8 @@ class AuthError(AudiaryError):
 
 @dataclass(frozen=True)
 class Principal:
-    owner: str  # "key:<key_id>" or "sa:<email>": owns the jobs it creates
+    # "key:<key_id>", "sa:<email>" or "user:<email>": owns the jobs it creates
+    owner: str
     key_id: str | None = None
 
 
@@ -54,20 +58,59 @@ def authenticate(token: str, keys: KeyStore, settings: Settings) -> Principal:
 
 
 def _id_token(token: str, settings: Settings) -> Principal:
+    """A service account calling with audience `api_audience`, or a person signed in to the
+    web page with Google (audience: the page's OAuth client ID)."""
     import google.auth.transport.requests
     from google.auth import exceptions as gexc
     from google.oauth2 import id_token
 
-    if not settings.api_service_accounts or not settings.api_audience:
-        raise AuthError("ID tokens are not accepted here (no service accounts configured)")
+    services = settings.api_audience if settings.api_service_accounts else None
+    people = settings.web_google_client_id if settings.web_users else None
+    audiences = [aud for aud in (services, people) if aud]
+    if not audiences:
+        raise AuthError("ID tokens are not accepted here (no accounts are configured)")
+    expired = _expired_at(token)
+    if expired is not None:
+        raise AuthError(f"the ID token expired at {expired.isoformat()}; sign in again")
     try:
         claims = id_token.verify_token(
             token, google.auth.transport.requests.Request(),
-            audience=settings.api_audience, certs_url=settings.google_certs_url,
+            audience=audiences, certs_url=settings.google_certs_url,
         )
     except (ValueError, gexc.GoogleAuthError) as exc:
         raise AuthError(f"the ID token is not valid: {exc}") from exc
-    email = claims.get("email")
-    if not claims.get("email_verified") or email not in settings.api_service_accounts:
+    if claims.get("iss") not in GOOGLE_ISSUERS:
+        raise AuthError(f"the ID token was not issued by Google ({claims.get('iss')})")
+    email = str(claims.get("email") or "")
+    verified = bool(claims.get("email_verified"))
+    if claims["aud"] == people:
+        if not verified or not allowed_person(email, settings.web_users):
+            raise AuthError(f"the Google account {email or '(no email)'} may not use this page")
+        return Principal(owner=f"user:{email.lower()}")
+    if not verified or email not in settings.api_service_accounts:
         raise AuthError(f"the service account {email} may not use this API")
     return Principal(owner=f"sa:{email}")
+
+
+GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
+
+
+def _expired_at(token: str) -> datetime | None:
+    """When the token expired, if it has (read before its signature is checked, only to
+    word the refusal: an expired token is refused either way)."""
+    from google.auth import jwt
+
+    try:
+        exp = jwt.decode(token, verify=False).get("exp")  # type: ignore[no-untyped-call]
+    except ValueError:
+        return None
+    if isinstance(exp, int | float) and exp < time.time():
+        return datetime.fromtimestamp(exp, UTC)
+    return None
+
+
+def allowed_person(email: str, allowed: list[str]) -> bool:
+    """Whether `email` is listed in `allowed`, itself or by its @domain (case-insensitive)."""
+    email = email.lower()
+    domain = "@" + email.rpartition("@")[2]
+    return any(entry.lower() in (email, domain) for entry in allowed)

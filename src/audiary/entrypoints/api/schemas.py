@@ -129,3 +129,11 @@ class Error(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+class WebConfig(BaseModel):
+    """What the web page asks before sign-in (`GET /web/config`, no auth)."""
+
+    google_client_id: str | None = Field(
+        description="OAuth client ID for 'Sign in with Google'; null: API keys only")
+    google_script_url: str | None

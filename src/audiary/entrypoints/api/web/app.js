@@ -61,10 +61,8 @@ const name = (job) => job.source.split("/").pop();
 
 // --- sign in -----------------------------------------------------------------------------
 
-$("sign-in-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  sessionStorage.setItem(KEY, $("api-key").value.trim());
-  $("api-key").value = "";
+async function signInWith(credential) {
+  sessionStorage.setItem(KEY, credential);
   try {
     await api("/v1/jobs?limit=1");
     say("");
@@ -73,7 +71,33 @@ $("sign-in-form").addEventListener("submit", async (event) => {
   } catch (err) {
     say(err.message);
   }
+}
+
+$("sign-in-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const key = $("api-key").value.trim();
+  $("api-key").value = "";
+  signInWith(key);
 });
+
+// "Sign in with Google" (Google Identity Services), offered only where the API is configured
+// for it: the ID token it hands over is used exactly like a key.
+async function offerGoogle() {
+  const config = await (await fetch("/web/config")).json();
+  if (!config.google_client_id) return;
+  const script = document.createElement("script");
+  script.src = config.google_script_url;
+  script.onload = () => {
+    google.accounts.id.initialize({
+      client_id: config.google_client_id,
+      callback: (answer) => signInWith(answer.credential),
+    });
+    google.accounts.id.renderButton($("google-button"), { type: "standard", text: "signin_with" });
+    $("google-sign-in").hidden = false;
+  };
+  script.onerror = () => say("Google sign-in could not be loaded; use an API key.");
+  document.head.append(script);
+}
 
 $("sign-out").addEventListener("click", () => {
   sessionStorage.removeItem(KEY);
@@ -166,6 +190,53 @@ async function upload(file) {
   }
 }
 
+// --- recording from the microphone: MediaRecorder, then the same upload as a picked file -----
+
+let recording = null;
+
+$("record").addEventListener("click", async () => {
+  if (!navigator.mediaDevices || !window.MediaRecorder) {
+    say("This browser cannot record here: recording needs https (or localhost) and MediaRecorder.");
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (err) {
+    say(`The microphone could not be used (${err.name}): allow it for this site and try again.`);
+    return;
+  }
+  const mimeType = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/mp4"]
+    .find((type) => MediaRecorder.isTypeSupported(type));
+  const recorder = new MediaRecorder(stream, mimeType ? { mimeType } : {});
+  const parts = [];
+  const started = Date.now();
+  const tick = () => {
+    $("recording-time").textContent = `Recording… ${fmt((Date.now() - started) / 1000)}`;
+  };
+  recording = { recorder, timer: setInterval(tick, 250) };
+  tick();
+  recorder.ondataavailable = (e) => { if (e.data.size) parts.push(e.data); };
+  recorder.onstop = () => {
+    stream.getTracks().forEach((track) => track.stop());
+    clearInterval(recording.timer);
+    recording = null;
+    $("record").hidden = false;
+    $("stop-recording").hidden = true;
+    $("recording-time").textContent = "";
+    const type = (recorder.mimeType || "audio/webm").split(";")[0];
+    const extension = { "audio/webm": "webm", "audio/ogg": "ogg", "audio/mp4": "m4a" }[type] || "webm";
+    const stamp = new Date().toISOString().slice(0, 19).replace(/[-:]/g, "").replace("T", "-");
+    upload(new File(parts, `recording-${stamp}.${extension}`, { type }));
+  };
+  recorder.start(1000);
+  $("record").hidden = true;
+  $("stop-recording").hidden = false;
+  $("stop-recording").focus();
+});
+
+$("stop-recording").addEventListener("click", () => { if (recording) recording.recorder.stop(); });
+
 $("files").addEventListener("change", (e) => { for (const f of e.target.files) upload(f); });
 const zone = $("drop-zone");
 zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
@@ -242,12 +313,49 @@ function renderSegments(segments) {
     text.contentEditable = "true";
     text.setAttribute("role", "textbox");
     text.setAttribute("aria-label", `Text from ${fmt(seg.start)}`);
-    text.textContent = seg.text;
-    text.addEventListener("input", () => text.classList.toggle("edited", text.textContent !== seg.text));
-    text.addEventListener("click", () => { if (!text.classList.contains("edited")) seek(seg.start); });
+    if (seg.words && seg.words.length) {  // each word seeks to where it is said
+      text.append(...seg.words.map((w) => {
+        const word = document.createElement("span");
+        word.dataset.start = w.start;
+        word.textContent = w.word;
+        return word;
+      }));
+      if (text.textContent.trim() !== seg.text.trim()) text.textContent = seg.text;
+    } else {
+      text.textContent = seg.text;
+    }
+    const edited = () => text.textContent.trim() !== seg.text.trim();
+    text.addEventListener("input", () => text.classList.toggle("edited", edited()));
+    text.addEventListener("click", (e) => {
+      if (text.classList.contains("edited")) return;
+      seek(e.target.dataset.start !== undefined ? Number(e.target.dataset.start) : seg.start);
+    });
+    text.addEventListener("keydown", (e) => lineKeys(e, li, seg));
     li.append(time, text);
     return li;
   }));
+}
+
+// Keyboard use of a line: play/pause from it, move on, undo, save.
+function lineKeys(event, li, seg) {
+  const text = li.querySelector(".text");
+  const player = $("player");
+  if (event.key === " " && event.ctrlKey) {
+    event.preventDefault();
+    const inside = seg.start <= player.currentTime && player.currentTime < seg.end;
+    if (player.paused) seek(inside ? player.currentTime : seg.start);
+    else player.pause();
+  } else if (event.key === "Enter" && event.ctrlKey) {
+    event.preventDefault();
+    $("feedback-form").requestSubmit();
+  } else if (event.key === "Enter") {
+    event.preventDefault();  // one line stays one line
+    (li.nextElementSibling || li).querySelector(".text").focus();
+  } else if (event.key === "Escape") {
+    event.preventDefault();
+    text.textContent = seg.text;
+    text.classList.remove("edited");
+  }
 }
 
 function seek(t) {
@@ -390,3 +498,4 @@ async function route() {
 
 window.addEventListener("hashchange", () => { say(""); route(); });
 route();
+offerGoogle().catch(() => { /* keys still work */ });
