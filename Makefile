@@ -4,6 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
+# Label Studio, the review desk, pins its own Django stack: it gets a virtual environment of
+# its own (the tests start it; the compose profile runs the same version's image).
+LABEL_STUDIO_VERSION := 1.23.2
+LS_VENV := .venv-label-studio
+LS_STAMP := $(LS_VENV)/.installed-$(LABEL_STUDIO_VERSION)
 PYTEST_ARGS ?=
 
 # Google Cloud (Pulumi, infra/): `make preview|up|down STACK=dev`. Without STACK, `make up` and
@@ -12,7 +17,7 @@ STACK ?=
 PULUMI = pulumi --cwd infra --stack $(or $(STACK),dev)
 IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 
-.PHONY: help prerequisites venv up down demo test test-unit test-integration test-e2e test-infra lint \
+.PHONY: help prerequisites venv label-studio up down demo test test-unit test-integration test-e2e test-infra lint \
 	typecheck check bench lock clean preview image
 
 help:
@@ -29,6 +34,14 @@ prerequisites:
 
 venv: $(STAMP)
 
+label-studio: $(LS_STAMP)
+
+$(LS_STAMP):
+	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/pip install --quiet label-studio==$(LABEL_STUDIO_VERSION)
+	@rm -f $(LS_VENV)/.installed-* && touch $@
+
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -39,7 +52,7 @@ $(STAMP): requirements.lock pyproject.toml
 # Regenerate the pinned dependency set after changing pyproject.toml.
 lock:
 	$(BIN)/pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --extra transcriber --extra models --extra llm --extra gcp --extra dev \
+	$(BIN)/uv pip compile pyproject.toml --extra transcriber --extra models --extra llm --extra gcp --extra review --extra dev \
 		--python-version 3.11 --quiet -o requirements.lock
 
 up: venv
@@ -95,7 +108,7 @@ typecheck: venv
 check: lint typecheck
 
 test: prerequisites
-	@$(MAKE) --no-print-directory check
+	@$(MAKE) --no-print-directory check label-studio
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: venv

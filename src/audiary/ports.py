@@ -15,11 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-import numpy as np
+from numpy.typing import NDArray
 
 from audiary.domain.jobs import Chunk, FanIn, Job, JobError, JobStatus, Tombstone
 from audiary.domain.keys import ApiKey, Webhook
 from audiary.domain.notes import DiaryNote, Feedback, NoteRecord
+from audiary.domain.review import ReviewItem
 from audiary.domain.transcript import Segment, Transcript
 from audiary.settings import Settings
 
@@ -129,6 +130,10 @@ class BlobStore(ABC):
         self, bucket: str, key: str, *, content_type: str, size: int, expires_s: int
     ) -> SignedUpload:
         """A URL to upload exactly one object of `size` bytes and `content_type`."""
+
+    @abstractmethod
+    def signed_get_url(self, bucket: str, key: str, *, expires_s: int) -> str:
+        """A URL that reads the object, without credentials, for `expires_s` seconds."""
 
 
 class Publisher(ABC):
@@ -274,6 +279,27 @@ class NoteStore(ABC):
     def delete_feedback(self, job_id: str) -> int:
         """Remove all feedback on the job; how many pieces there were."""
 
+    @abstractmethod
+    def add_review_item(self, item: ReviewItem) -> bool:
+        """Queue `item` unless one with its id exists; whether it was added."""
+
+    @abstractmethod
+    def get_review_item(self, item_id: str) -> ReviewItem | None:
+        """The review item, or None."""
+
+    @abstractmethod
+    def update_review_item(self, item_id: str, fields: Mapping[str, Any]) -> None:
+        """Set `fields` on an existing review item."""
+
+    @abstractmethod
+    def list_review_items(self, *, status: str | None = None,
+                          job_id: str | None = None) -> list[ReviewItem]:
+        """Review items (of one status, or one job), oldest queued first."""
+
+    @abstractmethod
+    def delete_review_items(self, job_id: str) -> int:
+        """Remove the job's review items; how many there were."""
+
 
 # How a webhook delivery ended (KeyStore.record_delivery).
 DELIVERED = "delivered"
@@ -336,7 +362,7 @@ class Transcriber(ABC):
 
     @abstractmethod
     def transcribe(
-        self, samples: np.ndarray, *, language: str | None = None,
+        self, samples: NDArray[Any], *, language: str | None = None,
         word_timestamps: bool | None = None,
     ) -> list[Segment]:
         """Segments with times relative to the first sample (word times if asked and supported)."""
@@ -346,7 +372,7 @@ class Transcriber(ABC):
         """Language codes the model knows, or None when it does not say."""
         return None
 
-    def detect_language(self, samples: np.ndarray) -> tuple[str, float] | None:
+    def detect_language(self, samples: NDArray[Any]) -> tuple[str, float] | None:
         """(language code, probability) heard in `samples`, or None without a detector."""
         return None
 
@@ -456,6 +482,48 @@ class UrlFetcher(ABC):
                max_bytes: int) -> T:
         """Hand `url`'s body, as a stream that raises `FetchError` past `max_bytes` or the
         timeout, to `consume(stream, content_type)` and return what it returns."""
+
+
+@dataclass(frozen=True)
+class DeskTask:
+    """A review task as the desk holds it, with its annotations (each a dict with at least
+    `id`, `result`, `was_cancelled`, `updated_at`)."""
+
+    task_id: int
+    data: dict[str, Any]
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ReviewDesk(ABC):
+    """Where people review transcripts: Label Studio (adapters.label_studio)."""
+
+    @abstractmethod
+    def ensure_project(self, title: str, label_config: str) -> tuple[int, bool]:
+        """The project with this title, created or its labeling config brought up to date;
+        (id, whether it was created)."""
+
+    @abstractmethod
+    def ensure_webhook(self, project_id: int, url: str, headers: Mapping[str, str],
+                       actions: Sequence[str]) -> bool:
+        """A webhook of the project to `url` with these headers and actions, created or
+        updated; whether it was created."""
+
+    @abstractmethod
+    def create_task(self, project_id: int, data: Mapping[str, Any],
+                    prediction: list[dict[str, Any]], model_version: str) -> int:
+        """A new task with the machine's prediction; its id."""
+
+    @abstractmethod
+    def update_task_data(self, task_id: int, data: Mapping[str, Any]) -> None:
+        """Replace the task's data (a fresh audio URL)."""
+
+    @abstractmethod
+    def tasks(self, project_id: int) -> list[DeskTask]:
+        """Every task of the project, with its annotations."""
+
+    @abstractmethod
+    def project_url(self, project_id: int) -> str:
+        """Where a person opens the project."""
 
 
 @dataclass(frozen=True)

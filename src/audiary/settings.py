@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     webhooks_collection: str = names.COLLECTION_WEBHOOKS
     deliveries_collection: str = names.COLLECTION_DELIVERIES
     tombstones_collection: str = names.COLLECTION_TOMBSTONES
+    review_collection: str = names.COLLECTION_REVIEW
 
     # What ingest accepts.
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
@@ -199,9 +200,36 @@ class Settings(BaseSettings):
     stall_after_s: float = Field(default=3600.0, gt=0)
     sweep_batch: int = Field(default=200, gt=0, description="Jobs one sweep looks at, at most.")
 
+    # Review in Label Studio (services.review): the team's own server; unset, nothing is sent
+    # and jobs are still queued for when it is.
+    label_studio_url: str | None = Field(
+        default=None, description="Label Studio's base URL, e.g. https://review.example.org.")
+    label_studio_token: SecretStr | None = Field(
+        default=None, description="A Label Studio API token (legacy token of the project owner).")
+    review_project_title: str = "Audiary transcript review"
+    review_secret: SecretStr | None = Field(
+        default=None, description="Shared secret Label Studio's webhook sends "
+        "(X-Audiary-Review-Secret), as may the sync's caller; unset: the receiver refuses all.")
+    review_url: str | None = Field(
+        default=None, description="Where Label Studio reaches the review receiver "
+        "(the review function's URL); `audiary review setup` registers <this>/label-studio.")
+    review_audit_percent: float = Field(
+        default=5.0, ge=0, le=100,
+        description="Share of confident jobs (no uncertain segment) sent to review anyway.")
+    review_clip_pad_s: float = Field(default=0.5, ge=0, description="Audio kept around a span.")
+    review_url_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=3600, le=7 * 24 * 3600,
+        description="How long a task's audio URL works (7 days, GCS's longest); the sync "
+        "signs it again for tasks still open after half of that.")
+    review_sync_accounts: list[str] = Field(
+        default_factory=list,
+        description="Service accounts whose ID tokens may run the sync (Cloud Scheduler's).")
+
     # Native local stack.
     # How often the native stack's timer runs the sweeper (Cloud Scheduler: every 10 minutes).
     sweep_interval_s: float = Field(default=600.0, gt=0)
+    # ... and the review sync (Cloud Scheduler: every minute).
+    review_sync_interval_s: float = Field(default=60.0, gt=0)
     state_dir: Path = Path(".audiary")
     # The checkout whose functions/ and containers/ the native stack runs (make runs from it).
     project_dir: Path = Path(".")
@@ -216,6 +244,7 @@ class Settings(BaseSettings):
     webhooks_port: int = 8095
     deadletters_port: int = 8096
     sweeper_port: int = 8097
+    review_port: int = 8098
     watch_interval_s: float = Field(default=0.5, gt=0)
     # Where the stack's processes without a /metrics route of their own serve Prometheus
     # metrics (the transcriber and the api answer /metrics on their own ports).
@@ -225,6 +254,7 @@ class Settings(BaseSettings):
     watcher_metrics_port: int = 9196
     deadletters_metrics_port: int = 9197
     sweeper_metrics_port: int = 9198
+    review_metrics_port: int = 9199
     watch_stats_interval_s: float = Field(
         default=5.0, gt=0,
         description="How often the watcher counts dead letters and jobs per state.",

@@ -24,6 +24,15 @@ CHUNK_TARGET_S = 20.0
 # The web page's Google sign-in: its OAuth client, and the one person allowed on the page.
 WEB_CLIENT_ID = "e2e-web.apps.googleusercontent.com"
 WEB_USER = "diarist@example.org"
+# The review desk: a real Label Studio, started by the review tests on this port (the stack is
+# configured for it from the start), and the secret its webhook carries to the receiver.
+LABEL_STUDIO_TOKEN = "e2e-label-studio-token-0123456789"  # noqa: S105
+REVIEW_SECRET = "e2e-review-secret"  # noqa: S105
+
+
+@pytest.fixture(scope="session")
+def label_studio_port() -> int:
+    return free_port()
 T = TypeVar("T")
 
 
@@ -59,7 +68,8 @@ def google() -> Iterator[GoogleIdentity]:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, llm_server: FakeLlmServer,
-          google: GoogleIdentity) -> Iterator[NativeStack]:
+          google: GoogleIdentity, label_studio_port: int) -> Iterator[NativeStack]:
+    review_port = free_port()
     settings = Settings(
         state_dir=tmp_path_factory.mktemp("stack"),
         pubsub_port=free_port(),
@@ -78,6 +88,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory, llm_server: FakeLlmServer,
         webhooks_metrics_port=free_port(),
         watcher_metrics_port=free_port(),
         deadletters_metrics_port=free_port(),
+        sweeper_port=free_port(),
+        sweeper_metrics_port=free_port(),
+        review_port=review_port,
+        review_metrics_port=free_port(),
+        # Review in Label Studio; the tests run the sync themselves (`audiary review sync`).
+        label_studio_url=f"http://127.0.0.1:{label_studio_port}",
+        label_studio_token=SecretStr(LABEL_STUDIO_TOKEN),
+        review_secret=SecretStr(REVIEW_SECRET),
+        review_url=f"http://127.0.0.1:{review_port}",
+        review_audit_percent=0.0,
+        review_sync_interval_s=3600.0,
         watch_stats_interval_s=1.0,
         # Development settings: the tests' webhook receiver and audio server are on loopback.
         allow_http_urls=True,

@@ -6,8 +6,10 @@ from __future__ import annotations
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from pydantic import SecretStr
+
 from audiary.local.emulators import free_port
-from audiary.local.scheduler import run, sweeper_url, tick
+from audiary.local.scheduler import Schedule, run, schedules, sweeper_url, tick
 from audiary.settings import Settings
 from tests.e2e.conftest import poll
 
@@ -18,11 +20,13 @@ class Sweeper:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.secrets: list[str | None] = []
         sweeper = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 sweeper.calls.append(self.path)
+                sweeper.secrets.append(self.headers.get("X-Audiary-Review-Secret"))
                 self.send_response(500 if len(sweeper.calls) == 1 else 200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -42,7 +46,8 @@ class Sweeper:
 def test_the_timer_posts_again_and_again_after_a_failed_call():
     sweeper = Sweeper()
     stop = threading.Event()
-    timer = threading.Thread(target=run, args=(sweeper.url, 0.05, stop), daemon=True)
+    timer = threading.Thread(target=run, args=(Schedule("sweep", sweeper.url, 0.05), stop),
+                             daemon=True)
     timer.start()
     try:
         poll(lambda: len(sweeper.calls), lambda n: n >= 3, 10)
@@ -55,8 +60,24 @@ def test_the_timer_posts_again_and_again_after_a_failed_call():
 
 
 def test_a_call_to_nothing_is_reported_not_raised():
-    assert tick(f"http://127.0.0.1:{free_port()}/", timeout_s=2) is False
+    assert tick(Schedule("sweep", f"http://127.0.0.1:{free_port()}/", 1), timeout_s=2) is False
 
 
 def test_the_default_url_is_the_native_sweeper():
     assert sweeper_url(Settings(host="127.0.0.1", sweeper_port=8123)) == "http://127.0.0.1:8123/"
+
+
+def test_the_review_sync_is_called_with_the_secret_only_when_one_is_set():
+    plain = Settings(host="127.0.0.1", sweeper_port=8123, review_port=8124)
+    assert [s.name for s in schedules(plain)] == ["sweep"]
+    with_secret = plain.model_copy(update={"review_secret": SecretStr("shh"),
+                                           "review_sync_interval_s": 0.05})
+    sweep, sync = schedules(with_secret)
+    assert (sync.url, sync.interval_s) == ("http://127.0.0.1:8124/sync", 0.05)
+    server = Sweeper()
+    try:
+        tick(Schedule(sync.name, server.url, 1, sync.headers), timeout_s=2)
+    finally:
+        server.server.shutdown()
+    assert server.secrets == ["shh"]
+    assert sweep.headers == {}

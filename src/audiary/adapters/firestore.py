@@ -42,6 +42,7 @@ from audiary.domain.jobs import (
 )
 from audiary.domain.keys import ApiKey, Webhook
 from audiary.domain.notes import Feedback, NoteRecord
+from audiary.domain.review import ReviewItem
 from audiary.errors import NotFoundError
 from audiary.ports import DELIVERED, JobStore, KeyStore, NoteStore
 from audiary.settings import Settings
@@ -368,6 +369,7 @@ class FirestoreNoteStore(NoteStore):
         notes_collection: str = names.COLLECTION_NOTES,
         cache_collection: str = names.COLLECTION_LLM_CACHE,
         feedback_collection: str = names.COLLECTION_FEEDBACK,
+        review_collection: str = names.COLLECTION_REVIEW,
         cache_ttl_days: int = 90,
         emulator_host: str | None = None,
     ) -> None:
@@ -376,6 +378,7 @@ class FirestoreNoteStore(NoteStore):
         self._notes = client.collection(notes_collection)
         self._cache = client.collection(cache_collection)
         self._feedback = client.collection(feedback_collection)
+        self._review = client.collection(review_collection)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -385,6 +388,7 @@ class FirestoreNoteStore(NoteStore):
             notes_collection=settings.notes_collection,
             cache_collection=settings.llm_cache_collection,
             feedback_collection=settings.feedback_collection,
+            review_collection=settings.review_collection,
             cache_ttl_days=settings.llm_cache_ttl_days,
             emulator_host=settings.firestore_emulator_host,
         )
@@ -425,6 +429,38 @@ class FirestoreNoteStore(NoteStore):
 
     def delete_feedback(self, job_id: str) -> int:
         docs = list(self._feedback.where(filter=FieldFilter("job_id", "==", job_id)).stream())
+        for doc in docs:
+            doc.reference.delete()
+        return len(docs)
+
+    def add_review_item(self, item: ReviewItem) -> bool:
+        try:
+            self._review.document(item.item_id).create(item.model_dump(mode="python"))
+        except gexc.Conflict:  # AlreadyExists
+            return False
+        return True
+
+    def get_review_item(self, item_id: str) -> ReviewItem | None:
+        snapshot = self._review.document(item_id).get()
+        return ReviewItem.model_validate(snapshot.to_dict()) if snapshot.exists else None
+
+    def update_review_item(self, item_id: str, fields: Mapping[str, Any]) -> None:
+        update = ReviewItem.model_validate({**_data(self._review.document(item_id).get()),
+                                            **fields}).model_dump(mode="python")
+        self._review.document(item_id).update({k: update[k] for k in fields})
+
+    def list_review_items(self, *, status: str | None = None,
+                          job_id: str | None = None) -> list[ReviewItem]:
+        query: Any = self._review
+        if status is not None:
+            query = query.where(filter=FieldFilter("status", "==", str(status)))
+        if job_id is not None:
+            query = query.where(filter=FieldFilter("job_id", "==", job_id))
+        items = [ReviewItem.model_validate(d.to_dict()) for d in query.stream()]
+        return sorted(items, key=lambda i: (i.queued_at, i.item_id))
+
+    def delete_review_items(self, job_id: str) -> int:
+        docs = list(self._review.where(filter=FieldFilter("job_id", "==", job_id)).stream())
         for doc in docs:
             doc.reference.delete()
         return len(docs)

@@ -196,6 +196,17 @@ class GcsBlobStore(BlobStore):
         blob.patch()
         return self._info(blob)
 
+    def _signing(self) -> dict[str, Any]:
+        """How URLs are signed: on Google Cloud the function's service account signs through
+        the IAM signBlob API (no key file); against the emulator, which checks no signature, a
+        throwaway key signs."""
+        if self._endpoint:
+            return {"credentials": _throwaway_signer(), "api_access_endpoint": self._endpoint}
+        credentials = self._client._credentials
+        credentials.refresh(google.auth.transport.requests.Request())
+        return {"service_account_email": credentials.service_account_email,
+                "access_token": credentials.token}
+
     def signed_put_url(
         self, bucket: str, key: str, *, content_type: str, size: int, expires_s: int
     ) -> SignedUpload:
@@ -205,21 +216,19 @@ class GcsBlobStore(BlobStore):
         (no key file). Against the emulator, which checks no signature, a throwaway key signs.
         """
         headers = {"Content-Type": content_type, "x-goog-content-length-range": f"{size},{size}"}
-        signing: dict[str, Any]
-        if self._endpoint:
-            signing = {"credentials": _throwaway_signer(), "api_access_endpoint": self._endpoint}
-        else:
-            credentials = self._client._credentials
-            credentials.refresh(google.auth.transport.requests.Request())
-            signing = {"service_account_email": credentials.service_account_email,
-                       "access_token": credentials.token}
         url = self._blob(bucket, key).generate_signed_url(
             version="v4", expiration=timedelta(seconds=expires_s), method="PUT",
             content_type=content_type, headers={"x-goog-content-length-range": f"{size},{size}"},
-            **signing,
+            **self._signing(),
         )
         return SignedUpload(url=url, method="PUT", headers=headers,
                             expires_at=datetime.now(UTC) + timedelta(seconds=expires_s))
+
+    def signed_get_url(self, bucket: str, key: str, *, expires_s: int) -> str:
+        """A V4 signed GET URL (signed like `signed_put_url`'s)."""
+        return str(self._blob(bucket, key).generate_signed_url(
+            version="v4", expiration=timedelta(seconds=expires_s), method="GET",
+            **self._signing()))
 
 
 @functools.cache

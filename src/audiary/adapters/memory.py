@@ -32,6 +32,7 @@ from audiary.domain.jobs import (
 )
 from audiary.domain.keys import ApiKey, Webhook
 from audiary.domain.notes import Feedback, NoteRecord
+from audiary.domain.review import ReviewItem
 from audiary.errors import NotFoundError, StateError
 from audiary.ports import (
     DELIVERED,
@@ -199,6 +200,9 @@ class MemoryBlobStore(BlobStore):
             headers={"Content-Type": content_type, "Content-Length": str(size)},
             expires_at=utcnow() + timedelta(seconds=expires_s),
         )
+
+    def signed_get_url(self, bucket: str, key: str, *, expires_s: int) -> str:
+        return f"memory://{bucket}/{key}"
 
 @dataclass(frozen=True)
 class PublishedMessage:
@@ -504,6 +508,7 @@ class MemoryNoteStore(NoteStore):
         self._notes: dict[str, str] = {}
         self._cache: dict[str, str] = {}
         self._feedback: dict[str, str] = {}
+        self._review: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -551,6 +556,39 @@ class MemoryNoteStore(NoteStore):
                    if Feedback.model_validate_json(raw).job_id == job_id]
             for feedback_id in ids:
                 del self._feedback[feedback_id]
+        return len(ids)
+
+    def add_review_item(self, item: ReviewItem) -> bool:
+        with self._lock:
+            if item.item_id in self._review:
+                return False
+            self._review[item.item_id] = item.model_dump_json()
+            return True
+
+    def get_review_item(self, item_id: str) -> ReviewItem | None:
+        with self._lock:
+            raw = self._review.get(item_id)
+        return ReviewItem.model_validate_json(raw) if raw else None
+
+    def update_review_item(self, item_id: str, fields: Mapping[str, Any]) -> None:
+        with self._lock:
+            item = ReviewItem.model_validate_json(self._review[item_id])
+            self._review[item_id] = item.model_copy(update=dict(fields)).model_dump_json()
+
+    def list_review_items(self, *, status: str | None = None,
+                          job_id: str | None = None) -> list[ReviewItem]:
+        with self._lock:
+            items = [ReviewItem.model_validate_json(raw) for raw in self._review.values()]
+        return sorted((i for i in items if (status is None or i.status == status)
+                       and (job_id is None or i.job_id == job_id)),
+                      key=lambda i: (i.queued_at, i.item_id))
+
+    def delete_review_items(self, job_id: str) -> int:
+        with self._lock:
+            ids = [i for i, raw in self._review.items()
+                   if ReviewItem.model_validate_json(raw).job_id == job_id]
+            for item_id in ids:
+                del self._review[item_id]
         return len(ids)
 
 

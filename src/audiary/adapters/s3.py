@@ -295,3 +295,7 @@ class S3BlobStore(BlobStore):
             headers={"Content-Type": content_type, "Content-Length": str(size)},
             expires_at=datetime.now(UTC) + timedelta(seconds=expires_s),
         )
+
+    def signed_get_url(self, bucket: str, key: str, *, expires_s: int) -> str:
+        return str(self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s))

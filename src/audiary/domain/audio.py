@@ -6,7 +6,10 @@ transcriber's window planning both look at its level envelope (`frame_db`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
 
 SAMPLE_RATE = 16_000
 WAV_HEADER_BYTES = 44  # the stdlib wave module writes a plain 44-byte PCM header
@@ -15,8 +18,8 @@ _EPS = 1e-12
 
 
 def frame_db(
-    samples: np.ndarray, frame: int, *, smooth_frames: int = 1, pad: bool = False
-) -> np.ndarray:
+    samples: NDArray[Any], frame: int, *, smooth_frames: int = 1, pad: bool = False
+) -> NDArray[Any]:
     """Level in dBFS of consecutive frames of `frame` samples (int16, or float in [-1, 1]).
 
     With `pad`, a last partial frame counts (zero-padded); otherwise it is left out.
@@ -31,7 +34,7 @@ def frame_db(
     power = np.square(padded).reshape(n, frame).mean(axis=1) if n else np.zeros(0)
     if smooth_frames > 1:
         power = np.convolve(power, np.ones(smooth_frames) / smooth_frames, mode="same")
-    db: np.ndarray = 10.0 * np.log10(power + _EPS)
+    db: NDArray[Any] = 10.0 * np.log10(power + _EPS)
     return db
 
 
@@ -43,6 +46,6 @@ def sample_range_bytes(start_sample: int, end_sample: int) -> tuple[int, int]:
     )
 
 
-def pcm_to_float(data: bytes) -> np.ndarray:
+def pcm_to_float(data: bytes) -> NDArray[Any]:
     """Canonical s16 little-endian PCM bytes as float32 samples in [-1, 1]."""
     return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0

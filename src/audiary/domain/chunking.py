@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from audiary.domain.audio import SAMPLE_RATE
 
@@ -24,7 +26,7 @@ class ChunkSpan:
 
 
 def plan_chunks(
-    levels_db: np.ndarray, total_samples: int, *, target_s: float, search_s: float
+    levels_db: NDArray[Any], total_samples: int, *, target_s: float, search_s: float
 ) -> list[ChunkSpan]:
     """Chunk spans covering [0, total_samples) with no gap and no overlap.
 

@@ -90,6 +90,9 @@ class NoteRecord(BaseModel):
 Kind = Literal["note", "partial", "merge"]
 
 
+FeedbackSource = Literal["api", "ui", "label-studio"]
+
+
 class SegmentCorrection(BaseModel):
     """One corrected segment, with the time range it covers (training clips are cut by it)."""
 
@@ -109,8 +112,9 @@ class Feedback(BaseModel):
     corrected_transcript: str | None = None
     flagged: bool = False
     comment: str | None = None
-    source: Literal["api", "ui", "label-studio"] = "api"
+    source: FeedbackSource = "api"
     created_at: datetime
     # Per-segment corrections, and the transcript version they made (None: no new version).
     corrections: list[SegmentCorrection] = Field(default_factory=list)
     transcript_version: int | None = None
+    flagged_segments: list[int] = Field(default_factory=list)  # indices flagged for review

@@ -13,9 +13,11 @@ import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
+from numpy.typing import NDArray
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from audiary.domain.audio import SAMPLE_RATE
@@ -66,7 +68,7 @@ class UtteranceSpan:
 class LongForm:
     """Concatenated utterances: 16 kHz mono float32 samples, reference text and boundaries."""
 
-    samples: np.ndarray
+    samples: NDArray[Any]
     reference: str
     utterances: list[UtteranceSpan]
     sample_rate: int = SAMPLE_RATE
@@ -116,10 +118,10 @@ def load_manifest(path: Path | None = None) -> list[Utterance]:
     return utterances
 
 
-def decode_audio(path: Path) -> np.ndarray:
+def decode_audio(path: Path) -> NDArray[Any]:
     """Decode any audio file with PyAV to 16 kHz mono float32."""
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    pieces: list[np.ndarray] = []
+    pieces: list[NDArray[Any]] = []
     with av.open(str(path)) as container:
         for frame in container.decode(audio=0):
             for out in resampler.resample(frame):
@@ -128,11 +130,12 @@ def decode_audio(path: Path) -> np.ndarray:
             pieces.append(out.to_ndarray().reshape(-1))
     if not pieces:
         return np.zeros(0, dtype=np.float32)
-    return np.concatenate(pieces).astype(np.float32, copy=False)
+    joined: NDArray[Any] = np.concatenate(pieces).astype(np.float32, copy=False)
+    return joined
 
 
 @functools.cache
-def _cached_audio(path: Path) -> np.ndarray:
+def _cached_audio(path: Path) -> NDArray[Any]:
     samples = decode_audio(path)
     samples.setflags(write=False)
     return samples
@@ -143,7 +146,7 @@ def _concatenate(utterances: list[Utterance], rng: np.random.Generator,
     """Utterances with seeded noisy silences around each; `next_index(samples so far)` picks
     the next one, None ends the file."""
 
-    def silence() -> np.ndarray:
+    def silence() -> NDArray[Any]:
         seconds = rng.uniform(*SILENCE_RANGE_S)
         n = int(seconds * SAMPLE_RATE)
         return (rng.standard_normal(n) * NOISE_RMS).astype(np.float32)
@@ -211,7 +214,7 @@ def full_set(seed: int = 0) -> LongForm:
     return _concatenate(utterances, rng, next_index)
 
 
-def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+def write_wav(path: Path, samples: NDArray[Any], sample_rate: int = SAMPLE_RATE) -> Path:
     """Write float samples in [-1, 1] as 16-bit PCM mono WAV."""
     pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,9 @@
 
 `up()` starts, in order: the Pub/Sub, Firestore and GCS emulators (in parallel), the
 buckets, topics, push subscriptions and dead-letter topics (each read by `deadletters`), the
-`ingest`, `summarize`, `webhooks`, `api`, `deadletters` and `sweeper` functions under
-functions-framework, the transcriber under gunicorn, the bucket watcher, and the scheduler
-that calls the sweeper on a timer.
+`ingest`, `summarize`, `webhooks`, `api`, `deadletters`, `sweeper` and `review` functions
+under functions-framework, the transcriber under gunicorn, the bucket watcher, and the
+scheduler that calls the sweeper and the review sync on timers.
 It returns once every piece answers. State (logs, the watcher's memory, `stack.json` with
 process ids and the variables that point clients at the emulators) lives under
 `settings.state_dir`; "metrics" in `stack.json` lists the Prometheus scrape target of each
@@ -93,6 +93,7 @@ class NativeStack:
             "webhooks": s.webhooks_metrics_port,
             "deadletters": s.deadletters_metrics_port,
             "sweeper": s.sweeper_metrics_port,
+            "review": s.review_metrics_port,
             "watcher": s.watcher_metrics_port,
         }
         return {name: f"{s.host}:{port}" for name, port in ports.items()}
@@ -186,6 +187,7 @@ class NativeStack:
                 ("deadletters", s.deadletters_port, "cloudevent",
                  _metrics_env(s.deadletters_metrics_port)),
                 ("sweeper", s.sweeper_port, "http", _metrics_env(s.sweeper_metrics_port)),
+                ("review", s.review_port, "http", _metrics_env(s.review_metrics_port)),
                 ("api", s.api_port, "http", {}),  # /metrics is a route of the API
             )
         ]
@@ -208,7 +210,8 @@ class NativeStack:
                 ready_url=f"http://{s.host}:{s.watcher_metrics_port}{METRICS_PATH}",
                 env={**env, **_metrics_env(s.watcher_metrics_port)},
             ),
-            # Cloud Scheduler's part: POST to the sweeper every AUDIARY_SWEEP_INTERVAL_S.
+            # Cloud Scheduler's part: POST to the sweeper every AUDIARY_SWEEP_INTERVAL_S, and
+            # to the review sync every AUDIARY_REVIEW_SYNC_INTERVAL_S.
             ManagedProcess(
                 name="scheduler",
                 argv=[sys.executable, "-m", "audiary.local.scheduler"],

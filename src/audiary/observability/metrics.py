@@ -55,6 +55,21 @@ DEAD_LETTER_MESSAGES = Gauge(
     "audiary_dead_letter_messages", "Messages waiting on a dead-letter subscription",
     ["subscription"],
 )
+REVIEW_QUEUED = Counter(
+    "audiary_review_queued", "Items put in the review queue", ["reason"])
+REVIEW_QUEUE_DEPTH = Gauge(
+    "audiary_review_queue_depth", "Review items waiting: queued, or sent and not answered",
+    ["status"])
+REVIEW_CORRECTIONS = Counter(
+    "audiary_review_corrections", "Annotations applied from the review desk", ["reason"])
+REVIEW_FLAG_TO_CORRECTION_SECONDS = Histogram(
+    "audiary_review_flag_to_correction_seconds", "From queuing an item to its correction",
+    ["reason"], buckets=(60, 300, 900, 3600, 4 * 3600, 24 * 3600, 3 * 24 * 3600, 7 * 24 * 3600))
+# WER of the machine's text against reviewers' corrections, per model: errors / words.
+REVIEW_WORD_ERRORS = Counter(
+    "audiary_review_word_errors", "The machine's word errors against corrections", ["model"])
+REVIEW_REFERENCE_WORDS = Counter(
+    "audiary_review_reference_words", "Words in reviewers' corrections", ["model"])
 JOBS_IN_STATE = Gauge("audiary_jobs_in_state", "Jobs currently in each state", ["status"])
 SERVICE_UP = Gauge("audiary_service_up", "1 when the service is ready", ["service"])
 

@@ -35,6 +35,7 @@ def purge(svc: Stores, job_id: str, source: SourceObject) -> None:
             svc.notes.delete_cached(version.cache_key)
     svc.notes.delete_note(job_id)
     svc.notes.delete_feedback(job_id)
+    svc.notes.delete_review_items(job_id)
     log.info("removed the job's audio, transcript, note and feedback", extra={"job_id": job_id})
 
 

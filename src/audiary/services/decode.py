@@ -13,9 +13,11 @@ import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
+from numpy.typing import NDArray
 
 from audiary.domain.audio import BYTES_PER_SAMPLE, SAMPLE_RATE, frame_db
 from audiary.domain.chunking import FRAME
@@ -39,7 +41,7 @@ class CanonicalAudio:
 
     path: Path
     samples: int
-    levels_db: np.ndarray
+    levels_db: NDArray[Any]
     peak_dbfs: float
     source_format: str
     source_codec: str
@@ -103,8 +105,8 @@ def decode_to_canonical(source: Path, dest: Path, limits: AudioLimits) -> Canoni
             raise _too_long(declared, limits)
 
         resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        levels: list[np.ndarray] = []
-        carry = np.zeros(0, dtype=np.int16)
+        levels: list[NDArray[Any]] = []
+        carry: NDArray[np.int16] = np.zeros(0, dtype=np.int16)
         peak = 0
         samples = 0
         with wave.open(str(dest), "wb") as out:

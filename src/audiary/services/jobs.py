@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO
 
 from audiary.domain.jobs import Job, JobStatus, SourceObject, job_id_for, new_job, utcnow
 from audiary.domain.layout import transcript_version_key
-from audiary.domain.notes import Feedback, SegmentCorrection
+from audiary.domain.notes import Feedback, FeedbackSource, SegmentCorrection
 from audiary.domain.transcript import Transcript
 from audiary.errors import AudiaryError, ConflictError, InvalidRequestError, TooLargeError
 from audiary.observability.logs import bind_job
@@ -227,7 +227,10 @@ def summarize_again(svc: Stores, job: Job) -> int:
 
 def store_feedback(svc: Stores, job: Job, owner: str, *, corrected_transcript: str | None,
                    flagged: bool, comment: str | None,
-                   segment_edits: Mapping[int, str] | None = None) -> FeedbackStored:
+                   segment_edits: Mapping[int, str] | None = None,
+                   source: FeedbackSource = "api", feedback_id: str | None = None,
+                   flagged_segments: Sequence[int] = (),
+                   ) -> FeedbackStored:
     """Feedback document, a copy of the audio in the userfeedback bucket carrying the
     correction, and the review state on the original upload. `segment_edits` also make the
     next transcript version (and, unless given, the corrected text is that version's)."""
@@ -242,10 +245,10 @@ def store_feedback(svc: Stores, job: Job, owner: str, *, corrected_transcript: s
             version = job.transcript_version + 1
             corrected_transcript = corrected_transcript or corrected.text
     now = utcnow()
-    fb = Feedback(feedback_id=secrets.token_hex(10), job_id=job.job_id, owner=owner,
-                  corrected_transcript=corrected_transcript, flagged=flagged,
-                  comment=comment, source="api", created_at=now, corrections=corrections,
-                  transcript_version=version)
+    fb = Feedback(feedback_id=feedback_id or secrets.token_hex(10), job_id=job.job_id,
+                  owner=owner, corrected_transcript=corrected_transcript, flagged=flagged,
+                  comment=comment, source=source, created_at=now, corrections=corrections,
+                  transcript_version=version, flagged_segments=sorted(set(flagged_segments)))
     svc.notes.put_feedback(fb)
     stamp = now.isoformat()
     dest = f"{job.job_id}/{PurePosixPath(job.source.name).name}"

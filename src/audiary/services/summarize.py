@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from audiary.domain.jobs import TERMINAL, JobStatus, utcnow
+from audiary.domain.jobs import TERMINAL, Job, JobStatus, utcnow
 from audiary.domain.notes import NoteRecord
 from audiary.domain.transcript import Transcript
 from audiary.observability.logs import job_context
@@ -130,6 +130,7 @@ def _summarize(svc: Stores, router: NoteRouter, ready: messages.TranscriptReady,
     # again after it, rather than leave the note to a redelivery that may never come.
     if purge_if_deleted(svc, job_id):
         return SummarizeOutcome(DELETED)
+    _queue_for_review(svc, job, transcript)
     hours = (job.duration_s or 0) / 3600
     advance(svc, job_id, JobStatus.DONE, stage=STAGE, fields={
         "note_provider": record.provider,
@@ -139,3 +140,15 @@ def _summarize(svc: Stores, router: NoteRouter, ready: messages.TranscriptReady,
     log.info("note written by %s (%s), %d+%d tokens, $%.5f", record.provider, record.model,
              record.input_tokens, record.output_tokens, record.cost_usd, extra=extra)
     return SummarizeOutcome(f"note by {record.provider}", record)
+
+
+def _queue_for_review(svc: Stores, job: Job, transcript: Transcript) -> None:
+    """Uncertain spans and the audit draw go to the review queue; a failure there is logged
+    and does not hold the note back (a flag can still queue the job later)."""
+    from audiary.services.review import queue_finished
+
+    try:
+        queue_finished(svc, job, transcript)
+    except Exception:
+        log.exception("could not queue job %s for review", job.job_id,
+                      extra={"job_id": job.job_id})

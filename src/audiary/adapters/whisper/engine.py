@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from audiary.adapters.whisper.planning import (
     MAX_WINDOW_S,
@@ -209,7 +210,7 @@ class WhisperTranscriber(Transcriber):
     def supported_languages(self) -> Sequence[str] | None:
         return list(self.model.supported_languages)
 
-    def detect_language(self, samples: np.ndarray) -> tuple[str, float] | None:
+    def detect_language(self, samples: NDArray[Any]) -> tuple[str, float] | None:
         language, probability, _ = self.model.detect_language(audio=samples)
         return str(language), float(probability)
 
@@ -217,7 +218,7 @@ class WhisperTranscriber(Transcriber):
         tokenizer = self.model.hf_tokenizer
         return [int(i) for i in tokenizer.encode(text, add_special_tokens=False).ids]
 
-    def plan(self, samples: np.ndarray) -> list[Window]:
+    def plan(self, samples: NDArray[Any]) -> list[Window]:
         """The windows `transcribe` decodes first for these samples."""
         return plan_windows(
             np.asarray(samples, dtype=np.float32).reshape(-1),
@@ -229,7 +230,7 @@ class WhisperTranscriber(Transcriber):
 
     def transcribe(
         self,
-        samples: np.ndarray,
+        samples: NDArray[Any],
         *,
         language: str | None = None,
         word_timestamps: bool | None = None,
@@ -270,7 +271,7 @@ class WhisperTranscriber(Transcriber):
         return result
 
     def _unread(
-        self, samples: np.ndarray, windows: Sequence[Window], segments: Sequence[Segment]
+        self, samples: NDArray[Any], windows: Sequence[Window], segments: Sequence[Segment]
     ) -> list[Piece]:
         # A rest starts at a timestamp, which can be a little inside a word.
         return [
@@ -281,7 +282,7 @@ class WhisperTranscriber(Transcriber):
 
     def _decode(
         self,
-        samples: np.ndarray,
+        samples: NDArray[Any],
         windows: Sequence[Window],
         language: str | None,
         word_timestamps: bool,
@@ -310,7 +311,7 @@ class WhisperTranscriber(Transcriber):
     def _decode_share(
         self,
         pipeline: Any,
-        samples: np.ndarray,
+        samples: NDArray[Any],
         windows: Sequence[Window],
         language: str | None,
         word_timestamps: bool,
@@ -340,7 +341,7 @@ class WhisperTranscriber(Transcriber):
         ]
 
     def transcribe_sequential(
-        self, samples: np.ndarray, *, language: str | None = None, beam_size: int = 5
+        self, samples: NDArray[Any], *, language: str | None = None, beam_size: int = 5
     ) -> list[Segment]:
         """Plain `WhisperModel.transcribe` over the whole array, the baseline.
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from audiary.domain.audio import SAMPLE_RATE, frame_db
 from audiary.domain.transcript import Segment, Word
@@ -64,12 +65,12 @@ class Window:
         return sum(p.length for p in self.pieces)
 
 
-def _frame_db(samples: np.ndarray, smooth_frames: int = 1) -> np.ndarray:
+def _frame_db(samples: NDArray[Any], smooth_frames: int = 1) -> NDArray[Any]:
     """Level in dBFS of consecutive 20 ms frames (the last one zero-padded)."""
     return frame_db(samples, _FRAME, smooth_frames=smooth_frames, pad=True)
 
 
-def _noise_floor(db: np.ndarray, half_width: int, step: int = 10) -> np.ndarray:
+def _noise_floor(db: NDArray[Any], half_width: int, step: int = 10) -> NDArray[Any]:
     """Local noise floor: the 10th percentile of frame levels within +/- `half_width` frames.
 
     A percentile rather than the minimum, so that stretches of digital zero inside a
@@ -78,11 +79,11 @@ def _noise_floor(db: np.ndarray, half_width: int, step: int = 10) -> np.ndarray:
     padded = np.pad(db, half_width, mode="edge")
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half_width + 1)[::step]
     coarse = np.percentile(windows, 10, axis=1)
-    floor: np.ndarray = np.interp(np.arange(len(db)), np.arange(len(coarse)) * step, coarse)
+    floor: NDArray[Any] = np.interp(np.arange(len(db)), np.arange(len(coarse)) * step, coarse)
     return floor
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+def _runs(mask: NDArray[Any]) -> list[tuple[int, int]]:
     """[start, end) index runs where `mask` is true."""
     edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
     starts = np.flatnonzero(edges == 1)
@@ -91,8 +92,8 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _speech_regions(
-    db: np.ndarray,
-    raw_db: np.ndarray,
+    db: NDArray[Any],
+    raw_db: NDArray[Any],
     *,
     min_pause_s: float,
     margin_db: float,
@@ -118,7 +119,7 @@ def _speech_regions(
 
 
 def _split_long(
-    start: int, end: int, db: np.ndarray, max_frames: int, min_frames: int
+    start: int, end: int, db: NDArray[Any], max_frames: int, min_frames: int
 ) -> list[tuple[int, int]]:
     """Cut a frame range longer than `max_frames` at its quietest frames."""
     parts = []
@@ -132,7 +133,7 @@ def _split_long(
 
 
 def plan_windows(
-    samples: np.ndarray,
+    samples: NDArray[Any],
     *,
     max_window_s: float = MAX_WINDOW_S,
     min_pause_s: float = MIN_PAUSE_S,
@@ -281,7 +282,7 @@ def split_at_pieces(
     return result
 
 
-def snap_to_quiet(samples: np.ndarray, piece: Piece, radius_s: float = 0.3) -> Piece:
+def snap_to_quiet(samples: NDArray[Any], piece: Piece, radius_s: float = 0.3) -> Piece:
     """Move a piece's start to the quietest 20 ms frame within `radius_s` of it."""
     radius = int(radius_s * SAMPLE_RATE)
     lo = max(0, piece.start - radius)
@@ -292,7 +293,7 @@ def snap_to_quiet(samples: np.ndarray, piece: Piece, radius_s: float = 0.3) -> P
     return Piece(start, piece.end, piece.gain)
 
 
-def render_windows(samples: np.ndarray, windows: Sequence[Window]) -> np.ndarray:
+def render_windows(samples: NDArray[Any], windows: Sequence[Window]) -> NDArray[Any]:
     """The windows' pieces, scaled and laid end to end (the audio the model decodes)."""
     parts = [
         samples[p.start : p.end].astype(np.float32) * np.float32(p.gain)
@@ -301,7 +302,8 @@ def render_windows(samples: np.ndarray, windows: Sequence[Window]) -> np.ndarray
     ]
     if not parts:
         return np.zeros(0, dtype=np.float32)
-    return np.clip(np.concatenate(parts), -1.0, 1.0)
+    clipped: NDArray[Any] = np.clip(np.concatenate(parts), -1.0, 1.0)
+    return clipped
 
 
 class TimeMap:

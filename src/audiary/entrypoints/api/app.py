@@ -34,6 +34,7 @@ from audiary.errors import (
 from audiary.observability.http import instrument_flask
 from audiary.ports import Stores
 from audiary.services import jobs as use_cases
+from audiary.services import review
 from audiary.settings import Settings, load_settings
 from audiary.wiring import stores
 
@@ -320,16 +321,29 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
     def feedback(job_id: str) -> tuple[Response, int]:
         body = _body(schemas.FeedbackRequest)
         job = own_job(job_id)
-        if body.segments and job.transcript_uri is None:
+        if (body.segments or body.flagged_segments) and job.transcript_uri is None:
             raise ApiError(409, "not_ready", f"job {job_id} is {job.status}: no transcript yet")
+        stores_ = svc()
+        if body.flagged_segments:
+            count = len(use_cases.load_transcript(stores_, job).segments)
+            if bad := [i for i in body.flagged_segments if not 0 <= i < count]:
+                raise ApiError(422, "invalid_segment", f"the transcript has segments 0 to "
+                               f"{count - 1}; no segment {bad[0]}")
         stored = use_cases.store_feedback(
-            svc(), job, g.principal.owner, corrected_transcript=body.corrected_transcript,
+            stores_, job, g.principal.owner, corrected_transcript=body.corrected_transcript,
             flagged=body.flagged, comment=body.comment,
-            segment_edits={e.index: e.text for e in body.segments or []})
+            segment_edits={e.index: e.text for e in body.segments or []},
+            flagged_segments=body.flagged_segments)
+        queued = []
+        if (body.flagged or body.flagged_segments) and job.transcript_uri is not None:
+            fresh = stores_.jobs.get_job(job.job_id) or job
+            queued = review.queue_flags(stores_, fresh, whole=body.flagged,
+                                        segments=body.flagged_segments)
         return _json(schemas.FeedbackResponse(
             feedback_id=stored.feedback.feedback_id, job_id=job.job_id,
             feedback_object=stored.feedback_object,
-            transcript_version=stored.feedback.transcript_version), 201)
+            transcript_version=stored.feedback.transcript_version,
+            review_items=[item.item_id for item in queued]), 201)
 
     @app.post("/v1/webhooks")
     @authed

@@ -81,13 +81,18 @@ class FeedbackRequest(_Body):
     segments: list[SegmentEdit] | None = Field(
         default=None, max_length=10_000,
         description="Per-segment corrections; they make the next transcript version")
-    flagged: bool = False
+    flagged: bool = Field(default=False, description="Flag the whole job for review")
+    flagged_segments: list[int] = Field(
+        default_factory=list, max_length=10_000,
+        description="Indices of segments to flag for review (each becomes a review task)")
     comment: str | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")
     def _something(self) -> FeedbackRequest:
-        if self.corrected_transcript is None and not self.segments and not self.flagged:
-            raise ValueError("give a corrected_transcript, segments, flagged: true, or both")
+        if (self.corrected_transcript is None and not self.segments and not self.flagged
+                and not self.flagged_segments):
+            raise ValueError("give a corrected_transcript, segments, flagged: true or "
+                             "flagged_segments")
         return self
 
 
@@ -96,6 +101,8 @@ class FeedbackResponse(BaseModel):
     job_id: str
     feedback_object: str
     transcript_version: int | None = None  # the version the corrections made, if any
+    review_items: list[str] = Field(
+        default_factory=list, description="Review items this flag queued (new ones only)")
 
 
 class SummarizeAgain(BaseModel):

@@ -24,8 +24,8 @@ from audiary.domain.jobs import TERMINAL, Job, JobStatus
 from audiary.domain.keys import ApiKey, new_key
 from audiary.domain.transcript import TranscriptFormat, render
 from audiary.entrypoints.cli.backends import ApiBackend, Backend, LocalBackend
-from audiary.errors import AudiaryError
-from audiary.ports import Stores
+from audiary.errors import AudiaryError, ConflictError
+from audiary.ports import ReviewDesk, Stores
 from audiary.services.notes.render import to_markdown
 from audiary.settings import load_settings
 from audiary.wiring import stores
@@ -269,6 +269,76 @@ def keys_revoke(key_id: str) -> None:
     if not _svc().keys.revoke_key(key_id, datetime.now(UTC)):
         raise click.ClickException(f"no key {key_id}")
     console.print(f"key {key_id} revoked")
+
+
+@cli.group()
+def review() -> None:
+    """Review in Label Studio: set the project up, sync, and see what came back."""
+
+
+def _desk(svc: Stores) -> ReviewDesk:
+    from audiary.adapters.label_studio import LabelStudioDesk, ReviewDeskError
+
+    try:
+        return LabelStudioDesk.from_settings(svc.settings)
+    except ReviewDeskError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@review.command("setup")
+def review_setup() -> None:
+    """Create or update the Label Studio project (labeling config) and register the webhook
+    to the receiver (AUDIARY_REVIEW_URL); print the project's URL."""
+    from audiary.adapters.label_studio import ReviewDeskError
+    from audiary.services.review import setup
+
+    svc = _svc()
+    desk = _desk(svc)
+    try:
+        project_id, created, hook = setup(svc, desk)
+    except (ReviewDeskError, ConflictError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"project {project_id} {'created' if created else 'up to date'}")
+    if hook is None:
+        console.print("no webhook: set AUDIARY_REVIEW_URL (and AUDIARY_REVIEW_SECRET) to have "
+                      "corrections sent back at once; until then the sync pulls them")
+    else:
+        console.print(f"webhook to {svc.settings.review_url}/label-studio "
+                      f"{'registered' if hook else 'up to date'}")
+    click.echo(desk.project_url(project_id))
+
+
+@review.command("sync")
+def review_sync() -> None:
+    """Send queued items to Label Studio and apply annotations the webhook missed (what the
+    schedule runs every minute)."""
+    from audiary.adapters.label_studio import ReviewDeskError
+    from audiary.services.review import sync
+
+    svc = _svc()
+    try:
+        report = sync(svc, _desk(svc))
+    except ReviewDeskError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"{len(report.sent)} tasks created, annotations: {report.outcomes or 'none'}, "
+                  f"{len(report.dropped)} dropped, {report.resigned} audio URLs signed again; "
+                  f"{report.queue_depth} items waiting")
+
+
+@review.command("stats")
+def review_stats() -> None:
+    """The review queue by state, and the machine's WER against corrections per model."""
+    from audiary.services.review import stats
+
+    svc = _svc()
+    result = stats(svc)
+    Console().print(
+        f"queued {result.queued} · sent {result.sent} · corrected {result.corrected} · "
+        f"skipped {result.skipped} · dropped {result.dropped}")
+    table = Table("model", "corrected words", "WER of the machine")
+    for model, words in sorted(result.words_by_model.items()):
+        table.add_row(model, str(words), f"{result.wer_by_model[model]:.3f}")
+    Console().print(table)
 
 
 @cli.group()

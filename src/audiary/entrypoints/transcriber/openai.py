@@ -37,10 +37,10 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal, cast, get_args
+from typing import IO, Any, Literal, cast, get_args
 
-import numpy as np
 from flask import Blueprint, Response, jsonify, request
+from numpy.typing import NDArray
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -334,7 +334,7 @@ def _parse_temperature(value: str | None) -> float:
 
 def _decode_upload(
     upload: FileStorage, limits: SyncLimits, settings: Settings
-) -> tuple[np.ndarray, float]:
+) -> tuple[NDArray[Any], float]:
     """The upload as 16 kHz mono float32 samples and its duration, validated by content."""
     audio_limits = AudioLimits(
         max_duration_s=limits.max_duration_s,
@@ -410,7 +410,7 @@ def _loaded(get_model: Callable[[float], Transcriber], wait_s: float) -> Transcr
 
 
 def _resolve_language(
-    requested: str | None, transcriber: Transcriber, samples: np.ndarray
+    requested: str | None, transcriber: Transcriber, samples: NDArray[Any]
 ) -> str | None:
     """The language to decode in: asked for, configured, English-only, else detected."""
     supported = transcriber.supported_languages
@@ -438,7 +438,7 @@ def _resolve_language(
 
 
 def _run(
-    transcriber: Transcriber, samples: np.ndarray, language: str | None, *, words: bool
+    transcriber: Transcriber, samples: NDArray[Any], language: str | None, *, words: bool
 ) -> list[Segment]:
     if words and not transcriber.word_timestamps_supported:
         raise ApiError(
