@@ -19,11 +19,11 @@ import logging
 import flask
 import functions_framework
 
-from audiary.adapters.label_studio import LabelStudioDesk, ReviewDeskError
+from audiary.errors import ReviewDeskError
 from audiary.observability import telemetry
 from audiary.services.review import SECRET_HEADER, receive, sync
 from audiary.settings import Settings, load_settings
-from audiary.wiring import stores
+from audiary.wiring import review_desk, stores
 
 log = logging.getLogger("audiary.functions.review")
 SERVICE = "review"
@@ -87,7 +87,7 @@ def review(request: flask.Request) -> flask.typing.ResponseReturnValue:
             return flask.jsonify(skipped="Label Studio is not configured "
                                  "(AUDIARY_LABEL_STUDIO_URL)"), 200
         try:
-            report = sync(stores(settings), LabelStudioDesk.from_settings(settings))
+            report = sync(stores(settings), review_desk(settings))
         except ReviewDeskError as exc:
             log.warning("sync failed: %s", exc)
             return _error(502, "review_desk_unavailable", str(exc))

@@ -37,6 +37,10 @@ class StateError(AudiaryError):
     """A job state transition that the state machine does not allow."""
 
 
+class ReviewDeskError(AudiaryError):
+    """The review desk (Label Studio) is not configured, unreachable, or refused a call."""
+
+
 class ProviderError(AudiaryError):
     """An LLM provider failed after its own retries.
 

@@ -25,6 +25,7 @@ from audiary.ports import (
     NoteStore,
     NoteWriter,
     Publisher,
+    ReviewDesk,
     Stores,
     Transcriber,
 )
@@ -224,3 +225,10 @@ def transcriber(settings: Settings) -> Transcriber:
     location = materialize(settings.resolved_model_path(), stores(settings).blobs,
                            settings.state_dir)
     return WhisperTranscriber.from_settings(settings.model_copy(update={"model_path": location}))
+
+
+def review_desk(settings: Settings) -> ReviewDesk:
+    """Label Studio at `AUDIARY_LABEL_STUDIO_URL`; `ReviewDeskError` if it is not configured."""
+    from audiary.adapters.label_studio import LabelStudioDesk
+
+    return LabelStudioDesk.from_settings(settings)

@@ -26,8 +26,8 @@ WEB_CLIENT_ID = "e2e-web.apps.googleusercontent.com"
 WEB_USER = "diarist@example.org"
 # The review desk: a real Label Studio, started by the review tests on this port (the stack is
 # configured for it from the start), and the secret its webhook carries to the receiver.
-LABEL_STUDIO_TOKEN = "e2e-label-studio-token-0123456789"  # noqa: S105
-REVIEW_SECRET = "e2e-review-secret"  # noqa: S105
+LABEL_STUDIO_TOKEN = "e2e-label-studio-token-0123456789"
+REVIEW_SECRET = "e2e-review-secret"
 
 
 @pytest.fixture(scope="session")

@@ -164,6 +164,9 @@ def test_sign_in_play_seek_correct_and_flag(browser, stack: NativeStack, svc: St
         "arguments[0].textContent = arguments[1];"
         "arguments[0].dispatchEvent(new Event('input'));", first, corrected)
     browser.find_element(By.ID, "flagged").click()
+    flag = segments[1].find_element(By.CLASS_NAME, "flag")  # and one line, for review
+    flag.click()
+    assert flag.get_attribute("aria-pressed") == "true"
     browser.find_element(By.ID, "comment").send_keys("the day is wrong")
     screenshot(browser, tmp_path, "web-job")
     browser.find_element(By.CSS_SELECTOR, "#feedback-form button").click()
@@ -171,10 +174,15 @@ def test_sign_in_play_seek_correct_and_flag(browser, stack: NativeStack, svc: St
     assert "Saved" in saved.text
 
     assert "transcript version 2" in saved.text
+    assert "2 sent to review" in saved.text
+    queued = {i.item_id: i for i in svc.notes.list_review_items(job_id=job_id)}
+    assert {f"{job_id}.flagged.all", f"{job_id}.flagged.s1"} <= set(queued)
+    assert queued[f"{job_id}.flagged.s1"].transcript_version == 2  # what the reviewer sees
 
     # Checked in the stores, not on the page.
     (feedback,) = svc.notes.list_feedback(job_id)
     assert feedback.flagged
+    assert feedback.flagged_segments == [1]
     assert feedback.comment == "the day is wrong"
     assert feedback.corrected_transcript.startswith(corrected)
     (correction,) = feedback.corrections

@@ -47,6 +47,7 @@ from audiary.domain.notes import (
     Statement,
     TimeRange,
 )
+from audiary.domain.review import ReviewItem, ReviewReason, ReviewStatus, item_id
 from audiary.errors import NotFoundError, StateError
 from audiary.ports import (
     DEAD_LETTERED,
@@ -810,7 +811,8 @@ def notes(request: pytest.FixtureRequest) -> NoteStore:
     from audiary.adapters.firestore import FirestoreNoteStore
 
     return FirestoreNoteStore.from_settings(
-        Settings(notes_collection=unique("notes"), llm_cache_collection=unique("cache"))
+        Settings(notes_collection=unique("notes"), llm_cache_collection=unique("cache"),
+                 review_collection=unique("review"))
     )
 
 
@@ -870,6 +872,38 @@ def test_feedback_and_note_deletion(notes: NoteStore) -> None:
     assert notes.delete_feedback(job_id) == 2
     assert notes.list_feedback(job_id) == []
     assert notes.delete_feedback(job_id) == 0
+
+
+def review_item(job_id: str, first: int | None, queued_at: datetime) -> ReviewItem:
+    reason = ReviewReason.FLAGGED if first is None else ReviewReason.UNCERTAIN
+    return ReviewItem(item_id=item_id(job_id, reason, first, first), job_id=job_id,
+                      reason=reason, first=first, last=first, start_s=0.0, end_s=4.5,
+                      model="tiny.en", queued_at=queued_at)
+
+
+def test_review_items_are_queued_once_and_found_by_status_and_job(notes: NoteStore) -> None:
+    job_id, other = unique("job"), unique("job")
+    t0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    later, first = review_item(job_id, 3, t0 + timedelta(minutes=1)), review_item(job_id, None, t0)
+    assert notes.add_review_item(later)
+    assert notes.add_review_item(first)
+    assert not notes.add_review_item(first.model_copy(update={"model": "changed"}))
+    assert notes.add_review_item(review_item(other, 0, t0))
+    assert notes.get_review_item(first.item_id) == first  # the first one stays
+    assert notes.list_review_items(job_id=job_id) == [first, later]
+    notes.update_review_item(later.item_id, {"status": ReviewStatus.SENT, "task_id": 42,
+                                             "sent_at": t0 + timedelta(minutes=2)})
+    sent = notes.get_review_item(later.item_id)
+    assert sent is not None
+    assert (sent.status, sent.task_id, sent.first) == (ReviewStatus.SENT, 42, 3)
+    assert [i.item_id for i in notes.list_review_items(status=ReviewStatus.SENT)
+            if i.job_id == job_id] == [later.item_id]
+    assert [i.item_id for i in notes.list_review_items(status=ReviewStatus.QUEUED, job_id=job_id)
+            ] == [first.item_id]
+    assert notes.delete_review_items(job_id) == 2
+    assert notes.list_review_items(job_id=job_id) == []
+    assert notes.get_review_item(first.item_id) is None
+    assert len(notes.list_review_items(job_id=other)) == 1
 
 
 def test_a_cached_note_can_be_forgotten(notes: NoteStore) -> None:
@@ -985,6 +1019,22 @@ def test_signed_put_url_binds_type_and_size(blobs: BlobStore) -> None:
     assert response.status_code == 200, response.text
     assert blobs.get(bucket, "inbox/x.wav") == b"hello"
     assert "X-Goog-Signature" in signed.url or "X-Amz-Signature" in signed.url
+
+
+def test_signed_get_url_reads_the_object_without_credentials(blobs: BlobStore) -> None:
+    bucket = unique("bkt")
+    blobs.ensure_bucket(bucket)
+    blobs.put(bucket, "review/clip.wav", b"RIFF-clip", content_type="audio/wav")
+    url = blobs.signed_get_url(bucket, "review/clip.wav", expires_s=3600)
+    if url.startswith("memory://"):
+        assert url == f"memory://{bucket}/review/clip.wav"
+        return
+    import httpx
+
+    response = httpx.get(url)
+    assert response.status_code == 200, response.text
+    assert response.content == b"RIFF-clip"
+    assert "X-Goog-Signature" in url or "X-Amz-Signature" in url
 
 
 def test_a_delivery_is_recorded_once(keys: KeyStore) -> None:

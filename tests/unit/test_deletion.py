@@ -48,6 +48,8 @@ def everything(svc, job_id: str) -> dict[str, object]:
         found["note"] = job_id
     if svc.notes.list_feedback(job_id):
         found["feedback"] = len(svc.notes.list_feedback(job_id))
+    if svc.notes.list_review_items(job_id=job_id):
+        found["review"] = len(svc.notes.list_review_items(job_id=job_id))
     return found
 
 

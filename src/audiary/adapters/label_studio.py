@@ -5,13 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
-from audiary.errors import AudiaryError
+from audiary.errors import ReviewDeskError
 from audiary.ports import DeskTask, ReviewDesk
 from audiary.settings import Settings
-
-
-class ReviewDeskError(AudiaryError):
-    """Label Studio could not be reached or refused a call; the message says which and why."""
 
 
 class LabelStudioDesk(ReviewDesk):

@@ -24,11 +24,11 @@ from audiary.domain.jobs import TERMINAL, Job, JobStatus
 from audiary.domain.keys import ApiKey, new_key
 from audiary.domain.transcript import TranscriptFormat, render
 from audiary.entrypoints.cli.backends import ApiBackend, Backend, LocalBackend
-from audiary.errors import AudiaryError, ConflictError
+from audiary.errors import AudiaryError, ConflictError, ReviewDeskError
 from audiary.ports import ReviewDesk, Stores
 from audiary.services.notes.render import to_markdown
 from audiary.settings import load_settings
-from audiary.wiring import stores
+from audiary.wiring import review_desk, stores
 
 AUDIO_SUFFIXES = frozenset({
     ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".webm", ".mp4", ".mov",
@@ -277,10 +277,8 @@ def review() -> None:
 
 
 def _desk(svc: Stores) -> ReviewDesk:
-    from audiary.adapters.label_studio import LabelStudioDesk, ReviewDeskError
-
     try:
-        return LabelStudioDesk.from_settings(svc.settings)
+        return review_desk(svc.settings)
     except ReviewDeskError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -289,7 +287,6 @@ def _desk(svc: Stores) -> ReviewDesk:
 def review_setup() -> None:
     """Create or update the Label Studio project (labeling config) and register the webhook
     to the receiver (AUDIARY_REVIEW_URL); print the project's URL."""
-    from audiary.adapters.label_studio import ReviewDeskError
     from audiary.services.review import setup
 
     svc = _svc()
@@ -312,7 +309,6 @@ def review_setup() -> None:
 def review_sync() -> None:
     """Send queued items to Label Studio and apply annotations the webhook missed (what the
     schedule runs every minute)."""
-    from audiary.adapters.label_studio import ReviewDeskError
     from audiary.services.review import sync
 
     svc = _svc()

@@ -331,7 +331,16 @@ function renderSegments(segments) {
       seek(e.target.dataset.start !== undefined ? Number(e.target.dataset.start) : seg.start);
     });
     text.addEventListener("keydown", (e) => lineKeys(e, li, seg));
-    li.append(time, text);
+    const flag = document.createElement("button");
+    flag.type = "button";
+    flag.className = "flag";
+    flag.textContent = "⚑";
+    flag.setAttribute("aria-pressed", "false");
+    flag.setAttribute("aria-label", `Flag the line from ${fmt(seg.start)} for review`);
+    flag.title = "Flag this line for review";
+    flag.onclick = () => flag.setAttribute("aria-pressed",
+      String(flag.getAttribute("aria-pressed") !== "true"));
+    li.append(time, text, flag);
     return li;
   }));
 }
@@ -421,12 +430,15 @@ $("feedback-form").addEventListener("submit", async (event) => {
     .map((li) => ({ li, text: li.querySelector(".text") }))
     .filter(({ text }) => text.classList.contains("edited"));
   const flagged = $("flagged").checked;
-  if (!edits.length && !flagged) {
-    say("Nothing to save: correct a line or flag the recording first.");
+  const flaggedLines = [...$("segments").children]
+    .filter((li) => li.querySelector(".flag").getAttribute("aria-pressed") === "true")
+    .map((li) => Number(li.dataset.index));
+  if (!edits.length && !flagged && !flaggedLines.length) {
+    say("Nothing to save: correct a line or flag the recording (or a line) first.");
     return;
   }
   // Each corrected line keeps its time range: the corrections become the next version.
-  const body = { flagged, comment: $("comment").value || null };
+  const body = { flagged, flagged_segments: flaggedLines, comment: $("comment").value || null };
   if (edits.length) {
     body.segments = edits.map(({ li, text }) => ({ index: Number(li.dataset.index), text: text.textContent.trim() }));
   }
@@ -438,8 +450,11 @@ $("feedback-form").addEventListener("submit", async (event) => {
     }
     if (saved.transcript_version) current.job.transcript_version = saved.transcript_version;
     offerAgain();
+    for (const li of $("segments").children) li.querySelector(".flag").setAttribute("aria-pressed", "false");
     const version = saved.transcript_version ? ` as transcript version ${saved.transcript_version}` : "";
-    say(`Saved${version}. Thank you: corrections go to review.`, true);
+    const queued = saved.review_items.length
+      ? ` ${saved.review_items.length} sent to review.` : "";
+    say(`Saved${version}.${queued} Thank you.`, true);
   } catch (err) {
     say(`Not saved: ${err.message}`);
   }
