@@ -13,10 +13,10 @@ REQUIRED_APIS = (
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",  # builds the function images
     "cloudfunctions.googleapis.com",
-    "cloudscheduler.googleapis.com",  # runs the sweeper
+    "cloudscheduler.googleapis.com",  # runs the sweeper and the review sync
     "firestore.googleapis.com",
     "iam.googleapis.com",
-    "iamcredentials.googleapis.com",  # signBlob: the API signs upload URLs without a key file
+    "iamcredentials.googleapis.com",  # signBlob: the API and review sign URLs without a key file
     "monitoring.googleapis.com",
     "pubsub.googleapis.com",
     "run.googleapis.com",

@@ -14,6 +14,13 @@ from pulumi_gcp import storage
 from audiary import names
 from infra.options import child_options
 
+# Label Studio's page fetches review audio from its signed URL, in ranges (`Range` must pass
+# the preflight: GCS answers it with the headers listed here) and reads the answer's length and
+# range. The same cache time as the uploads rule.
+REVIEW_CORS_METHODS = ("GET",)
+REVIEW_CORS_RESPONSE_HEADERS = ("Accept-Ranges", "Content-Length", "Content-Range",
+                                "Content-Type", "Range")
+
 
 @dataclass(frozen=True)
 class BucketsArgs:
@@ -27,6 +34,9 @@ class BucketsArgs:
     work_ttl_days: int
     # Origins of the web page, which PUTs uploads straight to signed URLs of the uploads bucket.
     web_origins: tuple[str, ...] = ()
+    # Origins of Label Studio's page, which plays review audio from signed URLs of the work
+    # bucket (clips under review/, or a job's whole canonical audio).
+    review_origins: tuple[str, ...] = ()
     force_destroy: bool = False
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -64,9 +74,15 @@ class Buckets(pulumi.ComponentResource):
             "max_age_seconds": names.UPLOAD_CORS_MAX_AGE_S,
         }] if args.web_origins else []
         self.uploads = bucket("uploads", args.uploads, cors=upload_cors)
+        review_cors: list[storage.BucketCorArgsDict] = [{
+            "origins": list(args.review_origins),
+            "methods": list(REVIEW_CORS_METHODS),
+            "response_headers": list(REVIEW_CORS_RESPONSE_HEADERS),
+            "max_age_seconds": names.UPLOAD_CORS_MAX_AGE_S,
+        }] if args.review_origins else []
         # Canonical audio and chunk results are only needed while a job runs (and for a
         # retry); the lifecycle rule deletes them after the TTL.
-        self.work = bucket("work", args.work, args.work_ttl_days)
+        self.work = bucket("work", args.work, args.work_ttl_days, cors=review_cors)
         self.transcripts = bucket("transcripts", args.transcripts)
         self.feedback = bucket("feedback", args.feedback)
         # No TTL: Pulumi deletes an archive itself when a new one replaces it.

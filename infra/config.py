@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pulumi
 
@@ -35,6 +36,7 @@ GPU_MIN_CPU, GPU_MIN_MEMORY_GIB = 4, 16
 PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class ConfigError(ValueError):
@@ -89,6 +91,14 @@ class StackConfig:
     web_google_client_id: str | None = None
     web_users: tuple[str, ...] = ()
 
+    # Review in Label Studio, the team's own server. Set, the review function takes Label
+    # Studio's webhooks (it checks the shared secret itself) and Cloud Scheduler runs its sync;
+    # unset, finished jobs are still queued for review, and nothing is sent.
+    label_studio_url: str | None = None
+    label_studio_token: pulumi.Output[str] | None = None
+    review_secret: pulumi.Output[str] | None = None
+    review_audit_percent: float = 5.0  # audiary.settings.Settings.review_audit_percent
+
     alert_emails: tuple[str, ...] = ()
     error_rate_threshold: float = 0.05
 
@@ -140,6 +150,22 @@ class StackConfig:
         """The API's URL, known before it exists: gen2 functions get a deterministic one."""
         return f"{self.api_origin}/api"
 
+    @property
+    def review_url(self) -> str:
+        """The review function's URL, known before it exists like `api_url`: the audience of
+        the scheduler's ID tokens, which the function checks against its own environment."""
+        return f"{self.api_origin}/review"
+
+    @property
+    def label_studio_origin(self) -> str | None:
+        """Label Studio's origin as a browser sends it: scheme, host, and a port only when it
+        is not the scheme's default."""
+        if not self.label_studio_url:
+            return None
+        parts = urlsplit(self.label_studio_url)
+        port = "" if parts.port in (None, _DEFAULT_PORTS[parts.scheme]) else f":{parts.port}"
+        return f"{parts.scheme}://{parts.hostname}{port}"
+
 
 def _validate(cfg: StackConfig) -> None:
     for base in (names.BUCKET_UPLOADS, names.BUCKET_WORK, names.BUCKET_TRANSCRIPTS,
@@ -183,6 +209,7 @@ def _validate(cfg: StackConfig) -> None:
         raise ConfigError(
             "audiary:webGoogleClientId needs audiary:apiPublic true: a browser cannot pass "
             "Cloud Run IAM, the API checks the Google sign-in itself")
+    _validate_review(cfg)
     if cfg.work_ttl_days < 1:
         raise ConfigError("audiary:workTtlDays must be at least 1")
     if cfg.cpu_realtime_factor <= 0:
@@ -199,6 +226,40 @@ def _validate(cfg: StackConfig) -> None:
             f"audiary:stallAfterS is {cfg.stall_after_s:g} s; a healthy job can be silent for "
             f"an ack deadline and a redelivery backoff: use at least {2 * ACK_DEADLINE_S} s"
         )
+
+
+def _validate_review(cfg: StackConfig) -> None:
+    if not 0 <= cfg.review_audit_percent <= 100:
+        raise ConfigError(
+            f"audiary:reviewAuditPercent is {cfg.review_audit_percent:g}; it is a share of "
+            "confident jobs: use 0 to 100")
+    if not cfg.label_studio_url:
+        return
+    if not _is_base_url(cfg.label_studio_url):
+        raise ConfigError(
+            f"audiary:labelStudioUrl is {cfg.label_studio_url!r}; it must be Label Studio's "
+            "base URL, e.g. https://review.example.org")
+    # Key -> (its value, what to set it to).
+    needed = {
+        "labelStudioToken": (cfg.label_studio_token, "<a legacy API token of the Label Studio "
+                             "project owner>"),
+        "reviewSecret": (cfg.review_secret, '"$(openssl rand -hex 24)"'),
+    }
+    if missing := [key for key, (value, _) in needed.items() if value is None]:
+        raise ConfigError(
+            "audiary:labelStudioUrl is set, so the review function needs "
+            f"{' and '.join(f'audiary:{key}' for key in missing)}: "
+            + "; ".join(f"pulumi config set --secret audiary:{key} {needed[key][1]}"
+                        for key in missing))
+
+
+def _is_base_url(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        _ = parts.port  # a port that is no number from 0 to 65535 raises
+    except ValueError:
+        return False
+    return parts.scheme in _DEFAULT_PORTS and bool(parts.hostname)
 
 
 def cpu_chunk_limit_s(cfg: StackConfig) -> float:
@@ -230,6 +291,7 @@ def load_config() -> StackConfig:
         raise ConfigError("gcp:project is not set: pulumi config set gcp:project <project-id>")
     region = cfg.get("region") or gcp.get("region") or StackConfig.region
     gpu = cfg.get_bool("transcriberGpu", True)
+    audit_percent = cfg.get_float("reviewAuditPercent")  # 0 is a value: no `or` default
     return StackConfig(
         project=project,
         region=region,
@@ -273,6 +335,12 @@ def load_config() -> StackConfig:
         api_service_accounts=_strings(cfg, "apiServiceAccounts"),
         web_google_client_id=cfg.get("webGoogleClientId"),
         web_users=_strings(cfg, "webUsers"),
+        label_studio_url=cfg.get("labelStudioUrl"),
+        label_studio_token=cfg.get_secret("labelStudioToken"),
+        review_secret=cfg.get_secret("reviewSecret"),
+        review_audit_percent=(
+            StackConfig.review_audit_percent if audit_percent is None else audit_percent
+        ),
         alert_emails=_strings(cfg, "alertEmails"),
         error_rate_threshold=(
             cfg.get_float("errorRateThreshold") or StackConfig.error_rate_threshold

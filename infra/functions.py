@@ -5,7 +5,7 @@ subscriptions (see infra.messaging), not by Eventarc triggers: a trigger's subsc
 created and owned by Eventarc, and neither it nor the provider lets a dead-letter policy be set
 on it (hashicorp/terraform-provider-google#25069). functions-framework turns the push body
 into the same CloudEvent the trigger would deliver, exactly as in the native local stack.
-`api` is an HTTP function.
+`api`, `sweeper` and `review` are HTTP functions.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ class CloudFunctionArgs:
     timeout_s: int
     concurrency: int
     max_instances: int
-    # Pub/Sub-fed functions take only internal traffic; the API takes all (IAM still applies).
+    # Pub/Sub-fed functions take only internal traffic; the API and a review function that
+    # Label Studio calls take all (IAM still applies).
     public_ingress: bool = False
     secret_env: Mapping[str, SecretEnv] = field(default_factory=dict)
     invokers: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)

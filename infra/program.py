@@ -2,7 +2,9 @@
 
 Flow (docs/DESIGN.md section 1): gs://<uploads>/inbox/ -> notification -> audio-uploaded ->
 push -> ingest -> transcribe-chunk -> push -> transcriber (Cloud Run, GPU) -> transcript-ready
--> push -> summarize -> job-finished -> push -> webhooks. The API function serves HTTPS.
+-> push -> summarize -> job-finished -> push -> webhooks. The API function serves HTTPS; the
+review function takes Label Studio's webhooks and, called by Cloud Scheduler, syncs the review
+queue with it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from infra.config import ACK_DEADLINE_S, REPO_ROOT, StackConfig, chunk_target_s
 from infra.database import Firestore, FirestoreArgs
 from infra.functions import CloudFunction, CloudFunctionArgs, SecretEnv
 from infra.iam import Grant, Grants, GrantsArgs, ServiceAccounts, ServiceAccountsArgs
-from infra.llm_keys import LlmKeys, LlmKeysArgs
+from infra.llm_keys import LlmKeys, MountedSecrets, ReviewSecrets, SecretsArgs
 from infra.messaging import (
     PUBLISHER,
     PushSubscription,
@@ -34,7 +36,7 @@ from infra.messaging import (
     UploadNotificationArgs,
 )
 from infra.registry import ImageRepository, ImageRepositoryArgs
-from infra.schedule import SweepSchedule, SweepScheduleArgs
+from infra.schedule import ReviewSyncSchedule, ScheduleArgs, SweepSchedule
 from infra.transcriber import Transcriber, TranscriberArgs
 
 OBJECT_USER = "roles/storage.objectUser"  # get, list, create, update, delete objects
@@ -43,6 +45,9 @@ DATASTORE_USER = "roles/datastore.user"
 TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"  # noqa: S105 (a role name)
 LOG_WRITER = "roles/logging.logWriter"
 REGISTRY_WRITER = "roles/artifactregistry.writer"
+# Cloud Scheduler runs the review sync every minute (the native stack's timer:
+# AUDIARY_REVIEW_SYNC_INTERVAL_S, 60 s).
+REVIEW_SYNC_SCHEDULE = "* * * * *"
 
 # Service account key -> what it is for (account id `audiary-<key>`).
 ACCOUNTS = {
@@ -53,6 +58,7 @@ ACCOUNTS = {
     "deadletters": "Runs the deadletters function",
     "sweeper": "Runs the sweeper function",
     "api": "Runs the HTTPS API function",
+    "review": "Runs the review function (Label Studio's webhooks and the review sync)",
     "pusher": "Signs Pub/Sub push requests and Cloud Scheduler calls (OIDC) to the services",
     "builder": "Builds the function images (Cloud Build)",
 }
@@ -90,6 +96,10 @@ FUNCTION_SPECS = {
     # Streams audio URLs of up to 500 MB into the bucket, 8 MiB at a time (no /tmp copy):
     # about 10 MiB per request, so 20 at once stay far below the memory.
     "api": FunctionSpec("2Gi", "1", 300, 20, public_ingress=True),
+    # A webhook is a few reads and writes and one object copy; a sync cuts each span it sends
+    # to a WAV clip in memory (a minute of 16 kHz audio is 2 MB), so 8 at once fit easily.
+    # Public ingress only with Label Studio configured (see Audiary._function).
+    "review": FunctionSpec("1Gi", "1", 300, 8),
 }
 
 
@@ -125,7 +135,9 @@ class Audiary(pulumi.ComponentResource):
             work=cfg.work_bucket, transcripts=cfg.transcripts_bucket,
             feedback=cfg.feedback_bucket, sources=cfg.sources_bucket,
             work_ttl_days=cfg.work_ttl_days, force_destroy=cfg.force_destroy,
-            web_origins=(cfg.api_origin,), labels=cfg.labels,
+            web_origins=(cfg.api_origin,),
+            review_origins=(cfg.label_studio_origin,) if cfg.label_studio_origin else (),
+            labels=cfg.labels,
         ), after)
         self.topics = Topics("topics", TopicsArgs(project), after)
         self.notification = UploadNotification("inbox", UploadNotificationArgs(
@@ -136,8 +148,15 @@ class Audiary(pulumi.ComponentResource):
             ("OPENAI_API_KEY", cfg.openai_api_key),
             ("ANTHROPIC_API_KEY", cfg.anthropic_api_key),
         ) if value is not None}
-        self.llm_keys = LlmKeys("llm-keys", LlmKeysArgs(
+        self.llm_keys = LlmKeys("llm-keys", SecretsArgs(
             project, values=key_values, readers={"summarize": members["summarize"]},
+            labels=cfg.labels), after)
+        review_values = {env: value for env, value in (
+            ("AUDIARY_LABEL_STUDIO_TOKEN", cfg.label_studio_token),
+            ("AUDIARY_REVIEW_SECRET", cfg.review_secret),
+        ) if value is not None}
+        self.review_secrets = ReviewSecrets("review-secrets", SecretsArgs(
+            project, values=review_values, readers={"review": members["review"]},
             labels=cfg.labels), after)
         # Created explicitly: the Pub/Sub service agent may not exist yet in a new project.
         pubsub_agent = projects.ServiceIdentity(
@@ -176,10 +195,19 @@ class Audiary(pulumi.ComponentResource):
             for subscription, topic, receiver in PUSH_ROUTES
             if receiver in endpoints
         }
-        self.sweep = SweepSchedule("sweep", SweepScheduleArgs(
-            project=project, region=region, schedule=cfg.sweep_schedule,
-            uri=self.functions["sweeper"].uri, caller_email=self.accounts["pusher"].email,
+        sweeper_uri = self.functions["sweeper"].uri
+        self.sweep = SweepSchedule("sweep", ScheduleArgs(
+            project=project, region=region, schedule=cfg.sweep_schedule, uri=sweeper_uri,
+            caller_email=self.accounts["pusher"].email, audience=sweeper_uri,
+            attempt_deadline_s=FUNCTION_SPECS["sweeper"].timeout_s,
         ), after)
+        # Without Label Studio the sync has nowhere to send to, and the function is not public.
+        self.review_sync = ReviewSyncSchedule("review-sync", ScheduleArgs(
+            project=project, region=region, schedule=REVIEW_SYNC_SCHEDULE,
+            uri=f"{cfg.review_url}/sync", caller_email=self.accounts["pusher"].email,
+            # The function checks the token itself, against its AUDIARY_REVIEW_URL.
+            audience=cfg.review_url, attempt_deadline_s=FUNCTION_SPECS["review"].timeout_s,
+        ), after) if cfg.label_studio_url else None
         self.grants = Grants("grants", GrantsArgs(self._grants(cfg, members)), after)
         self.alerts = Alerts("alerts", AlertsArgs(
             project=project,
@@ -197,6 +225,9 @@ class Audiary(pulumi.ComponentResource):
             "feedbackBucket": self.buckets.feedback.name,
             "sourcesBucket": self.buckets.sources.name,
             "apiUrl": self.functions["api"].url,
+            # Where Label Studio's webhook goes (`audiary review setup` registers it).
+            "reviewUrl": (pulumi.Output.concat(self.functions["review"].url, "/label-studio")
+                          if cfg.label_studio_url else ""),
             "transcriberUrl": self.transcriber.url if self.transcriber else "",
             "imageRepository": self.registry.url,
             "dropCommand": pulumi.Output.concat(
@@ -222,17 +253,32 @@ class Audiary(pulumi.ComponentResource):
         secret_env: dict[str, SecretEnv] = {}
         depends_on: list[pulumi.Resource] = []
         invokers: dict[str, pulumi.Input[str]] = {"pusher": members["pusher"]}
+        public_ingress = spec.public_ingress
         if function == "ingest" and (chunk_s := chunk_target_s(cfg)) is not None:
             env["AUDIARY_CHUNK_TARGET_S"] = f"{chunk_s:g}"
         if function == "sweeper":
             env["AUDIARY_STALL_AFTER_S"] = f"{cfg.stall_after_s:g}"
+        if function in ("summarize", "review"):
+            # Summarize queues each finished job's uncertain spans, and this share of the
+            # confident jobs, for review; the review function runs with the same settings.
+            env["AUDIARY_REVIEW_AUDIT_PERCENT"] = f"{cfg.review_audit_percent:g}"
         if function == "summarize":
             if cfg.llm_providers:
                 env["AUDIARY_LLM_PROVIDERS"] = cfg.llm_providers
-            secret_env = {env_name: SecretEnv(self.llm_keys.secrets[env_name].secret_id)
-                          for env_name in self.llm_keys.configured}
-            # The deploy checks that the runtime account can read the secrets it mounts.
-            depends_on = [*self.llm_keys.accessors, *self.llm_keys.versions.values()]
+            secret_env, depends_on = _mount(self.llm_keys)
+        if function == "review":
+            env["AUDIARY_REVIEW_URL"] = cfg.review_url
+            secret_env, depends_on = _mount(self.review_secrets)
+            invokers = {}  # unconfigured, nothing calls it
+            if cfg.label_studio_url:
+                env["AUDIARY_LABEL_STUDIO_URL"] = cfg.label_studio_url
+                env["AUDIARY_REVIEW_SYNC_ACCOUNTS"] = self.accounts["pusher"].email.apply(
+                    lambda email: json.dumps([email]))
+                # Label Studio cannot present a Google identity: Cloud Run lets everyone
+                # through, and the function checks the shared secret (or, on /sync, the
+                # scheduler's ID token) itself.
+                public_ingress = True
+                invokers = {_member_key("allUsers"): "allUsers"}
         if function == "api":
             env["AUDIARY_API_AUDIENCE"] = cfg.api_url
             if cfg.api_service_accounts:
@@ -250,7 +296,7 @@ class Audiary(pulumi.ComponentResource):
             docker_repository=self.registry.repository.id,
             env=env, memory=spec.memory, cpu=spec.cpu, timeout_s=spec.timeout_s,
             concurrency=spec.concurrency, max_instances=cfg.functions_max_instances,
-            public_ingress=spec.public_ingress, secret_env=secret_env, invokers=invokers,
+            public_ingress=public_ingress, secret_env=secret_env, invokers=invokers,
             labels=cfg.labels,
         ), pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=depends_on)))
 
@@ -347,6 +393,18 @@ class Audiary(pulumi.ComponentResource):
                 # Signs V4 upload URLs through the IAM signBlob API as itself (no key file).
                 Grant(TOKEN_CREATOR, "service_account", self.accounts["api"].name, "self"),
             ],
+            # Label Studio's corrections, as the API's feedback makes them (the next transcript
+            # version, the userfeedback copy, the review state on the upload, a new note), and
+            # the clips it cuts into the work bucket and signs GET URLs for, like the API.
+            "review": [
+                on_bucket(OBJECT_USER, b.uploads, "uploads"),
+                on_bucket(OBJECT_USER, b.work, "work"),
+                on_bucket(OBJECT_USER, b.transcripts, "transcripts"),
+                on_bucket(OBJECT_USER, b.feedback, "feedback"),
+                publish(self.topics[names.TOPIC_TRANSCRIPT_READY], names.TOPIC_TRANSCRIPT_READY),
+                firestore,
+                Grant(TOKEN_CREATOR, "service_account", self.accounts["review"].name, "self"),
+            ],
             "builder": [
                 Grant(LOG_WRITER, "project", cfg.project, "project"),
                 Grant(REGISTRY_WRITER, "repository", self.registry.repository.repository_id,
@@ -365,6 +423,13 @@ class Audiary(pulumi.ComponentResource):
             ],
         }
         return {key: (members[key], grants) for key, grants in table.items()}
+
+
+def _mount(secrets: MountedSecrets) -> tuple[dict[str, SecretEnv], list[pulumi.Resource]]:
+    """The configured secrets of a set as secret environment, and what the function must wait
+    for: the deploy checks that the runtime account can read the secrets it mounts."""
+    return ({env: SecretEnv(secrets.secrets[env].secret_id) for env in secrets.configured},
+            [*secrets.accessors, *secrets.versions.values()])
 
 
 def _gcs_bucket(location: str | None) -> str | None:

@@ -24,6 +24,9 @@ from infra.config import StackConfig  # noqa: E402
 IMAGE = "europe-west4-docker.pkg.dev/demo-proj/audiary/transcriber:test"
 OPENAI_KEY = "sk-test-openai-0123456789"
 ANTHROPIC_KEY = "sk-ant-test-0123456789"
+LABEL_STUDIO_URL = "https://review.example.org:8443/"
+LABEL_STUDIO_TOKEN = "ls-test-token-0123456789"
+REVIEW_SECRET = "review-test-secret-0123456789"
 
 
 def stack_config(build_dir: Path, **overrides: object) -> StackConfig:
@@ -62,3 +65,12 @@ def public_api(build_dir: Path) -> Deployment:
                                api_invokers=("user:alice@example.com",),
                                web_google_client_id="1234-web.apps.googleusercontent.com",
                                web_users=("alice@example.com", "@example.org")))
+
+
+@pytest.fixture(scope="module")
+def review(build_dir: Path) -> Deployment:
+    """Label Studio configured: the review function is public and its sync scheduled."""
+    return deploy(stack_config(build_dir, label_studio_url=LABEL_STUDIO_URL,
+                               label_studio_token=pulumi.Output.secret(LABEL_STUDIO_TOKEN),
+                               review_secret=pulumi.Output.secret(REVIEW_SECRET),
+                               review_audit_percent=12.5))

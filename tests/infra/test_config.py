@@ -55,6 +55,11 @@ def test_defaults(stack_settings: None) -> None:
     assert cfg.api_invokers == ()
     assert cfg.openai_api_key is None
     assert cfg.transcriber_image is None
+    assert cfg.label_studio_url is None
+    assert cfg.label_studio_origin is None
+    assert (cfg.label_studio_token, cfg.review_secret) == (None, None)
+    assert cfg.review_audit_percent == 5.0
+    assert cfg.review_url == f"https://europe-west4-{PROJECT}.cloudfunctions.net/review"
 
 
 def test_values_are_read_with_their_types(stack_settings: None) -> None:
@@ -64,6 +69,9 @@ def test_values_are_read_with_their_types(stack_settings: None) -> None:
         "audiary:transcriberCpu": "8", "audiary:transcriberMaxInstances": "40",
         "audiary:maxDeliveryAttempts": "10", "audiary:apiInvokers": '["user:a@example.com"]',
         "audiary:openaiApiKey": "sk-from-config",
+        "audiary:labelStudioUrl": "https://review.example.org",
+        "audiary:labelStudioToken": "ls-token", "audiary:reviewSecret": "shared",
+        "audiary:reviewAuditPercent": "0",
     })
     cfg = load_config()
     assert cfg.region == "europe-west4"
@@ -75,16 +83,23 @@ def test_values_are_read_with_their_types(stack_settings: None) -> None:
     assert cfg.max_delivery_attempts == 10
     assert cfg.api_invokers == ("user:a@example.com",)
     assert cfg.openai_api_key is not None
+    assert cfg.label_studio_url == "https://review.example.org"
+    assert cfg.review_audit_percent == 0  # no audit draw: not replaced by the default
 
 
 @pulumi.runtime.test
-def test_llm_keys_are_read_as_secrets(stack_settings: None) -> pulumi.Output[Any]:
-    apply({"gcp:project": PROJECT, "audiary:anthropicApiKey": "sk-ant-x"})
-    key = load_config().anthropic_api_key
-    assert key is not None
+def test_llm_keys_and_review_secrets_are_read_as_secrets(
+        stack_settings: None) -> pulumi.Output[Any]:
+    apply({"gcp:project": PROJECT, "audiary:anthropicApiKey": "sk-ant-x",
+           "audiary:labelStudioUrl": "https://review.example.org",
+           "audiary:labelStudioToken": "ls-token", "audiary:reviewSecret": "shared"})
+    cfg = load_config()
+    values = (cfg.anthropic_api_key, cfg.label_studio_token, cfg.review_secret)
 
     async def check() -> None:
-        assert await key.is_secret()
+        for value in values:
+            assert value is not None
+            assert await value.is_secret()
 
     return pulumi.Output.from_input(check())
 
@@ -101,10 +116,51 @@ def test_llm_keys_are_read_as_secrets(stack_settings: None) -> pulumi.Output[Any
      "webUsers is empty"),
     ({"web_google_client_id": "x.apps.googleusercontent.com", "web_users": ("a@b.org",)},
      "needs audiary:apiPublic true"),
+    ({"review_audit_percent": 101.0}, r"reviewAuditPercent is 101; .* use 0 to 100"),
+    ({"review_audit_percent": -1.0}, "reviewAuditPercent is -1"),
 ])
 def test_invalid_values_say_what_to_change(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         StackConfig(project=PROJECT, **overrides)
+
+
+@pytest.mark.parametrize(("token", "secret", "missing"), [
+    (False, False, ["labelStudioToken", "reviewSecret"]),
+    (True, False, ["reviewSecret"]),
+    (False, True, ["labelStudioToken"]),
+])
+def test_label_studio_needs_its_token_and_the_shared_secret(
+        token: bool, secret: bool, missing: list[str]) -> None:
+    with pytest.raises(ConfigError) as error:
+        StackConfig(project=PROJECT, label_studio_url="https://review.example.org",
+                    label_studio_token=pulumi.Output.secret("t") if token else None,
+                    review_secret=pulumi.Output.secret("s") if secret else None)
+    message = str(error.value)
+    assert message.startswith("audiary:labelStudioUrl is set, so the review function needs "
+                              + " and ".join(f"audiary:{key}" for key in missing) + ":")
+    for key in ("labelStudioToken", "reviewSecret"):
+        assert (f"pulumi config set --secret audiary:{key} " in message) == (key in missing)
+
+
+@pytest.mark.parametrize("url", [
+    "review.example.org", "ftp://review.example.org", "https://", "https://review:99999/"])
+def test_label_studio_url_must_be_a_base_url(url: str) -> None:
+    with pytest.raises(ConfigError, match="must be Label Studio's base URL"):
+        StackConfig(project=PROJECT, label_studio_url=url,
+                    label_studio_token=pulumi.Output.secret("t"),
+                    review_secret=pulumi.Output.secret("s"))
+
+
+@pytest.mark.parametrize(("url", "origin"), [
+    ("https://Review.Example.org/", "https://review.example.org"),
+    ("https://review.example.org:443/label-studio", "https://review.example.org"),
+    ("http://ls.internal:8080", "http://ls.internal:8080"),
+])
+def test_the_cors_origin_is_label_studios_as_a_browser_sends_it(url: str, origin: str) -> None:
+    cfg = StackConfig(project=PROJECT, label_studio_url=url,
+                      label_studio_token=pulumi.Output.secret("t"),
+                      review_secret=pulumi.Output.secret("s"))
+    assert cfg.label_studio_origin == origin
 
 
 def test_a_cpu_transcriber_may_be_small() -> None:
@@ -167,8 +223,8 @@ def test_the_entry_point_runs_the_program(stack_settings: None, tmp_path: Path,
     run()
     assert {r.inputs.get("name") for r in MOCKS.resources
             if r.typ == "gcp:cloudrunv2/service:Service"} == {"transcriber"}
-    # ingest, summarize, webhooks, deadletters, sweeper, api
-    assert len(list(tmp_path.glob("*.zip"))) == 6
+    # ingest, summarize, webhooks, deadletters, sweeper, api, review
+    assert len(list(tmp_path.glob("*.zip"))) == 7
 
 
 def test_a_cpu_chunk_fits_the_ack_deadline_three_times_over() -> None:

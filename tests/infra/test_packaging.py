@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from infra.config import REPO_ROOT
 
 pytestmark = pytest.mark.infra
 
-FUNCTIONS = ("ingest", "summarize", "webhooks", "deadletters", "api")
+FUNCTIONS = ("ingest", "summarize", "webhooks", "deadletters", "api", "review")
 
 
 @pytest.fixture
@@ -89,6 +90,18 @@ def test_requirements_are_the_pinned_core_without_the_speech_model(function: str
             "google-cloud-storage", "pydantic", "av", "httpx"} <= set(pinned)
     assert not packaging.FORBIDDEN.intersection(pinned)
     assert ("openai" in pinned) == ("anthropic" in pinned) == (function == "summarize")
+    assert ("label-studio-sdk" in pinned) == (function == "review")
+
+
+def test_the_review_archive_pins_label_studios_sdk_to_the_lock(tmp_path: Path) -> None:
+    archive = packaging.build_archive(REPO_ROOT, "review", tmp_path)
+    with zipfile.ZipFile(archive.path) as zf:
+        lines = zf.read("requirements.txt").decode().splitlines()
+        assert "audiary/adapters/label_studio.py" in zf.namelist()
+    locked = re.search(r"^label-studio-sdk==(\S+)$",
+                       (REPO_ROOT / "requirements.lock").read_text(), re.M)
+    assert locked is not None
+    assert f"label-studio-sdk=={locked.group(1)}" in lines
 
 
 def test_a_forbidden_dependency_fails_the_build(repo: Path) -> None:

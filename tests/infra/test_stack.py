@@ -29,7 +29,13 @@ from audiary import names  # noqa: E402
 from audiary.local import stack as local_stack  # noqa: E402
 from audiary.settings import Settings  # noqa: E402
 from infra.config import ACK_DEADLINE_S  # noqa: E402
-from tests.infra.conftest import ANTHROPIC_KEY, OPENAI_KEY, stack_config  # noqa: E402
+from tests.infra.conftest import (  # noqa: E402
+    ANTHROPIC_KEY,
+    LABEL_STUDIO_TOKEN,
+    OPENAI_KEY,
+    REVIEW_SECRET,
+    stack_config,
+)
 
 pytestmark = pytest.mark.infra
 
@@ -48,7 +54,10 @@ PUSH = {  # subscription -> (topic, receiving service)
     names.SUBSCRIPTION_WEBHOOKS: (names.TOPIC_JOB_FINISHED, "webhooks"),
     names.SUBSCRIPTION_WEBHOOK_DELIVERY: (names.TOPIC_WEBHOOK_DELIVERY, "webhooks"),
 }
-FUNCTIONS = ("ingest", "summarize", "webhooks", "deadletters", "sweeper", "api")
+FUNCTIONS = ("ingest", "summarize", "webhooks", "deadletters", "sweeper", "api", "review")
+FUNCTION = "gcp:cloudfunctionsv2/function:Function"
+JOB = "gcp:cloudscheduler/job:Job"
+REVIEW_URL = f"https://{REGION}-{PROJECT}.cloudfunctions.net/review"
 # Every dead-letter topic is pushed to the deadletters function by a subscription of its own.
 CONSUMERS = {names.dead_letter_consumer(s): names.dead_letter_topic(s) for s in PUSH}
 PUBLIC = {"allUsers", "allAuthenticatedUsers"}
@@ -75,16 +84,16 @@ def test_every_resource_exists(gpu: Deployment) -> None:
         # 5 push + 5 dead-letter pull + 5 dead-letter push (to deadletters)
         "gcp:pubsub/subscription:Subscription": 15,
         "gcp:cloudrunv2/service:Service": 1,
-        "gcp:cloudfunctionsv2/function:Function": 6,
-        "gcp:storage/bucketObject:BucketObject": 6,
-        "gcp:cloudscheduler/job:Job": 1,
+        "gcp:cloudfunctionsv2/function:Function": 7,
+        "gcp:storage/bucketObject:BucketObject": 7,
+        "gcp:cloudscheduler/job:Job": 1,  # the sweeper's; the review sync's needs Label Studio
         "gcp:firestore/database:Database": 1,
         "gcp:firestore/index:Index": 1,
         "gcp:firestore/field:Field": 1,
-        "gcp:secretmanager/secret:Secret": 2,
+        "gcp:secretmanager/secret:Secret": 4,  # 2 LLM keys, Label Studio token, review secret
         "gcp:secretmanager/secretVersion:SecretVersion": 2,
-        "gcp:serviceaccount/account:Account": 9,
-        "gcp:monitoring/alertPolicy:AlertPolicy": 5 + 7,  # dead letters + error rates
+        "gcp:serviceaccount/account:Account": 10,
+        "gcp:monitoring/alertPolicy:AlertPolicy": 5 + 8,  # dead letters + error rates
     }
     for typ, count in counts.items():
         assert len(gpu.of_type(typ)) == count, typ
@@ -264,7 +273,7 @@ def test_every_dead_letter_topic_has_a_push_consumer_that_ends_its_jobs(gpu: Dep
 
 
 def test_cloud_scheduler_runs_the_sweeper_every_ten_minutes(gpu: Deployment) -> None:
-    job = gpu.one("gcp:cloudscheduler/job:Job").inputs
+    job = gpu.one(JOB, name="audiary-sweeper").inputs
     endpoint = run_uri("sweeper")
     assert job["schedule"] == "*/10 * * * *"
     assert job["timeZone"] == "Etc/UTC"
@@ -273,6 +282,8 @@ def test_cloud_scheduler_runs_the_sweeper_every_ten_minutes(gpu: Deployment) -> 
         "oidcToken": {"serviceAccountEmail": sa("pusher").removeprefix("serviceAccount:"),
                       "audience": endpoint},
     }
+    assert job["attemptDeadline"] == "300s"  # the function's timeout
+    assert job["retryConfig"] == {"retryCount": 0}
     sweeper = gpu.one("gcp:cloudfunctionsv2/function:Function", name="sweeper").inputs
     env = sweeper["serviceConfig"]["environmentVariables"]
     assert env["AUDIARY_STALL_AFTER_S"] == "3600"
@@ -329,8 +340,21 @@ def expected_roles() -> dict[str, set[tuple[str, str, str]]]:
             (datastore, *project),
             ("roles/iam.serviceAccountTokenCreator", "service_account",
              f"projects/{PROJECT}/serviceAccounts/audiary-api@{PROJECT}.iam.gserviceaccount.com")},
+        # Label Studio's webhook cannot carry a Google identity, so review checks its callers
+        # itself (tests below); the API has invokers of its own.
+        sa("review"): {
+            (user, *bucket["uploads"]), (user, *bucket["work"]),
+            (user, *bucket["transcripts"]), (user, *bucket["feedback"]),
+            topic(names.TOPIC_TRANSCRIPT_READY), (datastore, *project),
+            ("roles/secretmanager.secretAccessor", "secret",
+             f"projects/{PROJECT}/secrets/audiary-label-studio-token"),
+            ("roles/secretmanager.secretAccessor", "secret",
+             f"projects/{PROJECT}/secrets/audiary-review-secret"),
+            ("roles/iam.serviceAccountTokenCreator", "service_account",
+             f"projects/{PROJECT}/serviceAccounts/"
+             f"audiary-review@{PROJECT}.iam.gserviceaccount.com")},
         sa("pusher"): {(invoker, "run_service", s) for s in ("transcriber", *FUNCTIONS)
-                       if s != "api"},
+                       if s not in ("api", "review")},
         sa("builder"): {
             ("roles/logging.logWriter", *project),
             ("roles/artifactregistry.writer", "repository", "audiary"),
@@ -338,12 +362,15 @@ def expected_roles() -> dict[str, set[tuple[str, str, str]]]:
     }
 
 
-def test_each_service_account_holds_exactly_its_roles(gpu: Deployment) -> None:
-    held: dict[str, set[tuple[str, str, str]]] = {}
-    for b in gpu.bindings():
-        if b.member.startswith("serviceAccount:audiary-"):
-            held.setdefault(b.member, set()).add((b.role, b.scope, b.target))
-    assert held == expected_roles()
+def test_each_service_account_holds_exactly_its_roles(gpu: Deployment,
+                                                      review: Deployment) -> None:
+    # Configuring Label Studio adds no role: the scheduler's token is checked by the function.
+    for deployment in (gpu, review):
+        held: dict[str, set[tuple[str, str, str]]] = {}
+        for b in deployment.bindings():
+            if b.member.startswith("serviceAccount:audiary-"):
+                held.setdefault(b.member, set()).add((b.role, b.scope, b.target))
+        assert held == expected_roles()
 
 
 def test_broad_roles_are_never_granted(gpu: Deployment) -> None:
@@ -487,10 +514,12 @@ def test_functions_are_gen2_with_their_own_account_and_packaged_source(gpu: Depl
         assert "eventTrigger" not in fn  # fed by push subscriptions with dead letters
 
 
-def test_environment_names_are_real_settings(gpu: Deployment) -> None:
+def test_environment_names_are_real_settings(gpu: Deployment, review: Deployment) -> None:
     env_names: set[str] = set()
-    for fn in gpu.of_type("gcp:cloudfunctionsv2/function:Function"):
+    for fn in [*gpu.of_type(FUNCTION), *review.of_type(FUNCTION)]:
         env_names |= set(fn.inputs["serviceConfig"]["environmentVariables"])
+        env_names |= {s["key"] for s in fn.inputs["serviceConfig"].get(
+            "secretEnvironmentVariables", []) if s["key"].startswith("AUDIARY_")}
         env = fn.inputs["serviceConfig"]["environmentVariables"]
         assert env["AUDIARY_UPLOADS_BUCKET"] == BUCKETS["uploads"]
         assert env["AUDIARY_WORK_BUCKET"] == BUCKETS["work"]
@@ -510,7 +539,7 @@ def test_summarize_reads_the_llm_keys_as_secret_environment(gpu: Deployment) -> 
         ("ANTHROPIC_API_KEY", "audiary-anthropic-api-key", "latest"),
         ("OPENAI_API_KEY", "audiary-openai-api-key", "latest"),
     }
-    for other in ("ingest", "webhooks", "api"):
+    for other in ("ingest", "webhooks", "api", "review"):
         config = gpu.one("gcp:cloudfunctionsv2/function:Function", name=other).inputs[
             "serviceConfig"]
         assert not config.get("secretEnvironmentVariables"), other
@@ -522,7 +551,8 @@ def test_summarize_reads_the_llm_keys_as_secret_environment(gpu: Deployment) -> 
 
 def test_no_key_configured_means_no_version_and_no_secret_env(build_dir: Path) -> None:
     deployment = deploy(stack_config(build_dir, openai_api_key=None, anthropic_api_key=None))
-    assert len(deployment.of_type("gcp:secretmanager/secret:Secret")) == 2
+    # The secrets exist (so a key can be added later): the LLM keys and the review desk's.
+    assert len(deployment.of_type("gcp:secretmanager/secret:Secret")) == 4
     assert not deployment.of_type("gcp:secretmanager/secretVersion:SecretVersion")
     fn = deployment.one("gcp:cloudfunctionsv2/function:Function", name="summarize").inputs
     assert not fn["serviceConfig"].get("secretEnvironmentVariables")
@@ -570,6 +600,7 @@ def test_stack_outputs_are_plain_names_and_commands(gpu: Deployment) -> pulumi.O
         assert outputs["dropCommand"] == (
             f"gcloud storage cp <audio-file> gs://{BUCKETS['uploads']}/inbox/")
         assert outputs["transcriberUrl"] == run_uri("transcriber")
+        assert outputs["reviewUrl"] == ""  # no Label Studio to send webhooks
         assert outputs["imageRepository"] == f"{REGION}-docker.pkg.dev/{PROJECT}/audiary"
         assert f"AUDIARY_UPLOADS_BUCKET={BUCKETS['uploads']}" in outputs["cliEnv"]
 
@@ -621,3 +652,114 @@ def test_the_uploads_bucket_lets_the_web_page_put_from_the_api_origin(gpu: Deplo
     for role in ("work", "transcripts", "feedback", "sources"):
         bucket = gpu.one("gcp:storage/bucket:Bucket", name=BUCKETS[role]).inputs
         assert not bucket.get("cors"), role
+
+
+# --- review in Label Studio --------------------------------------------------------------------
+
+
+def review_function(deployment: Deployment) -> dict[str, Any]:
+    config: dict[str, Any] = deployment.one(FUNCTION, name="review").inputs["serviceConfig"]
+    return config
+
+
+def test_without_label_studio_the_review_function_is_private_and_unscheduled(
+        gpu: Deployment) -> None:
+    config = review_function(gpu)
+    assert config["ingressSettings"] == "ALLOW_INTERNAL_ONLY"
+    assert not [b for b in gpu.bindings() if b.scope == "run_service" and b.target == "review"]
+    assert {j.inputs["name"] for j in gpu.of_type(JOB)} == {"audiary-sweeper"}
+    env = config["environmentVariables"]
+    assert env["AUDIARY_REVIEW_URL"] == REVIEW_URL
+    assert env["AUDIARY_REVIEW_AUDIT_PERCENT"] == "5"
+    assert "AUDIARY_LABEL_STUDIO_URL" not in env
+    assert "AUDIARY_REVIEW_SYNC_ACCOUNTS" not in env
+    assert not config.get("secretEnvironmentVariables")
+    work = gpu.one("gcp:storage/bucket:Bucket", name=BUCKETS["work"]).inputs
+    assert not work.get("cors")
+
+
+def test_with_label_studio_the_review_function_gets_its_settings_and_secrets(
+        review: Deployment) -> None:
+    config = review_function(review)
+    env = config["environmentVariables"]
+    assert env["AUDIARY_LABEL_STUDIO_URL"] == "https://review.example.org:8443/"
+    assert env["AUDIARY_REVIEW_URL"] == REVIEW_URL
+    assert json.loads(env["AUDIARY_REVIEW_SYNC_ACCOUNTS"]) == [
+        sa("pusher").removeprefix("serviceAccount:")]
+    assert env["AUDIARY_REVIEW_AUDIT_PERCENT"] == "12.5"
+    assert {(s["key"], s["secret"], s["version"]) for s in config["secretEnvironmentVariables"]} \
+        == {("AUDIARY_LABEL_STUDIO_TOKEN", "audiary-label-studio-token", "latest"),
+            ("AUDIARY_REVIEW_SECRET", "audiary-review-secret", "latest")}
+    # Summarize queues finished jobs for review: it draws the same audit share.
+    summarize = review.one(FUNCTION, name="summarize").inputs["serviceConfig"]
+    assert summarize["environmentVariables"]["AUDIARY_REVIEW_AUDIT_PERCENT"] == "12.5"
+    for other in review.of_type(FUNCTION):
+        if other.inputs["name"] != "review":
+            keys = {s["key"] for s in other.inputs["serviceConfig"].get(
+                "secretEnvironmentVariables", [])}
+            assert not keys & {"AUDIARY_LABEL_STUDIO_TOKEN", "AUDIARY_REVIEW_SECRET"}
+    # The deploy waits until the review account can read the versions it mounts.
+    waits_for = set(review.depends_on[(FUNCTION, "review")])
+    secrets = review.stack.review_secrets
+    assert {*secrets.accessors, *secrets.versions.values()} <= waits_for
+
+
+def test_only_a_configured_review_function_is_public(review: Deployment) -> None:
+    assert review_function(review)["ingressSettings"] == "ALLOW_ALL"
+    public = [b for b in review.bindings() if b.member in PUBLIC]
+    assert public == [Binding("allUsers", "roles/run.invoker", "run_service", "review")]
+    assert {b.member for b in review.bindings()
+            if b.scope == "run_service" and b.target == "review"} == {"allUsers"}
+    for resource in review.resources:
+        if "IamMember" not in resource.typ and "IAMMember" not in resource.typ:
+            assert not PUBLIC.intersection(strings(resource.inputs)), resource.name
+
+
+def test_cloud_scheduler_calls_the_review_sync_every_minute_for_the_functions_audience(
+        review: Deployment) -> None:
+    job = review.one(JOB, name="audiary-review-sync").inputs
+    assert job["schedule"] == "* * * * *"
+    assert job["timeZone"] == "Etc/UTC"
+    pusher = sa("pusher").removeprefix("serviceAccount:")
+    assert job["httpTarget"] == {
+        "uri": f"{REVIEW_URL}/sync", "httpMethod": "POST",
+        "oidcToken": {"serviceAccountEmail": pusher, "audience": REVIEW_URL},
+    }
+    assert job["attemptDeadline"] == "300s"
+    assert job["retryConfig"] == {"retryCount": 0}
+    # The function accepts exactly this token: its audience and its account.
+    env = review_function(review)["environmentVariables"]
+    assert job["httpTarget"]["oidcToken"]["audience"] == env["AUDIARY_REVIEW_URL"]
+    assert pusher in json.loads(env["AUDIARY_REVIEW_SYNC_ACCOUNTS"])
+    assert review.outputs["reviewUrl"] == f"{REVIEW_URL}/label-studio"
+
+
+def test_the_work_bucket_lets_label_studio_play_the_clips(review: Deployment) -> None:
+    work = review.one("gcp:storage/bucket:Bucket", name=BUCKETS["work"]).inputs
+    assert work["cors"] == [{
+        "origins": ["https://review.example.org:8443"],
+        "methods": ["GET"],
+        "responseHeaders": ["Accept-Ranges", "Content-Length", "Content-Range", "Content-Type",
+                            "Range"],
+        "maxAgeSeconds": 3600}]
+    uploads = review.one("gcp:storage/bucket:Bucket", name=BUCKETS["uploads"]).inputs
+    assert [rule["origins"] for rule in uploads["cors"]] == [
+        [f"https://{REGION}-{PROJECT}.cloudfunctions.net"]]
+
+
+@pulumi.runtime.test
+def test_the_review_secrets_stay_secret(review: Deployment) -> pulumi.Output[Any]:
+    values = (LABEL_STUDIO_TOKEN, REVIEW_SECRET)
+    assert not any(v in rendered for v in values for rendered in strings(review.outputs))
+    for resource in review.resources:
+        if resource.typ != "gcp:secretmanager/secretVersion:SecretVersion":
+            assert not any(v in rendered for v in values
+                           for rendered in strings(resource.inputs)), resource.name
+    versions = review.stack.review_secrets.versions
+    assert set(versions) == {"AUDIARY_LABEL_STUDIO_TOKEN", "AUDIARY_REVIEW_SECRET"}
+
+    async def check() -> None:
+        for env, version in versions.items():
+            assert await version.secret_data.is_secret(), env
+
+    return pulumi.Output.from_input(check())

@@ -15,8 +15,7 @@ import json
 import os
 import re
 import shlex
-import sys
-import xml.etree.ElementTree as ET
+import tomllib
 from collections.abc import Iterator, Mapping
 from functools import cache
 from importlib import resources
@@ -25,6 +24,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
+import click
 import jsonschema
 import promql_parser
 import pytest
@@ -32,10 +32,14 @@ import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
 from audiary import names
+from audiary.entrypoints.cli import main as cli_main
+from audiary.local import label_studio as local_label_studio
 from audiary.local import provision
+from audiary.local import scheduler as local_scheduler
 from audiary.local.emulators import Emulator, ManagedProcess
 from audiary.local.stack import NativeStack
 from audiary.observability import metrics
+from audiary.services.review import SECRET_HEADER
 from audiary.settings import Settings
 from tests.paths import REPO_ROOT
 
@@ -58,11 +62,20 @@ TRANSCRIBER_SETTINGS = {"AUDIARY_DEVICE": "cpu", "AUDIARY_COMPUTE_TYPE": "int8"}
 EXPECTED_HOST_PORTS = {
     "label-studio": {8080}, "pubsub": {8085}, "firestore": {8086}, "bridge": {8090},
     "ingest": {8091}, "transcriber": {8092}, "summarize": {8093}, "api": {8094},
-    "webhooks": {8095}, "deadletters": {8096}, "sweeper": {8097}, "minio": {9000, 9001},
-    "prometheus": {9090}, "grafana": {3000},
+    "webhooks": {8095}, "deadletters": {8096}, "sweeper": {8097}, "review": {8098},
+    "minio": {9000, 9001}, "prometheus": {9090}, "grafana": {3000},
 }
 SCRAPE_JOBS = {"transcriber", "ingest", "summarize", "api", "webhooks", "deadletters", "sweeper",
-               "bridge"}
+               "review", "bridge"}
+# The review desk's wiring, on `review` and `review-setup`: compose's own Label Studio, the
+# token its owner gets, the shared secret and the receiver's address (the native stack leaves
+# Label Studio to the user).
+REVIEW_DESK_SETTINGS = {
+    "AUDIARY_LABEL_STUDIO_URL": "http://label-studio:8080",
+    "AUDIARY_LABEL_STUDIO_TOKEN": "audiary-local-label-studio-token",
+    "AUDIARY_REVIEW_SECRET": "audiary-local-review-secret",
+    "AUDIARY_REVIEW_URL": "http://review:8098",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,7 +255,7 @@ def test_one_shot_jobs_finish_before_the_app_starts():
             continue
         assert deps["pubsub-init"]["condition"] == "service_completed_successfully", name
         assert deps["minio-init"]["condition"] == "service_completed_successfully", name
-    for job in ("pubsub-init", "minio-init"):
+    for job in ("pubsub-init", "minio-init", "review-setup"):
         assert services()[job]["restart"] == "no"
 
 
@@ -320,7 +333,8 @@ def function_services() -> dict[str, list[str]]:
 
 def test_function_targets_exist_with_their_signature():
     found = function_services()
-    assert set(found) == {"ingest", "summarize", "webhooks", "api", "deadletters", "sweeper"}
+    assert set(found) == {"ingest", "summarize", "webhooks", "api", "deadletters", "sweeper",
+                          "review"}
     for name, argv in found.items():
         target, signature = option(argv, "--target"), option(argv, "--signature-type")
         source = REPO_ROOT / option(argv, "--source")
@@ -335,7 +349,8 @@ def test_function_ports_are_the_native_stacks():
     s = Settings()
     native = {"ingest": s.ingest_port, "summarize": s.summarize_port, "api": s.api_port,
               "webhooks": s.webhooks_port, "deadletters": s.deadletters_port,
-              "sweeper": s.sweeper_port, "transcriber": s.transcriber_port}
+              "sweeper": s.sweeper_port, "review": s.review_port,
+              "transcriber": s.transcriber_port}
     for name, port in native.items():
         svc = services()[name]
         assert listening_port(name, svc) == port, name
@@ -363,12 +378,11 @@ def test_python_modules_and_wsgi_apps_exist():
 
 
 def test_script_entry_points_are_mounted_files():
-    for name in ("minio-init", "label-studio-sync"):
-        svc = services()[name]
-        script = next(arg for arg in command(svc, "entrypoint") if arg.endswith((".sh", ".py")))
-        mounts = {v.split(":")[1]: v.split(":")[0] for v in svc["volumes"]}
-        assert script in mounts, f"{name} runs {script}, which is not mounted"
-        assert (COMPOSE_FILE.parent / mounts[script]).is_file()
+    svc = services()["minio-init"]
+    script = next(arg for arg in command(svc, "entrypoint") if arg.endswith(".sh"))
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in svc["volumes"]}
+    assert script in mounts, f"minio-init runs {script}, which is not mounted"
+    assert (COMPOSE_FILE.parent / mounts[script]).is_file()
 
 
 def test_provision_entry_point_parses_its_arguments():
@@ -428,8 +442,8 @@ def setting_variables() -> set[str]:
 
 def test_app_services_are_the_expected_ones():
     assert set(app_services()) == {"ingest", "summarize", "webhooks", "api", "deadletters",
-                                   "sweeper", "scheduler", "transcriber", "bridge",
-                                   "pubsub-init"}
+                                   "sweeper", "review", "scheduler", "transcriber", "bridge",
+                                   "pubsub-init", "review-setup"}
 
 
 def test_every_variable_on_an_app_service_is_a_setting():
@@ -451,7 +465,7 @@ def native_metrics_ports() -> dict[str, int]:
     s = Settings()
     return {"ingest": s.ingest_metrics_port, "summarize": s.summarize_metrics_port,
             "webhooks": s.webhooks_metrics_port, "deadletters": s.deadletters_metrics_port,
-            "sweeper": s.sweeper_metrics_port}
+            "sweeper": s.sweeper_metrics_port, "review": s.review_metrics_port}
 
 
 def test_app_settings_are_the_native_stacks():
@@ -471,9 +485,16 @@ def test_app_settings_are_the_native_stacks():
             if name == "summarize":
                 # LLM keys pass through from the shell; absent there, absent here.
                 expected |= {"OPENAI_API_KEY": None, "ANTHROPIC_API_KEY": None}
+            if name == "review":
+                expected |= REVIEW_DESK_SETTINGS
             assert extra == expected, name
         elif name == "api":
             assert extra == {"GUNICORN_LOG_LEVEL": "warning"}
+        elif name == "review-setup":
+            assert extra == REVIEW_DESK_SETTINGS
+        elif name == "scheduler":
+            # The review sync's secret (see test_the_scheduler_calls_the_review_sync).
+            assert extra == {"AUDIARY_REVIEW_SECRET": "audiary-local-review-secret"}
         else:
             assert extra == {}, name
         assert {k: env[k] for k in common} == common, f"{name} differs from the others"
@@ -659,64 +680,77 @@ def test_minio_credentials_are_the_apps():
 # Label Studio
 
 
-@cache
-def label_studio_init() -> ModuleType:
-    path = EMULATORS / "label_studio_init.py"
-    spec = importlib.util.spec_from_file_location("label_studio_init", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+def container_port(service: Mapping[str, Any]) -> int:
+    """The container side of a service's one published port (images that take no --port)."""
+    (port,) = service["ports"]
+    return int(str(port).split(":")[1])
 
 
-def test_label_studio_config_is_an_audio_transcription_task():
-    root = ET.fromstring(label_studio_init().LABEL_CONFIG)  # noqa: S314 - our own constant
-    assert root.tag == "View"
-    audio = root.find("Audio")
-    text = root.find("TextArea")
-    assert audio is not None
-    assert text is not None
-    assert (audio.get("name"), audio.get("value")) == ("audio", "$audio")
-    assert (text.get("name"), text.get("toName")) == ("transcription", "audio")
-    result = label_studio_init().textarea_result("hello")
-    assert result == [{"from_name": "transcription", "to_name": "audio", "type": "textarea",
-                       "value": {"text": ["hello"]}}]
+def test_label_studio_runs_the_version_the_tests_run():
+    makefile = re.search(r"^LABEL_STUDIO_VERSION := (\S+)$", (REPO_ROOT / "Makefile").read_text(),
+                         re.M)
+    assert makefile is not None
+    repository, _, tag = services()["label-studio"]["image"].rpartition(":")
+    assert repository == "heartexlabs/label-studio"
+    assert tag == makefile.group(1) == local_label_studio.VERSION
 
 
-def test_label_studio_storages_are_minio_buckets_the_init_job_creates():
-    sync = services()["label-studio-sync"]
-    env = {k: v for k, v in environment(sync).items() if v is not None}
-    config = label_studio_init().Config.from_env(env)
-    s = Settings()
-    assert config.feedback_bucket == s.feedback_bucket == names.BUCKET_USERFEEDBACK
-    assert config.transcripts_bucket == s.transcripts_bucket
-    created = re.search(r"for bucket in (.*?); do", minio_init_script(), re.S)
-    assert created is not None
-    assert {config.feedback_bucket, config.transcripts_bucket, config.export_bucket} \
-        <= set(created.group(1).replace("\\\n", " ").split())
-    assert config.s3_endpoint_url == "http://minio:9000"
-    assert urlsplit(config.label_studio_url).hostname == "label-studio"
-    assert urlsplit(config.label_studio_url).port == 8080
-
-
-def test_label_studio_sync_uses_the_token_label_studio_creates():
+def test_review_uses_the_token_label_studio_creates():
     server = environment(services()["label-studio"])
-    sync = environment(services()["label-studio-sync"])
-    assert sync["LABEL_STUDIO_API_KEY"] == server["LABEL_STUDIO_USER_TOKEN"]
     assert len(server["LABEL_STUDIO_USER_TOKEN"] or "") <= 40  # the token column's width
     assert server["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
-    assert services()["label-studio-sync"]["image"] == services()["label-studio"]["image"]
+    for name in ("review", "review-setup"):
+        token = compose_settings(services()[name]).label_studio_token
+        assert token is not None, name
+        assert token.get_secret_value() == server["LABEL_STUDIO_USER_TOKEN"], name
 
 
-def test_label_studio_helpers():
-    ls = label_studio_init()
-    assert ls.split_s3_url("s3://audiary-userfeedback/job/a b.wav") \
-        == ("audiary-userfeedback", "job/a b.wav")
-    assert ls.split_s3_url("/tasks/1/resolve/?fileuri=x") is None
-    assert ls.transcript_text({"segments": [{"text": " Hello "}, {"text": ""},
-                                            {"text": "world."}]}) == "Hello world."
+def test_label_studio_and_the_review_receiver_reach_each_other():
+    # Label Studio refuses webhooks to private addresses unless SSRF protection is off.
+    assert environment(services()["label-studio"])["SSRF_PROTECTION_ENABLED"] == "false"
+    for name in ("review", "review-setup"):
+        s = compose_settings(services()[name])
+        desk = urlsplit(s.label_studio_url or "")
+        assert (desk.hostname, desk.port) == (
+            "label-studio", container_port(services()["label-studio"])), name
+        # `audiary review setup` registers <review_url>/label-studio as the webhook.
+        receiver = urlsplit(s.review_url or "")
+        assert (receiver.hostname, receiver.port) == (
+            "review", listening_port("review", services()["review"])), name
+        assert s.review_secret is not None, name
+
+
+def test_review_setup_runs_the_cli_once_label_studio_is_healthy():
+    svc = services()["review-setup"]
+    argv = command(svc)
+    assert argv[0] == "audiary"
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["audiary"] == "audiary.entrypoints.cli.main:main"
+    ctx = click.Context(cli_main.cli)
+    group = cli_main.cli.get_command(ctx, argv[1])
+    assert isinstance(group, click.Group)
+    assert group.get_command(ctx, argv[2]) is cli_main.review_setup
+    assert argv[1:] == ["review", "setup"]
+    assert svc["depends_on"]["label-studio"]["condition"] == "service_healthy"
+    # The same settings as the receiver it registers.
+    review = {k: v for k, v in environment(services()["review"]).items()
+              if k not in ("AUDIARY_METRICS_PORT", "GUNICORN_LOG_LEVEL")}
+    assert environment(svc) == review
+
+
+def test_the_scheduler_calls_the_review_sync_with_the_receivers_secret():
+    svc = services()["scheduler"]
+    found = local_scheduler.schedules(compose_settings(svc))
+    assert [one.name for one in found] == ["sweep", "review sync"]
+    sweeper = urlsplit(option(command(svc), "--url"))
+    assert (sweeper.hostname, sweeper.port) == (
+        "sweeper", listening_port("sweeper", services()["sweeper"]))
+    sync = urlsplit(option(command(svc), "--review-url"))
+    assert (sync.hostname, sync.port, sync.path) == (
+        "review", listening_port("review", services()["review"]), "/sync")
+    secret = compose_settings(services()["review"]).review_secret
+    assert secret is not None
+    assert found[1].headers == {SECRET_HEADER: secret.get_secret_value()}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m audiary.local.scheduler",
                                      description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--url", help="the sweeper's URL (default: the native stack's)")
+    parser.add_argument("--review-url",
+                        help="the review sync's URL (default: the native stack's)")
     args = parser.parse_args(argv)
     setup_logging()
     stop = threading.Event()
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     found = schedules(load_settings())
     if args.url:
         found[0] = Schedule("sweep", args.url, found[0].interval_s)
+    if args.review_url and len(found) > 1:
+        found[1] = Schedule(found[1].name, args.review_url, found[1].interval_s, found[1].headers)
     threads = [threading.Thread(target=run, args=(one, stop), name=one.name) for one in found]
     for thread in threads:
         thread.start()
