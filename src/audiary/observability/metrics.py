@@ -81,4 +81,7 @@ EXPORTED = {
     "audiary_jobs_finished_total", "audiary_llm_tokens_total", "audiary_llm_cost_usd_total",
     "audiary_llm_failures_total", "audiary_breaker_state", "audiary_dead_letter_messages",
     "audiary_jobs_in_state", "audiary_service_up",
+    "audiary_review_queued_total", "audiary_review_queue_depth",
+    "audiary_review_corrections_total", "audiary_review_flag_to_correction_seconds",
+    "audiary_review_word_errors_total", "audiary_review_reference_words_total",
 }
