@@ -34,8 +34,8 @@ class BucketsArgs:
     work_ttl_days: int
     # Origins of the web page, which PUTs uploads straight to signed URLs of the uploads bucket.
     web_origins: tuple[str, ...] = ()
-    # Origins of Label Studio's page, which plays review audio from signed URLs of the work
-    # bucket (clips under review/, or a job's whole canonical audio).
+    # Origins of Label Studio's page, which plays review audio from signed URLs of the
+    # userfeedback bucket (`<job>/review/<item>.wav`: kept, unlike the work bucket's audio).
     review_origins: tuple[str, ...] = ()
     force_destroy: bool = False
     labels: dict[str, str] = field(default_factory=dict)
@@ -82,9 +82,9 @@ class Buckets(pulumi.ComponentResource):
         }] if args.review_origins else []
         # Canonical audio and chunk results are only needed while a job runs (and for a
         # retry); the lifecycle rule deletes them after the TTL.
-        self.work = bucket("work", args.work, args.work_ttl_days, cors=review_cors)
+        self.work = bucket("work", args.work, args.work_ttl_days)
         self.transcripts = bucket("transcripts", args.transcripts)
-        self.feedback = bucket("feedback", args.feedback)
+        self.feedback = bucket("feedback", args.feedback, cors=review_cors)
         # No TTL: Pulumi deletes an archive itself when a new one replaces it.
         self.sources = bucket("sources", args.sources)
         self.register_outputs({

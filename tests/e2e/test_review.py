@@ -193,7 +193,9 @@ def test_a_flagged_segment_goes_to_label_studio_and_its_correction_comes_back(
     region = prediction["result"][0]["value"]
     offset = task["data"]["offset_s"]
     assert region["start"] == pytest.approx(machine[1]["start"] - offset, abs=1e-3)
-    # The task's audio is the segment's own clip, fetched without credentials.
+    # The task's audio is the segment's own clip, kept with the job's feedback, fetched
+    # without credentials.
+    assert svc.blobs.stat(s.feedback_bucket, f"{job_id}/review/{item_id}.wav") is not None
     clip = httpx.get(task["data"]["audio"], timeout=30)
     assert clip.status_code == 200
     with wave.open(io.BytesIO(clip.content)) as audio:
@@ -337,6 +339,7 @@ def test_bad_annotations_are_refused_or_dropped_and_nothing_is_applied_twice(
                         edited(gone_task["predictions"][0]["result"], "too late"))
     poll(lambda: svc.notes.get_review_item(f"{gone}.flagged.s0"),
          lambda item: item is None or item.status is ReviewStatus.DROPPED, 60)
+    assert [o.key for o in svc.blobs.list(stack.settings.feedback_bucket, f"{gone}/")] == []
     late = post_webhook(stack, {
         "action": "ANNOTATION_CREATED",
         "task": {"id": gone_task["id"], "data": gone_task["data"]},

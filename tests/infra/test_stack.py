@@ -674,8 +674,8 @@ def test_without_label_studio_the_review_function_is_private_and_unscheduled(
     assert "AUDIARY_LABEL_STUDIO_URL" not in env
     assert "AUDIARY_REVIEW_SYNC_ACCOUNTS" not in env
     assert not config.get("secretEnvironmentVariables")
-    work = gpu.one("gcp:storage/bucket:Bucket", name=BUCKETS["work"]).inputs
-    assert not work.get("cors")
+    feedback = gpu.one("gcp:storage/bucket:Bucket", name=BUCKETS["feedback"]).inputs
+    assert not feedback.get("cors")
 
 
 def test_with_label_studio_the_review_function_gets_its_settings_and_secrets(
@@ -734,9 +734,9 @@ def test_cloud_scheduler_calls_the_review_sync_every_minute_for_the_functions_au
     assert review.outputs["reviewUrl"] == f"{REVIEW_URL}/label-studio"
 
 
-def test_the_work_bucket_lets_label_studio_play_the_clips(review: Deployment) -> None:
-    work = review.one("gcp:storage/bucket:Bucket", name=BUCKETS["work"]).inputs
-    assert work["cors"] == [{
+def test_the_feedback_bucket_lets_label_studio_play_the_clips(review: Deployment) -> None:
+    feedback = review.one("gcp:storage/bucket:Bucket", name=BUCKETS["feedback"]).inputs
+    assert feedback["cors"] == [{
         "origins": ["https://review.example.org:8443"],
         "methods": ["GET"],
         "responseHeaders": ["Accept-Ranges", "Content-Length", "Content-Range", "Content-Type",
@@ -745,6 +745,8 @@ def test_the_work_bucket_lets_label_studio_play_the_clips(review: Deployment) ->
     uploads = review.one("gcp:storage/bucket:Bucket", name=BUCKETS["uploads"]).inputs
     assert [rule["origins"] for rule in uploads["cors"]] == [
         [f"https://{REGION}-{PROJECT}.cloudfunctions.net"]]
+    work = review.one("gcp:storage/bucket:Bucket", name=BUCKETS["work"]).inputs
+    assert not work.get("cors")
 
 
 @pulumi.runtime.test

@@ -25,6 +25,7 @@ from typing import Any
 
 from audiary.domain.audio import SAMPLE_RATE, sample_range_bytes
 from audiary.domain.jobs import Job, utcnow
+from audiary.domain.layout import job_prefix
 from audiary.domain.review import (
     LABEL_CONFIG,
     AnnotationError,
@@ -106,33 +107,44 @@ def queue_finished(svc: Stores, job: Job, transcript: Transcript) -> list[Review
 
 
 def _clip_key(item: ReviewItem) -> str:
-    return f"review/{item.item_id}.wav"
+    """Under the job's prefix of the userfeedback bucket: kept as long as the job (the work
+    bucket's audio expires), and deleted with it."""
+    return f"{job_prefix(item.job_id)}review/{item.item_id}.wav"
 
 
 def _audio_url(svc: Stores, job: Job, item: ReviewItem) -> tuple[str, float]:
-    """A signed URL for the item's audio, and the time in the recording where it starts: the
-    whole canonical audio for a whole-job item, else a clip of the span with some padding."""
+    """A signed URL for the item's audio, and the time in the recording where it starts: a
+    copy of the canonical audio for a whole-job item, else a clip of the span with some
+    padding. Made once; later calls only sign the URL again."""
     s = svc.settings
-    if job.audio_uri is None:
-        raise ConflictError("audio_gone", f"job {job.job_id} has no canonical audio")
-    bucket, key = job.audio_uri.split("/", 1)
-    if item.first is None:
-        return svc.blobs.signed_get_url(bucket, key, expires_s=s.review_url_ttl_s), 0.0
-    start = max(item.start_s - s.review_clip_pad_s, 0.0)
-    end = item.end_s + s.review_clip_pad_s
-    if job.duration_s:
-        end = min(end, job.duration_s)
-    first, last = sample_range_bytes(int(start * SAMPLE_RATE), int(end * SAMPLE_RATE))
-    pcm = svc.blobs.read_range(bucket, key, first, last)
+    key = _clip_key(item)
+    start = 0.0 if item.first is None else max(item.start_s - s.review_clip_pad_s, 0.0)
+    if svc.blobs.stat(s.feedback_bucket, key) is None:
+        if job.audio_uri is None:
+            raise ConflictError("audio_gone", f"job {job.job_id} has no canonical audio")
+        bucket, canonical = job.audio_uri.split("/", 1)
+        if item.first is None:
+            svc.blobs.copy(bucket, canonical, s.feedback_bucket, key)
+        else:
+            end = item.end_s + s.review_clip_pad_s
+            if job.duration_s:
+                end = min(end, job.duration_s)
+            first, last = sample_range_bytes(int(start * SAMPLE_RATE), int(end * SAMPLE_RATE))
+            svc.blobs.put(s.feedback_bucket, key,
+                          _wav(svc.blobs.read_range(bucket, canonical, first, last)),
+                          content_type="audio/wav")
+    return svc.blobs.signed_get_url(s.feedback_bucket, key, expires_s=s.review_url_ttl_s), start
+
+
+def _wav(pcm: bytes) -> bytes:
+    """Canonical PCM samples as a WAV file of their own."""
     out = io.BytesIO()
     with wave.open(out, "wb") as clip:
         clip.setnchannels(1)
         clip.setsampwidth(2)
         clip.setframerate(SAMPLE_RATE)
         clip.writeframes(pcm)
-    svc.blobs.put(s.work_bucket, _clip_key(item), out.getvalue(), content_type="audio/wav")
-    return svc.blobs.signed_get_url(s.work_bucket, _clip_key(item),
-                                    expires_s=s.review_url_ttl_s), start
+    return out.getvalue()
 
 
 def _shown(item: ReviewItem, transcript: Transcript) -> dict[int, Segment]:
