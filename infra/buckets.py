@@ -1,4 +1,5 @@
-"""The buckets: uploads (inbox/, quarantine/), work, transcripts, userfeedback, sources.
+"""The buckets: uploads (inbox/, quarantine/), work, transcripts, userfeedback, datasets
+(training clips and manifests built from corrections), sources.
 
 All use uniform bucket-level access (IAM only, no object ACLs) and enforced public access
 prevention, so no object can be made public by accident.
@@ -30,6 +31,7 @@ class BucketsArgs:
     work: str
     transcripts: str
     feedback: str
+    datasets: str
     sources: str
     work_ttl_days: int
     # Origins of the web page, which PUTs uploads straight to signed URLs of the uploads bucket.
@@ -42,7 +44,7 @@ class BucketsArgs:
 
 
 class Buckets(pulumi.ComponentResource):
-    """Creates the five buckets; each is an attribute named by its role."""
+    """Creates the six buckets; each is an attribute named by its role."""
 
     def __init__(self, name: str, args: BucketsArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -85,10 +87,14 @@ class Buckets(pulumi.ComponentResource):
         self.work = bucket("work", args.work, args.work_ttl_days)
         self.transcripts = bucket("transcripts", args.transcripts)
         self.feedback = bucket("feedback", args.feedback, cors=review_cors)
+        # Versioned datasets (v<N>/clips/, v<N>/<split>.jsonl): kept, they are what a model
+        # was trained and evaluated on.
+        self.datasets = bucket("datasets", args.datasets)
         # No TTL: Pulumi deletes an archive itself when a new one replaces it.
         self.sources = bucket("sources", args.sources)
         self.register_outputs({
             "uploads": self.uploads.name, "work": self.work.name,
             "transcripts": self.transcripts.name, "feedback": self.feedback.name,
+            "datasets": self.datasets.name,
             "sources": self.sources.name,
         })

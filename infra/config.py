@@ -136,6 +136,10 @@ class StackConfig:
         return self.bucket_name(names.BUCKET_USERFEEDBACK)
 
     @property
+    def datasets_bucket(self) -> str:
+        return self.bucket_name(names.BUCKET_DATASETS)
+
+    @property
     def sources_bucket(self) -> str:
         """Function source archives; not an application bucket, so not in audiary.names."""
         return self.bucket_name("audiary-sources")
@@ -169,7 +173,7 @@ class StackConfig:
 
 def _validate(cfg: StackConfig) -> None:
     for base in (names.BUCKET_UPLOADS, names.BUCKET_WORK, names.BUCKET_TRANSCRIPTS,
-                 names.BUCKET_USERFEEDBACK, "audiary-sources"):
+                 names.BUCKET_USERFEEDBACK, names.BUCKET_DATASETS, "audiary-sources"):
         name = cfg.bucket_name(base)
         if not _BUCKET_NAME.match(name):
             raise ConfigError(

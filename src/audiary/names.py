@@ -11,6 +11,8 @@ TOPIC_TRANSCRIPT_READY = "transcript-ready"
 TOPIC_JOB_FINISHED = "job-finished"
 # One message per (webhook, event): each hook is delivered on its own (services.notify).
 TOPIC_WEBHOOK_DELIVERY = "webhook-delivery"
+# A dataset whose train split passed the threshold (services.datasets): training starts on it.
+TOPIC_DATASET_READY = "dataset-ready"
 
 PIPELINE_TOPICS = (
     TOPIC_AUDIO_UPLOADED,
@@ -18,6 +20,7 @@ PIPELINE_TOPICS = (
     TOPIC_TRANSCRIPT_READY,
     TOPIC_JOB_FINISHED,
     TOPIC_WEBHOOK_DELIVERY,
+    TOPIC_DATASET_READY,
 )
 
 SUBSCRIPTION_INGEST = "ingest"
@@ -43,6 +46,7 @@ BUCKET_UPLOADS = "audiary-uploads"
 BUCKET_WORK = "audiary-work"
 BUCKET_TRANSCRIPTS = "audiary-transcripts"
 BUCKET_USERFEEDBACK = "audiary-userfeedback"
+BUCKET_DATASETS = "audiary-datasets"
 
 PREFIX_INBOX = "inbox/"
 # What the uploads bucket lets a browser do from another origin (the web page's PUT to a
@@ -57,6 +61,7 @@ COLLECTION_CHUNKS = "chunks"
 COLLECTION_NOTES = "notes"
 COLLECTION_FEEDBACK = "feedback"
 COLLECTION_REVIEW = "review"
+COLLECTION_DATASETS = "datasets"
 COLLECTION_LLM_CACHE = "llm-cache"
 COLLECTION_API_KEYS = "api-keys"
 COLLECTION_WEBHOOKS = "webhooks"

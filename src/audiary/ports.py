@@ -17,6 +17,7 @@ from typing import IO, Any, TypeVar
 
 from numpy.typing import NDArray
 
+from audiary.domain.datasets import DatasetRecord
 from audiary.domain.jobs import Chunk, FanIn, Job, JobError, JobStatus, Tombstone
 from audiary.domain.keys import ApiKey, Webhook
 from audiary.domain.notes import DiaryNote, Feedback, NoteRecord
@@ -241,7 +242,8 @@ class JobStore(ABC):
 
 
 class NoteStore(ABC):
-    """Diary notes by job, and the LLM result cache by content key (Firestore, memory)."""
+    """Diary notes by job, the LLM result cache by content key, and what people make of them:
+    feedback, the review queue, the datasets built from corrections (Firestore, memory)."""
 
     @abstractmethod
     def get_note(self, job_id: str) -> NoteRecord | None:
@@ -299,6 +301,18 @@ class NoteStore(ABC):
     @abstractmethod
     def delete_review_items(self, job_id: str) -> int:
         """Remove the job's review items; how many there were."""
+
+    @abstractmethod
+    def corrected_job_ids(self) -> list[str]:
+        """Jobs with feedback that made a transcript version (their corrections), sorted."""
+
+    @abstractmethod
+    def put_dataset(self, record: DatasetRecord) -> None:
+        """Store a dataset record (under its version)."""
+
+    @abstractmethod
+    def list_datasets(self) -> list[DatasetRecord]:
+        """Every dataset record, oldest version first."""
 
 
 # How a webhook delivery ended (KeyStore.record_delivery).

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     work_bucket: str = names.BUCKET_WORK
     transcripts_bucket: str = names.BUCKET_TRANSCRIPTS
     feedback_bucket: str = names.BUCKET_USERFEEDBACK
+    datasets_bucket: str = names.BUCKET_DATASETS
     inbox_prefix: str = names.PREFIX_INBOX
     quarantine_prefix: str = names.PREFIX_QUARANTINE
 
@@ -59,6 +60,7 @@ class Settings(BaseSettings):
     topic_transcript_ready: str = names.TOPIC_TRANSCRIPT_READY
     topic_job_finished: str = names.TOPIC_JOB_FINISHED
     topic_webhook_delivery: str = names.TOPIC_WEBHOOK_DELIVERY
+    topic_dataset_ready: str = names.TOPIC_DATASET_READY
 
     jobs_collection: str = names.COLLECTION_JOBS
     notes_collection: str = names.COLLECTION_NOTES
@@ -69,6 +71,7 @@ class Settings(BaseSettings):
     deliveries_collection: str = names.COLLECTION_DELIVERIES
     tombstones_collection: str = names.COLLECTION_TOMBSTONES
     review_collection: str = names.COLLECTION_REVIEW
+    datasets_collection: str = names.COLLECTION_DATASETS
 
     # What ingest accepts.
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
@@ -224,6 +227,20 @@ class Settings(BaseSettings):
     review_sync_accounts: list[str] = Field(
         default_factory=list,
         description="Service accounts whose ID tokens may run the sync (Cloud Scheduler's).")
+
+    # Datasets from corrections (services.datasets): the quality filters, the splits (by a
+    # hash of the recording) and the train hours that make a dataset ready for training.
+    dataset_min_clip_s: float = Field(default=1.0, ge=0)
+    dataset_max_clip_s: float = Field(default=30.0, gt=0, le=30.0,
+                                      description="Whisper's window: no clip is longer.")
+    dataset_min_chars_per_s: float = Field(default=2.0, ge=0)
+    dataset_max_chars_per_s: float = Field(default=30.0, gt=0)
+    dataset_min_snr_db: float = Field(
+        default=10.0, description="Loud frames over quiet frames, in dB (domain.datasets).")
+    dataset_splits: tuple[float, float, float] = Field(
+        default=(0.92, 0.04, 0.04), description="train, val, test shares.")
+    dataset_ready_hours: float = Field(
+        default=5.0, gt=0, description="Train hours that make a dataset ready.")
 
     # Native local stack.
     # How often the native stack's timer runs the sweeper (Cloud Scheduler: every 10 minutes).

@@ -45,6 +45,7 @@ BUCKETS = {
     "work": f"{names.BUCKET_WORK}-{PROJECT}",
     "transcripts": f"{names.BUCKET_TRANSCRIPTS}-{PROJECT}",
     "feedback": f"{names.BUCKET_USERFEEDBACK}-{PROJECT}",
+    "datasets": f"{names.BUCKET_DATASETS}-{PROJECT}",
     "sources": f"audiary-sources-{PROJECT}",
 }
 PUSH = {  # subscription -> (topic, receiving service)
@@ -78,9 +79,10 @@ def test_every_resource_exists(gpu: Deployment) -> None:
     counts = {
         "gcp:projects/service:Service": 12,
         "gcp:artifactregistry/repository:Repository": 1,
-        "gcp:storage/bucket:Bucket": 5,
+        "gcp:storage/bucket:Bucket": 6,
         "gcp:storage/notification:Notification": 1,
-        "gcp:pubsub/topic:Topic": 10,  # 5 pipeline topics + 5 dead-letter topics
+        # 6 pipeline topics (dataset-ready has no push yet: training is to come) + 5 dead-letter
+        "gcp:pubsub/topic:Topic": 11,
         # 5 push + 5 dead-letter pull + 5 dead-letter push (to deadletters)
         "gcp:pubsub/subscription:Subscription": 15,
         "gcp:cloudrunv2/service:Service": 1,
@@ -215,7 +217,7 @@ def test_buckets_are_private_and_work_expires(gpu: Deployment) -> None:
     work = gpu.one("gcp:storage/bucket:Bucket", name=BUCKETS["work"])
     assert work.inputs["lifecycleRules"] == [
         {"action": {"type": "Delete"}, "condition": {"age": 7}}]
-    for role in ("uploads", "transcripts", "feedback", "sources"):
+    for role in ("uploads", "transcripts", "feedback", "datasets", "sources"):
         bucket = gpu.one("gcp:storage/bucket:Bucket", name=BUCKETS[role])
         assert not bucket.inputs.get("lifecycleRules"), role
 

@@ -27,6 +27,7 @@ from audiary.adapters.memory import (
     MemoryNoteStore,
     MemoryPublisher,
 )
+from audiary.domain.datasets import DatasetRecord, Filters, Rejection, Split
 from audiary.domain.jobs import (
     TERMINAL,
     Chunk,
@@ -812,7 +813,8 @@ def notes(request: pytest.FixtureRequest) -> NoteStore:
 
     return FirestoreNoteStore.from_settings(
         Settings(notes_collection=unique("notes"), llm_cache_collection=unique("cache"),
-                 review_collection=unique("review"))
+                 review_collection=unique("review"), feedback_collection=unique("feedback"),
+                 datasets_collection=unique("datasets"))
     )
 
 
@@ -904,6 +906,30 @@ def test_review_items_are_queued_once_and_found_by_status_and_job(notes: NoteSto
     assert notes.list_review_items(job_id=job_id) == []
     assert notes.get_review_item(first.item_id) is None
     assert len(notes.list_review_items(job_id=other)) == 1
+
+
+def test_corrected_jobs_and_dataset_records(notes: NoteStore) -> None:
+    t0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    corrected, flagged_only = unique("job"), unique("job")
+    for version in (2, 3):
+        notes.put_feedback(Feedback(feedback_id=unique("fb"), job_id=corrected, created_at=t0,
+                                    transcript_version=version))
+    notes.put_feedback(Feedback(feedback_id=unique("fb"), job_id=flagged_only, flagged=True,
+                                created_at=t0))
+    found = notes.corrected_job_ids()
+    assert corrected in found
+    assert flagged_only not in found
+    assert found == sorted(found)
+    assert notes.list_datasets() == []
+    records = [DatasetRecord(
+        version=v, created_at=t0, bucket="audiary-datasets",
+        manifests={s: f"v{v}/{s.value}.jsonl" for s in Split},
+        rows={s: v for s in Split}, hours={s: 0.5 * v for s in Split},
+        rejected={Rejection.NOISY: 2}, filters=Filters(), ready=v > 1, ready_hours=1.0)
+        for v in (2, 1)]
+    for record in records:
+        notes.put_dataset(record)
+    assert notes.list_datasets() == [records[1], records[0]]
 
 
 def test_a_cached_note_can_be_forgotten(notes: NoteStore) -> None:

@@ -57,16 +57,20 @@ def router(svc) -> NoteRouter:
     return NoteRouter([Provider(ExtractiveNoteWriter(), CircuitBreaker(3, 60))], svc.notes)
 
 
-def run_pipeline(svc, tmp_path):
-    """A finished job with a note and feedback, and every message it was sent."""
-    event = drop(svc, encode(decode(DEMO_SAMPLE, seconds=12.0), tmp_path / "a.flac"))
+def run_pipeline(svc, tmp_path, samples=None, name="a.flac"):
+    """A finished job with a note and feedback, and every message it was sent (of 12 s of the
+    demo diary, or of `samples`)."""
+    audio = decode(DEMO_SAMPLE, seconds=12.0) if samples is None else samples
+    event = drop(svc, encode(audio, tmp_path / name))
     job_id = ingest(svc, event).job_id
-    tasks = [messages.parse_chunk_task(m.data)
-             for m in svc.publisher.messages("transcribe-chunk")]
+    tasks = [t for t in (messages.parse_chunk_task(m.data)
+                         for m in svc.publisher.messages("transcribe-chunk"))
+             if t.job_id == job_id]
     for task in tasks:
         handle_chunk(svc, Stub(), task)
-    (ready,) = [messages.parse_transcript_ready(m.data)
-                for m in svc.publisher.messages("transcript-ready")]
+    (ready,) = [r for r in (messages.parse_transcript_ready(m.data)
+                            for m in svc.publisher.messages("transcript-ready"))
+                if r.job_id == job_id]
     summarize(svc, router(svc), ready, message_id="m-1")
     job = svc.jobs.get_job(job_id)
     assert job.status is JobStatus.DONE
@@ -108,8 +112,9 @@ def test_a_note_written_by_a_delivery_in_flight_is_removed_by_that_delivery(svc,
     job_id = ingest(svc, event).job_id
     for m in svc.publisher.messages("transcribe-chunk"):
         handle_chunk(svc, Stub(), messages.parse_chunk_task(m.data))
-    (ready,) = [messages.parse_transcript_ready(m.data)
-                for m in svc.publisher.messages("transcript-ready")]
+    (ready,) = [r for r in (messages.parse_transcript_ready(m.data)
+                            for m in svc.publisher.messages("transcript-ready"))
+                if r.job_id == job_id]
 
     class DeletedMeanwhile(ExtractiveNoteWriter):
         def write(self, transcript, *, recorded_at, usage):
@@ -130,8 +135,9 @@ def test_a_note_written_by_a_delivery_in_flight_is_removed_by_that_delivery(svc,
 def test_a_chunk_decoded_while_its_job_is_deleted_leaves_nothing(svc, tmp_path):
     event = drop(svc, encode(decode(DEMO_SAMPLE, seconds=12.0), tmp_path / "a.flac"))
     job_id = ingest(svc, event).job_id
-    tasks = [messages.parse_chunk_task(m.data)
-             for m in svc.publisher.messages("transcribe-chunk")]
+    tasks = [t for t in (messages.parse_chunk_task(m.data)
+                         for m in svc.publisher.messages("transcribe-chunk"))
+             if t.job_id == job_id]
 
     class DeletedMeanwhile(Stub):
         def transcribe(self, samples, *, language=None, word_timestamps=None):

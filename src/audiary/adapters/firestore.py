@@ -27,6 +27,7 @@ from audiary.adapters.memory import (
     lease_doc,
     new_job_doc,
 )
+from audiary.domain.datasets import DatasetRecord
 from audiary.domain.jobs import (
     Chunk,
     ChunkStatus,
@@ -370,6 +371,7 @@ class FirestoreNoteStore(NoteStore):
         cache_collection: str = names.COLLECTION_LLM_CACHE,
         feedback_collection: str = names.COLLECTION_FEEDBACK,
         review_collection: str = names.COLLECTION_REVIEW,
+        datasets_collection: str = names.COLLECTION_DATASETS,
         cache_ttl_days: int = 90,
         emulator_host: str | None = None,
     ) -> None:
@@ -379,6 +381,7 @@ class FirestoreNoteStore(NoteStore):
         self._cache = client.collection(cache_collection)
         self._feedback = client.collection(feedback_collection)
         self._review = client.collection(review_collection)
+        self._datasets = client.collection(datasets_collection)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -389,6 +392,7 @@ class FirestoreNoteStore(NoteStore):
             cache_collection=settings.llm_cache_collection,
             feedback_collection=settings.feedback_collection,
             review_collection=settings.review_collection,
+            datasets_collection=settings.datasets_collection,
             cache_ttl_days=settings.llm_cache_ttl_days,
             emulator_host=settings.firestore_emulator_host,
         )
@@ -464,6 +468,19 @@ class FirestoreNoteStore(NoteStore):
         for doc in docs:
             doc.reference.delete()
         return len(docs)
+
+    def corrected_job_ids(self) -> list[str]:
+        # Feedback that made a version has transcript_version 2 or more (one range filter:
+        # the automatic single-field index serves it).
+        docs = self._feedback.where(filter=FieldFilter("transcript_version", ">", 1)).stream()
+        return sorted({str(_data(d)["job_id"]) for d in docs})
+
+    def put_dataset(self, record: DatasetRecord) -> None:
+        self._datasets.document(f"v{record.version}").set(record.model_dump(mode="json"))
+
+    def list_datasets(self) -> list[DatasetRecord]:
+        records = [DatasetRecord.model_validate(d.to_dict()) for d in self._datasets.stream()]
+        return sorted(records, key=lambda r: r.version)
 
 
 class FirestoreKeyStore(KeyStore):

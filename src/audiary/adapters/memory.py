@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Self
 
+from audiary.domain.datasets import DatasetRecord
 from audiary.domain.jobs import (
     TERMINAL,
     Chunk,
@@ -509,6 +510,7 @@ class MemoryNoteStore(NoteStore):
         self._cache: dict[str, str] = {}
         self._feedback: dict[str, str] = {}
         self._review: dict[str, str] = {}
+        self._datasets: dict[int, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -590,6 +592,20 @@ class MemoryNoteStore(NoteStore):
             for item_id in ids:
                 del self._review[item_id]
         return len(ids)
+
+    def corrected_job_ids(self) -> list[str]:
+        with self._lock:
+            items = [Feedback.model_validate_json(raw) for raw in self._feedback.values()]
+        return sorted({f.job_id for f in items if f.transcript_version is not None})
+
+    def put_dataset(self, record: DatasetRecord) -> None:
+        with self._lock:
+            self._datasets[record.version] = record.model_dump_json()
+
+    def list_datasets(self) -> list[DatasetRecord]:
+        with self._lock:
+            return [DatasetRecord.model_validate_json(self._datasets[v])
+                    for v in sorted(self._datasets)]
 
 
 class MemoryKeyStore(KeyStore):

@@ -82,12 +82,13 @@ def dead_letter_routes(settings: Settings) -> tuple[PushRoute, ...]:
 def pipeline_topics(settings: Settings) -> tuple[str, ...]:
     s = settings
     return (s.topic_audio_uploaded, s.topic_transcribe_chunk, s.topic_transcript_ready,
-            s.topic_job_finished, s.topic_webhook_delivery)
+            s.topic_job_finished, s.topic_webhook_delivery, s.topic_dataset_ready)
 
 
 def pipeline_buckets(settings: Settings) -> tuple[str, ...]:
     s = settings
-    return (s.uploads_bucket, s.work_bucket, s.transcripts_bucket, s.feedback_bucket)
+    return (s.uploads_bucket, s.work_bucket, s.transcripts_bucket, s.feedback_bucket,
+            s.datasets_bucket)
 
 
 def native_endpoints(settings: Settings) -> dict[str, str]:

@@ -36,6 +36,15 @@ class TranscriptReady(BaseModel):
     transcript_version: int = 1
 
 
+class DatasetReady(BaseModel):
+    """Published on `dataset-ready` when a dataset's train split passes the threshold."""
+
+    version: int
+    bucket: str
+    manifests: dict[str, str]  # split -> key of its JSONL manifest
+    train_hours: float
+
+
 class JobFinished(BaseModel):
     """Published on `job-finished` when a job reaches an end state (DONE, FAILED, REJECTED)."""
 
@@ -69,6 +78,11 @@ def parse_chunk_task(data: bytes) -> ChunkTask:
 def parse_transcript_ready(data: bytes) -> TranscriptReady:
     """The transcript-ready event in a message body; `BadEventError` when it is not one."""
     return _parse(TranscriptReady, data, "a transcript-ready event")
+
+
+def parse_dataset_ready(data: bytes) -> DatasetReady:
+    """The dataset-ready event in a message body; `BadEventError` when it is not one."""
+    return _parse(DatasetReady, data, "a dataset-ready event")
 
 
 def parse_job_finished(data: bytes) -> JobFinished:

@@ -338,6 +338,38 @@ def review_stats() -> None:
 
 
 @cli.group()
+def dataset() -> None:
+    """Training data from corrections."""
+
+
+@dataset.command("build")
+def dataset_build() -> None:
+    """Build the next dataset version from every correction so far: clips, a manifest per
+    split, the record with hours and rejections; `dataset-ready` when train is big enough."""
+    from audiary.domain.datasets import Split
+    from audiary.services.datasets import build
+
+    svc = _svc()
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} recordings"),
+                  console=console) as bar:
+        task = bar.add_task("building", total=None)
+        record = build(svc, progress=lambda done, total: bar.update(task, completed=done,
+                                                                    total=total))
+    table = Table("split", "clips", "hours", "manifest")
+    for split, rows in record.rows.items():
+        table.add_row(split, str(rows), f"{record.hours[split]:.4f}",
+                      f"gs://{record.bucket}/{record.manifests[split]}")
+    Console().print(table)
+    rejected = ", ".join(f"{why} {n}" for why, n in sorted(record.rejected.items())) or "none"
+    console.print(f"dataset v{record.version}; rejected: {rejected}")
+    train = record.hours[Split.TRAIN]
+    console.print(f"ready for training ({train:.2f} h of train)" if record.ready
+                  else f"not ready: train has {train:.2f} h of the {record.ready_hours:g} h "
+                       "needed")
+
+
+@cli.group()
 def stack() -> None:
     """Start and stop the native local stack (emulators, functions, transcriber, watcher)."""
 

@@ -1,0 +1,51 @@
+"""`audiary dataset build` on the native stack: a correction made through the API becomes a
+clip in the datasets bucket (the GCS emulator) with its text in the manifest of its split, and
+the dataset record in Firestore says how much there is."""
+
+from __future__ import annotations
+
+import io
+import json
+import wave
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from audiary.domain.datasets import Split
+from audiary.entrypoints.cli.main import cli
+from audiary.local.stack import NativeStack, settings_env
+from audiary.ports import Stores
+from tests.e2e.test_review import finished_job
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_correction_becomes_a_training_clip(stack: NativeStack, svc: Stores, tmp_path: Path):
+    s = stack.settings
+    runner = CliRunner(env={**settings_env(s), **stack.env,
+                            "AUDIARY_STATE_DIR": str(stack.state_dir)})
+    key = runner.invoke(cli, ["keys", "create", "datasets"]).stdout.strip().splitlines()[-1]
+    job_id = finished_job(svc, stack, key, tmp_path, "for-training.flac")
+    base = f"http://{s.host}:{s.api_port}"
+    corrected = "Monday, the third of November. Today started early, at six."
+    answer = httpx.post(f"{base}/v1/jobs/{job_id}/feedback",
+                        headers={"Authorization": f"Bearer {key}"},
+                        json={"segments": [{"index": 0, "text": corrected}]}, timeout=30)
+    assert answer.status_code == 201, answer.text
+
+    built = runner.invoke(cli, ["dataset", "build"], catch_exceptions=False)
+    assert built.exit_code == 0, built.output
+    record = svc.notes.list_datasets()[-1]
+    assert f"dataset v{record.version}" in built.output
+    assert "not ready" in built.output  # far below AUDIARY_DATASET_READY_HOURS
+    rows = [json.loads(line) for split in Split for line in svc.blobs.get(
+        s.datasets_bucket, record.manifests[split]).decode().splitlines()]
+    mine = [r for r in rows if r["job_id"] == job_id]
+    assert [(r["segment"], r["text"]) for r in mine] == [(0, corrected)]
+    clip = svc.blobs.get(s.datasets_bucket, mine[0]["audio"].split("/", 3)[3])
+    with wave.open(io.BytesIO(clip)) as audio:
+        assert audio.getnframes() / audio.getframerate() == pytest.approx(
+            mine[0]["duration_s"], abs=1e-3)
+    assert record.rows[Split(mine[0]["split"])] >= 1
