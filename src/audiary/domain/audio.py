@@ -6,6 +6,8 @@ transcriber's window planning both look at its level envelope (`frame_db`).
 
 from __future__ import annotations
 
+import io
+import wave
 from typing import Any
 
 import numpy as np
@@ -49,3 +51,14 @@ def sample_range_bytes(start_sample: int, end_sample: int) -> tuple[int, int]:
 def pcm_to_float(data: bytes) -> NDArray[Any]:
     """Canonical s16 little-endian PCM bytes as float32 samples in [-1, 1]."""
     return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def wav_bytes(pcm: bytes) -> bytes:
+    """Canonical PCM samples (a slice of the canonical audio) as a WAV file of their own."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as clip:
+        clip.setnchannels(1)
+        clip.setsampwidth(BYTES_PER_SAMPLE)
+        clip.setframerate(SAMPLE_RATE)
+        clip.writeframes(pcm)
+    return out.getvalue()

@@ -17,13 +17,11 @@ Each build is a new version made from all corrections so far (nothing is overwri
 
 from __future__ import annotations
 
-import io
 import logging
-import wave
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from audiary.domain.audio import SAMPLE_RATE, pcm_to_float, sample_range_bytes
+from audiary.domain.audio import SAMPLE_RATE, pcm_to_float, sample_range_bytes, wav_bytes
 from audiary.domain.datasets import (
     Candidate,
     DatasetRecord,
@@ -80,16 +78,6 @@ def _clip(svc: Stores, job: Job, candidate: Candidate) -> bytes | None:
     return svc.blobs.read_range(bucket, key, first, last)
 
 
-def _wav(pcm: bytes) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as clip:
-        clip.setnchannels(1)
-        clip.setsampwidth(2)
-        clip.setframerate(SAMPLE_RATE)
-        clip.writeframes(pcm)
-    return out.getvalue()
-
-
 def _row(svc: Stores, job: Job, candidate: Candidate, filters: Filters, prefix: str
          ) -> ManifestRow | Rejection:
     """The candidate's clip, stored, as a manifest row; or why it was refused."""
@@ -101,7 +89,7 @@ def _row(svc: Stores, job: Job, candidate: Candidate, filters: Filters, prefix: 
     if pcm is None or snr is None:  # rejection() refuses a missing clip; for the type checker
         return Rejection.AUDIO_GONE
     key = f"{prefix}clips/{job.job_id}-{candidate.index}.wav"
-    svc.blobs.put(s.datasets_bucket, key, _wav(pcm), content_type="audio/wav")
+    svc.blobs.put(s.datasets_bucket, key, wav_bytes(pcm), content_type="audio/wav")
     errors, words = word_errors(candidate.text, candidate.machine_text)
     scheme = "s3" if s.blob_backend == "s3" else "gs"
     return ManifestRow(

@@ -14,16 +14,14 @@ Studio), and turn what comes back into corrections.
 
 from __future__ import annotations
 
-import io
 import logging
-import wave
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
 
-from audiary.domain.audio import SAMPLE_RATE, sample_range_bytes
+from audiary.domain.audio import SAMPLE_RATE, sample_range_bytes, wav_bytes
 from audiary.domain.jobs import Job, utcnow
 from audiary.domain.layout import job_prefix
 from audiary.domain.review import (
@@ -131,20 +129,9 @@ def _audio_url(svc: Stores, job: Job, item: ReviewItem) -> tuple[str, float]:
                 end = min(end, job.duration_s)
             first, last = sample_range_bytes(int(start * SAMPLE_RATE), int(end * SAMPLE_RATE))
             svc.blobs.put(s.feedback_bucket, key,
-                          _wav(svc.blobs.read_range(bucket, canonical, first, last)),
+                          wav_bytes(svc.blobs.read_range(bucket, canonical, first, last)),
                           content_type="audio/wav")
     return svc.blobs.signed_get_url(s.feedback_bucket, key, expires_s=s.review_url_ttl_s), start
-
-
-def _wav(pcm: bytes) -> bytes:
-    """Canonical PCM samples as a WAV file of their own."""
-    out = io.BytesIO()
-    with wave.open(out, "wb") as clip:
-        clip.setnchannels(1)
-        clip.setsampwidth(2)
-        clip.setframerate(SAMPLE_RATE)
-        clip.writeframes(pcm)
-    return out.getvalue()
 
 
 def _shown(item: ReviewItem, transcript: Transcript) -> dict[int, Segment]:
