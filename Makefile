@@ -52,7 +52,7 @@ $(STAMP): requirements.lock pyproject.toml
 # Regenerate the pinned dependency set after changing pyproject.toml.
 lock:
 	$(BIN)/pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --extra transcriber --extra models --extra llm --extra gcp --extra review --extra dev \
+	$(BIN)/uv pip compile pyproject.toml --extra transcriber --extra models --extra llm --extra gcp --extra review --extra learning --extra dev \
 		--python-version 3.11 --quiet -o requirements.lock
 
 up: venv

@@ -17,7 +17,7 @@ from typing import IO, Any, TypeVar
 
 from numpy.typing import NDArray
 
-from audiary.domain.datasets import DatasetRecord
+from audiary.domain.datasets import DatasetRecord, EvaluationRecord
 from audiary.domain.jobs import Chunk, FanIn, Job, JobError, JobStatus, Tombstone
 from audiary.domain.keys import ApiKey, Webhook
 from audiary.domain.notes import DiaryNote, Feedback, NoteRecord
@@ -313,6 +313,15 @@ class NoteStore(ABC):
     @abstractmethod
     def list_datasets(self) -> list[DatasetRecord]:
         """Every dataset record, oldest version first."""
+
+    @abstractmethod
+    def put_evaluation(self, record: EvaluationRecord) -> None:
+        """Store an evaluation record (under its id)."""
+
+    @abstractmethod
+    def list_evaluations(self, *, dataset_version: int | None = None
+                         ) -> list[EvaluationRecord]:
+        """Evaluation records (of one dataset version), oldest first."""
 
 
 # How a webhook delivery ended (KeyStore.record_delivery).

@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     tombstones_collection: str = names.COLLECTION_TOMBSTONES
     review_collection: str = names.COLLECTION_REVIEW
     datasets_collection: str = names.COLLECTION_DATASETS
+    evaluations_collection: str = names.COLLECTION_EVALUATIONS
 
     # What ingest accepts.
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)

@@ -1,6 +1,7 @@
-"""`audiary dataset build` on the native stack: a correction made through the API becomes a
-clip in the datasets bucket (the GCS emulator) with its text in the manifest of its split, and
-the dataset record in Firestore says how much there is."""
+"""`audiary dataset build` and `audiary eval` on the native stack: a correction made through the
+API becomes a clip in the datasets bucket (the GCS emulator) with its text in the manifest of
+its split, the dataset record in Firestore says how much there is, and the packaged model's
+WER on that split is stored as an evaluation, the same as scoring its transcripts here."""
 
 from __future__ import annotations
 
@@ -13,10 +14,15 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from audiary.domain.audio import WAV_HEADER_BYTES, pcm_to_float
 from audiary.domain.datasets import Split
 from audiary.entrypoints.cli.main import cli
+from audiary.evaluation.datasets import rows_of
+from audiary.evaluation.wer import wer
 from audiary.local.stack import NativeStack, settings_env
 from audiary.ports import Stores
+from audiary.settings import Settings
+from audiary.wiring import transcriber
 from tests.e2e.test_review import finished_job
 
 pytestmark = pytest.mark.e2e
@@ -49,3 +55,22 @@ def test_a_correction_becomes_a_training_clip(stack: NativeStack, svc: Stores, t
         assert audio.getnframes() / audio.getframerate() == pytest.approx(
             mine[0]["duration_s"], abs=1e-3)
     assert record.rows[Split(mine[0]["split"])] >= 1
+
+    # The packaged model on the clip's split: the stored WER is the one computed here.
+    split = Split(mine[0]["split"])
+    scored = runner.invoke(cli, ["eval", "--dataset", str(record.version), "--split",
+                                 split.value], catch_exceptions=False)
+    assert scored.exit_code == 0, scored.output
+    (evaluation,) = svc.notes.list_evaluations(dataset_version=record.version)
+    assert evaluation.evaluation_id in scored.output
+    engine = transcriber(Settings())
+    pairs = []
+    for row in rows_of(svc, record, split):
+        clip = svc.blobs.get(s.datasets_bucket, row.audio.split("/", 3)[3])
+        heard = engine.transcribe(pcm_to_float(clip[WAV_HEADER_BYTES:]), language=row.language)
+        pairs.append((row.text, " ".join(seg.text.strip() for seg in heard)))
+    expected = wer([r for r, _ in pairs], [h for _, h in pairs])
+    summary = evaluation.splits[split]
+    assert (summary.errors, summary.words, summary.clips) == (
+        expected.errors, expected.words, len(pairs))
+    assert f"{summary.wer:.3f}" in scored.output

@@ -27,7 +27,14 @@ from audiary.adapters.memory import (
     MemoryNoteStore,
     MemoryPublisher,
 )
-from audiary.domain.datasets import DatasetRecord, Filters, Rejection, Split
+from audiary.domain.datasets import (
+    DatasetRecord,
+    EvaluationRecord,
+    Filters,
+    Rejection,
+    Split,
+    WerSummary,
+)
 from audiary.domain.jobs import (
     TERMINAL,
     Chunk,
@@ -814,7 +821,8 @@ def notes(request: pytest.FixtureRequest) -> NoteStore:
     return FirestoreNoteStore.from_settings(
         Settings(notes_collection=unique("notes"), llm_cache_collection=unique("cache"),
                  review_collection=unique("review"), feedback_collection=unique("feedback"),
-                 datasets_collection=unique("datasets"))
+                 datasets_collection=unique("datasets"),
+                 evaluations_collection=unique("evaluations"))
     )
 
 
@@ -930,6 +938,16 @@ def test_corrected_jobs_and_dataset_records(notes: NoteStore) -> None:
     for record in records:
         notes.put_dataset(record)
     assert notes.list_datasets() == [records[1], records[0]]
+    scored = [EvaluationRecord(
+        evaluation_id=unique("eval"), model="tiny.en", dataset_version=v,
+        created_at=t0 + timedelta(minutes=i),
+        splits={Split.TEST: WerSummary(wer=0.25, errors=2, words=8, clips=1)},
+        sources={"job-a": WerSummary(wer=0.25, errors=2, words=8, clips=1)})
+        for i, v in enumerate((1, 2, 1))]
+    for evaluation in scored:
+        notes.put_evaluation(evaluation)
+    assert notes.list_evaluations(dataset_version=1) == [scored[0], scored[2]]
+    assert notes.list_evaluations() == [scored[0], scored[1], scored[2]]
 
 
 def test_a_cached_note_can_be_forgotten(notes: NoteStore) -> None:

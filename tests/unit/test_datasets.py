@@ -13,7 +13,19 @@ import wave
 import numpy as np
 import pytest
 
-from audiary.domain.datasets import Candidate, Filters, Rejection, Split, rejection, split_of
+from audiary.domain.datasets import (
+    Candidate,
+    Filters,
+    Rejection,
+    Split,
+    WerSummary,
+    rejection,
+    split_of,
+)
+from audiary.domain.transcript import Segment
+from audiary.errors import NotFoundError
+from audiary.evaluation.datasets import evaluate, rows_of
+from audiary.ports import Transcriber
 from audiary.services import datasets
 from audiary.services import jobs as use_cases
 from audiary.wire import messages
@@ -102,3 +114,37 @@ def test_corrections_become_clips_in_a_manifest_and_the_rest_is_counted(svc, tmp
     event = messages.parse_dataset_ready(message.data)
     assert (event.version, event.manifests["train"]) == (2, "v2/train.jsonl")
     assert [r.version for r in svc.notes.list_datasets()] == [1, 2]
+
+
+class Says(Transcriber):
+    """A model that always hears `text`."""
+
+    model_name = "says-fixed-words"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def transcribe(self, samples, *, language=None, word_timestamps=None):
+        return [Segment(start=0.0, end=len(samples) / 16_000, text=self.text)]
+
+
+def test_a_model_is_scored_per_split_and_source_and_missing_clips_are_counted(
+        svc, tmp_path):  # noqa: F811
+    svc.blobs.ensure_bucket(svc.settings.datasets_bucket)
+    speech = decode(DEMO_SAMPLE, seconds=12.0)
+    job = corrected_job(svc, tmp_path, speech, "scored.flac", {0: WORDS})
+    record = datasets.build(svc)
+    (split,) = [s for s in Split if record.rows[s]]
+    evaluation = evaluate(svc, Says("monday the third of november today started"),
+                          record.version)
+    assert evaluation.splits[split] == WerSummary(wer=1 / 8, errors=1, words=8, clips=1)
+    assert evaluation.sources == {job.job_id: evaluation.splits[split]}
+    assert all(evaluation.splits[s].clips == 0 for s in Split if s is not split)
+    assert svc.notes.list_evaluations(dataset_version=record.version) == [evaluation]
+
+    (row,) = rows_of(svc, record, split)
+    svc.blobs.delete(record.bucket, row.audio.removeprefix(f"gs://{record.bucket}/"))
+    again = evaluate(svc, Says(WORDS), record.version, splits=[split])
+    assert (again.missing_clips, again.splits[split].clips) == (1, 0)
+    with pytest.raises(NotFoundError, match=r"no dataset v9 \(built: v1\)"):
+        evaluate(svc, Says(WORDS), 9)

@@ -27,7 +27,7 @@ from audiary.adapters.memory import (
     lease_doc,
     new_job_doc,
 )
-from audiary.domain.datasets import DatasetRecord
+from audiary.domain.datasets import DatasetRecord, EvaluationRecord
 from audiary.domain.jobs import (
     Chunk,
     ChunkStatus,
@@ -372,6 +372,7 @@ class FirestoreNoteStore(NoteStore):
         feedback_collection: str = names.COLLECTION_FEEDBACK,
         review_collection: str = names.COLLECTION_REVIEW,
         datasets_collection: str = names.COLLECTION_DATASETS,
+        evaluations_collection: str = names.COLLECTION_EVALUATIONS,
         cache_ttl_days: int = 90,
         emulator_host: str | None = None,
     ) -> None:
@@ -382,6 +383,7 @@ class FirestoreNoteStore(NoteStore):
         self._feedback = client.collection(feedback_collection)
         self._review = client.collection(review_collection)
         self._datasets = client.collection(datasets_collection)
+        self._evaluations = client.collection(evaluations_collection)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -393,6 +395,7 @@ class FirestoreNoteStore(NoteStore):
             feedback_collection=settings.feedback_collection,
             review_collection=settings.review_collection,
             datasets_collection=settings.datasets_collection,
+            evaluations_collection=settings.evaluations_collection,
             cache_ttl_days=settings.llm_cache_ttl_days,
             emulator_host=settings.firestore_emulator_host,
         )
@@ -481,6 +484,17 @@ class FirestoreNoteStore(NoteStore):
     def list_datasets(self) -> list[DatasetRecord]:
         records = [DatasetRecord.model_validate(d.to_dict()) for d in self._datasets.stream()]
         return sorted(records, key=lambda r: r.version)
+
+    def put_evaluation(self, record: EvaluationRecord) -> None:
+        self._evaluations.document(record.evaluation_id).set(record.model_dump(mode="json"))
+
+    def list_evaluations(self, *, dataset_version: int | None = None
+                         ) -> list[EvaluationRecord]:
+        query: Any = self._evaluations
+        if dataset_version is not None:
+            query = query.where(filter=FieldFilter("dataset_version", "==", dataset_version))
+        records = [EvaluationRecord.model_validate(d.to_dict()) for d in query.stream()]
+        return sorted(records, key=lambda r: (r.created_at, r.evaluation_id))
 
 
 class FirestoreKeyStore(KeyStore):

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Self
 
-from audiary.domain.datasets import DatasetRecord
+from audiary.domain.datasets import DatasetRecord, EvaluationRecord
 from audiary.domain.jobs import (
     TERMINAL,
     Chunk,
@@ -511,6 +511,7 @@ class MemoryNoteStore(NoteStore):
         self._feedback: dict[str, str] = {}
         self._review: dict[str, str] = {}
         self._datasets: dict[int, str] = {}
+        self._evaluations: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -606,6 +607,18 @@ class MemoryNoteStore(NoteStore):
         with self._lock:
             return [DatasetRecord.model_validate_json(self._datasets[v])
                     for v in sorted(self._datasets)]
+
+    def put_evaluation(self, record: EvaluationRecord) -> None:
+        with self._lock:
+            self._evaluations[record.evaluation_id] = record.model_dump_json()
+
+    def list_evaluations(self, *, dataset_version: int | None = None
+                         ) -> list[EvaluationRecord]:
+        with self._lock:
+            found = [EvaluationRecord.model_validate_json(r) for r in self._evaluations.values()]
+        return sorted((r for r in found
+                       if dataset_version is None or r.dataset_version == dataset_version),
+                      key=lambda r: (r.created_at, r.evaluation_id))
 
 
 class MemoryKeyStore(KeyStore):

@@ -138,3 +138,25 @@ def snr_db(samples: NDArray[np.float32]) -> float:
     if len(levels) < 2:
         return 0.0
     return float(np.percentile(levels, 95) - np.percentile(levels, 10))
+
+
+class WerSummary(BaseModel):
+    """Corpus WER of one slice: total errors over total reference words."""
+
+    wer: float
+    errors: int
+    words: int
+    clips: int
+
+
+class EvaluationRecord(BaseModel):
+    """`evaluations/{id}`: one model's WER on one dataset version, per split and per source
+    (the project's normaliser on both sides: evaluation.wer)."""
+
+    evaluation_id: str
+    model: str
+    dataset_version: int
+    created_at: datetime
+    splits: dict[Split, WerSummary]
+    sources: dict[str, WerSummary] = Field(default_factory=dict)
+    missing_clips: int = 0  # manifest rows whose audio is gone: counted, not scored

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from audiary.domain.datasets import Split
 from audiary.domain.jobs import TERMINAL, Job, JobStatus
 from audiary.domain.keys import ApiKey, new_key
 from audiary.domain.transcript import TranscriptFormat, render
@@ -346,7 +347,6 @@ def dataset() -> None:
 def dataset_build() -> None:
     """Build the next dataset version from every correction so far: clips, a manifest per
     split, the record with hours and rejections; `dataset-ready` when train is big enough."""
-    from audiary.domain.datasets import Split
     from audiary.services.datasets import build
 
     svc = _svc()
@@ -367,6 +367,49 @@ def dataset_build() -> None:
     console.print(f"ready for training ({train:.2f} h of train)" if record.ready
                   else f"not ready: train has {train:.2f} h of the {record.ready_hours:g} h "
                        "needed")
+
+
+@cli.command("eval")
+@click.option("--dataset", "version", type=int, default=None,
+              help="Dataset version (default: the newest).")
+@click.option("--model", default=None,
+              help="Model directory or packaged name (default: AUDIARY_MODEL_PATH's).")
+@click.option("--split", "splits", type=click.Choice([s.value for s in Split]), multiple=True,
+              help="Splits to score (default: all).")
+def evaluate_model(version: int | None, model: str | None, splits: tuple[str, ...]) -> None:
+    """WER of a model on a dataset, per split and per source; stored as an evaluation."""
+    try:
+        from audiary.evaluation.datasets import evaluate
+    except ImportError as exc:
+        raise click.ClickException(f"audiary eval needs the learning extra ({exc.name} is "
+                                   "missing): pip install 'audiary[learning,transcriber]'"
+                                   ) from exc
+    from audiary.wiring import transcriber
+
+    svc = _svc()
+    built = svc.notes.list_datasets()
+    if not built:
+        raise click.ClickException("no dataset yet: run `audiary dataset build` first")
+    version = version or built[-1].version
+    settings = svc.settings if model is None else svc.settings.model_copy(
+        update={"model_path": model})
+    engine = transcriber(settings)
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} clips"), console=console) as bar:
+        task = bar.add_task(f"dataset v{version}", total=None)
+        try:
+            record = evaluate(svc, engine, version,
+                              splits=[Split(s) for s in splits] or tuple(Split),
+                              progress=lambda done, total: bar.update(task, completed=done,
+                                                                      total=total))
+        except AudiaryError as exc:
+            raise click.ClickException(str(exc)) from exc
+    table = Table("split", "clips", "words", "WER")
+    for split, summary in record.splits.items():
+        table.add_row(split, str(summary.clips), str(summary.words), f"{summary.wer:.3f}")
+    Console().print(table)
+    missing = f"; {record.missing_clips} clips missing" if record.missing_clips else ""
+    console.print(f"evaluation {record.evaluation_id} of {record.model}{missing}")
 
 
 @cli.group()
