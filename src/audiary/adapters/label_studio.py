@@ -28,6 +28,7 @@ class LabelStudioDesk(ReviewDesk):
         return cls(settings.label_studio_url, settings.label_studio_token.get_secret_value())
 
     def _call(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        import httpx
         from label_studio_sdk.core.api_error import ApiError
 
         try:
@@ -35,15 +36,8 @@ class LabelStudioDesk(ReviewDesk):
         except ApiError as exc:
             raise ReviewDeskError(f"Label Studio refused to {what}: HTTP {exc.status_code} "
                                   f"{str(exc.body)[:300]}") from exc
-        except OSError as exc:  # httpx errors derive from neither; see below
+        except (httpx.HTTPError, OSError) as exc:
             raise ReviewDeskError(f"Label Studio at {self._url} could not {what}: {exc}") from exc
-        except Exception as exc:
-            import httpx
-
-            if isinstance(exc, httpx.HTTPError):
-                raise ReviewDeskError(
-                    f"Label Studio at {self._url} could not {what}: {exc}") from exc
-            raise
 
     def ensure_project(self, title: str, label_config: str) -> tuple[int, bool]:
         projects = self._client.projects

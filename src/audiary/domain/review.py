@@ -60,9 +60,6 @@ class ReviewItem(BaseModel):
     reference_words: int | None = None
     note: str | None = None  # why it was skipped or dropped
 
-    def covers(self, index: int) -> bool:
-        return self.first is None or (self.first <= index <= (self.last or self.first))
-
     def indices(self, segment_count: int) -> range:
         if self.first is None:
             return range(segment_count)

@@ -238,7 +238,7 @@ def _apply(svc: Stores, data: Mapping[str, Any], annotation: Mapping[str, Any]) 
         flagged=False, comment=None, segment_edits=edits, source="label-studio",
         feedback_id=f"ls-{item.item_id}-{annotation.get('id')}-"
                     f"{str(annotation.get('updated_at')).replace(':', '')}")
-    _measure(svc, item, segments, edits)
+    _measure(svc, job, item, segments, edits)
     version = stored.feedback.transcript_version
     if version is not None:
         try:
@@ -251,21 +251,19 @@ def _apply(svc: Stores, data: Mapping[str, Any], annotation: Mapping[str, Any]) 
     return Applied("corrected", transcript_version=version)
 
 
-def _measure(svc: Stores, item: ReviewItem, shown: Mapping[int, Segment],
+def _measure(svc: Stores, job: Job, item: ReviewItem, shown: Mapping[int, Segment],
              edits: Mapping[int, str]) -> None:
     """The machine's WER on the item against the reviewer's text, and the time it took."""
-    job = svc.jobs.get_job(item.job_id)
-    machine = load_transcript(svc, job, 1) if job else None
     indices = sorted(shown)
-    if machine is None or not indices:
+    if not indices:
         return
+    machine = load_transcript(svc, job, 1)
     hypothesis = " ".join(machine.segments[i].text for i in indices
                           if i < len(machine.segments))
     reference = " ".join(edits.get(i, shown[i].text) for i in indices)
     errors, count = word_errors(reference, hypothesis)
     now = utcnow()
-    previous = svc.notes.get_review_item(item.item_id)
-    if previous is not None and previous.status is not ReviewStatus.CORRECTED:
+    if item.status is not ReviewStatus.CORRECTED:  # a later edit is not a new correction
         model = item.model or "unknown"
         metrics.REVIEW_CORRECTIONS.labels(item.reason.value).inc()
         metrics.REVIEW_FLAG_TO_CORRECTION_SECONDS.labels(item.reason.value).observe(

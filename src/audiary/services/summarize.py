@@ -14,6 +14,7 @@ from audiary.ports import Stores
 from audiary.services.cleanup import DELETED, purge_if_deleted
 from audiary.services.notes.router import AllProvidersFailedError, NoteRouter
 from audiary.services.progress import advance, fail, resume_announcement
+from audiary.services.review import queue_finished
 from audiary.wire import messages
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,6 @@ def _summarize(svc: Stores, router: NoteRouter, ready: messages.TranscriptReady,
 def _queue_for_review(svc: Stores, job: Job, transcript: Transcript) -> None:
     """Uncertain spans and the audit draw go to the review queue; a failure there is logged
     and does not hold the note back (a flag can still queue the job later)."""
-    from audiary.services.review import queue_finished
-
     try:
         queue_finished(svc, job, transcript)
     except Exception:
