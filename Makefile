@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock requirements-train.txt pyproject.toml | sha1sum | cut -c1-12)
 # Label Studio, the review desk, pins its own Django stack: it gets a virtual environment of
 # its own (the tests start it; the compose profile runs the same version's image).
 LABEL_STUDIO_VERSION := 1.23.2
@@ -42,10 +42,11 @@ $(LS_STAMP):
 	$(LS_VENV)/bin/pip install --quiet label-studio==$(LABEL_STUDIO_VERSION)
 	@rm -f $(LS_VENV)/.installed-* && touch $@
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-train.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet -r requirements-train.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 

@@ -32,6 +32,7 @@ class BucketsArgs:
     transcripts: str
     feedback: str
     datasets: str
+    models: str
     sources: str
     work_ttl_days: int
     # Origins of the web page, which PUTs uploads straight to signed URLs of the uploads bucket.
@@ -44,7 +45,7 @@ class BucketsArgs:
 
 
 class Buckets(pulumi.ComponentResource):
-    """Creates the six buckets; each is an attribute named by its role."""
+    """Creates the seven buckets; each is an attribute named by its role."""
 
     def __init__(self, name: str, args: BucketsArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -90,11 +91,13 @@ class Buckets(pulumi.ComponentResource):
         # Versioned datasets (v<N>/clips/, v<N>/<split>.jsonl): kept, they are what a model
         # was trained and evaluated on.
         self.datasets = bucket("datasets", args.datasets)
+        # The model registry's weights (`<name>@<version>/`), read by the transcriber.
+        self.models = bucket("models", args.models)
         # No TTL: Pulumi deletes an archive itself when a new one replaces it.
         self.sources = bucket("sources", args.sources)
         self.register_outputs({
             "uploads": self.uploads.name, "work": self.work.name,
             "transcripts": self.transcripts.name, "feedback": self.feedback.name,
-            "datasets": self.datasets.name,
+            "datasets": self.datasets.name, "models": self.models.name,
             "sources": self.sources.name,
         })

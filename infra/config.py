@@ -140,6 +140,10 @@ class StackConfig:
         return self.bucket_name(names.BUCKET_DATASETS)
 
     @property
+    def models_bucket(self) -> str:
+        return self.bucket_name(names.BUCKET_MODELS)
+
+    @property
     def sources_bucket(self) -> str:
         """Function source archives; not an application bucket, so not in audiary.names."""
         return self.bucket_name("audiary-sources")
@@ -173,7 +177,8 @@ class StackConfig:
 
 def _validate(cfg: StackConfig) -> None:
     for base in (names.BUCKET_UPLOADS, names.BUCKET_WORK, names.BUCKET_TRANSCRIPTS,
-                 names.BUCKET_USERFEEDBACK, names.BUCKET_DATASETS, "audiary-sources"):
+                 names.BUCKET_USERFEEDBACK, names.BUCKET_DATASETS, names.BUCKET_MODELS,
+                 "audiary-sources"):
         name = cfg.bucket_name(base)
         if not _BUCKET_NAME.match(name):
             raise ConfigError(

@@ -133,7 +133,7 @@ class Audiary(pulumi.ComponentResource):
         self.buckets = Buckets("buckets", BucketsArgs(
             project=project, location=cfg.bucket_location, uploads=cfg.uploads_bucket,
             work=cfg.work_bucket, transcripts=cfg.transcripts_bucket,
-            feedback=cfg.feedback_bucket, datasets=cfg.datasets_bucket,
+            feedback=cfg.feedback_bucket, datasets=cfg.datasets_bucket, models=cfg.models_bucket,
             sources=cfg.sources_bucket,
             work_ttl_days=cfg.work_ttl_days, force_destroy=cfg.force_destroy,
             web_origins=(cfg.api_origin,),
@@ -225,6 +225,7 @@ class Audiary(pulumi.ComponentResource):
             "transcriptsBucket": self.buckets.transcripts.name,
             "feedbackBucket": self.buckets.feedback.name,
             "datasetsBucket": self.buckets.datasets.name,
+            "modelsBucket": self.buckets.models.name,
             "sourcesBucket": self.buckets.sources.name,
             "apiUrl": self.functions["api"].url,
             # Where Label Studio's webhook goes (`audiary review setup` registers it).

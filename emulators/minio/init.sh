@@ -10,7 +10,7 @@ set -eu
 mc alias set local "${MINIO_URL:-http://minio:9000}" "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD"
 
 for bucket in audiary-uploads audiary-work audiary-transcripts audiary-userfeedback \
-              audiary-datasets production userfeedback; do
+              audiary-datasets audiary-models production userfeedback; do
     mc mb --ignore-existing "local/$bucket"
 done
 

@@ -47,6 +47,8 @@ BUCKET_WORK = "audiary-work"
 BUCKET_TRANSCRIPTS = "audiary-transcripts"
 BUCKET_USERFEEDBACK = "audiary-userfeedback"
 BUCKET_DATASETS = "audiary-datasets"
+# The model registry's weights: one prefix per model, `<name>@<version>/` (services.models).
+BUCKET_MODELS = "audiary-models"
 
 PREFIX_INBOX = "inbox/"
 # What the uploads bucket lets a browser do from another origin (the web page's PUT to a
@@ -63,6 +65,7 @@ COLLECTION_FEEDBACK = "feedback"
 COLLECTION_REVIEW = "review"
 COLLECTION_DATASETS = "datasets"
 COLLECTION_EVALUATIONS = "evaluations"
+COLLECTION_MODELS = "models"
 COLLECTION_LLM_CACHE = "llm-cache"
 COLLECTION_API_KEYS = "api-keys"
 COLLECTION_WEBHOOKS = "webhooks"

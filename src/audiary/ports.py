@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from audiary.domain.datasets import DatasetRecord, EvaluationRecord
 from audiary.domain.jobs import Chunk, FanIn, Job, JobError, JobStatus, Tombstone
 from audiary.domain.keys import ApiKey, Webhook
+from audiary.domain.models import ModelRecord
 from audiary.domain.notes import DiaryNote, Feedback, NoteRecord
 from audiary.domain.review import ReviewItem
 from audiary.domain.transcript import Segment, Transcript
@@ -322,6 +323,18 @@ class NoteStore(ABC):
     def list_evaluations(self, *, dataset_version: int | None = None
                          ) -> list[EvaluationRecord]:
         """Evaluation records (of one dataset version), oldest first."""
+
+    @abstractmethod
+    def put_model(self, record: ModelRecord) -> None:
+        """Store a model record (under name@version), replacing an earlier one."""
+
+    @abstractmethod
+    def get_model(self, model_id: str) -> ModelRecord | None:
+        """The record of `name@version`, or None."""
+
+    @abstractmethod
+    def list_models(self) -> list[ModelRecord]:
+        """Every model record, oldest first."""
 
 
 # How a webhook delivery ended (KeyStore.record_delivery).

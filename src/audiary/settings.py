@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     transcripts_bucket: str = names.BUCKET_TRANSCRIPTS
     feedback_bucket: str = names.BUCKET_USERFEEDBACK
     datasets_bucket: str = names.BUCKET_DATASETS
+    models_bucket: str = names.BUCKET_MODELS
     inbox_prefix: str = names.PREFIX_INBOX
     quarantine_prefix: str = names.PREFIX_QUARANTINE
 
@@ -73,6 +74,7 @@ class Settings(BaseSettings):
     review_collection: str = names.COLLECTION_REVIEW
     datasets_collection: str = names.COLLECTION_DATASETS
     evaluations_collection: str = names.COLLECTION_EVALUATIONS
+    models_collection: str = names.COLLECTION_MODELS
 
     # What ingest accepts.
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
@@ -242,6 +244,31 @@ class Settings(BaseSettings):
         default=(0.92, 0.04, 0.04), description="train, val, test shares.")
     dataset_ready_hours: float = Field(
         default=5.0, gt=0, description="Train hours that make a dataset ready.")
+    dataset_build_interval_s: float = Field(
+        default=3600.0, ge=0,
+        description="The datasets function builds at most this often on the corrections "
+        "stream; the schedule builds what is left.")
+
+    # Training and promotion (audiary.learning): fine-tuning recipe, vocabulary candidate,
+    # and the gate a candidate passes to be promoted.
+    train_steps: int = Field(default=200, gt=0, description="Optimizer steps per run.")
+    train_batch_size: int = Field(default=8, gt=0)
+    train_grad_accum: int = Field(default=2, gt=0,
+                                  description="Batches per optimizer step.")
+    train_learning_rate: float = Field(default=1e-5, gt=0)
+    train_warmup_steps: int = Field(default=20, ge=0)
+    train_seed: int = 0
+    train_job: str | None = Field(
+        default=None, description="Cloud Run job that trains (projects/P/locations/R/jobs/J);"
+        " unset: `dataset-ready` starts `audiary train` as a local process.")
+    vocabulary_min_count: int = Field(
+        default=2, ge=1, description="Clips a term must be corrected in to become a hotword.")
+    vocabulary_max_terms: int = Field(default=30, gt=0)
+    promote_margin: float = Field(
+        default=0.005, ge=0,
+        description="WER a candidate must beat the promoted model by (0.005 = half a point).")
+    promote_min_words: int = Field(
+        default=50, ge=1, description="Reference words a test split needs for a decision.")
 
     # Native local stack.
     # How often the native stack's timer runs the sweeper (Cloud Scheduler: every 10 minutes).

@@ -36,6 +36,7 @@ from audiary.settings import Settings
 
 if TYPE_CHECKING:
     from audiary.adapters.url_fetcher import SafeUrlFetcher
+    from audiary.services.models import ServingModel
 
 __all__ = ["note_router", "publisher", "settings_digest", "stores", "transcriber"]
 
@@ -214,17 +215,27 @@ def note_router(settings: Settings) -> NoteRouter:
     return _once("note_router", settings, build)
 
 
-def transcriber(settings: Settings) -> Transcriber:
-    """faster-whisper with the configured model, copied from gs:// first if it lives there.
+def transcriber(settings: Settings, model: ServingModel | None = None, *,
+                svc: Stores | None = None) -> Transcriber:
+    """faster-whisper with the model to serve (services.models.serving_model: the setting,
+    else the registry's promoted model, else the packaged default), copied from its bucket
+    first if it lives in one.
 
-    Not cached: the transcriber service loads it once, in the background (`ModelHolder`).
+    Not cached: the transcriber service loads it once, in the background (`ModelHolder`), so
+    a promotion is picked up on the next start. `model` names another one (an evaluation's);
+    `svc` the stores to read the registry and the models bucket from.
     """
     from audiary.adapters.model_store import materialize
     from audiary.adapters.whisper.engine import WhisperTranscriber
+    from audiary.services.models import serving_model
 
-    location = materialize(settings.resolved_model_path(), stores(settings).blobs,
-                           settings.state_dir)
-    return WhisperTranscriber.from_settings(settings.model_copy(update={"model_path": location}))
+    svc = svc or stores(settings)
+    choice = model or serving_model(svc)
+    location = materialize(choice.location, svc.blobs, settings.state_dir)
+    engine = WhisperTranscriber.from_settings(
+        settings.model_copy(update={"model_path": location}), hotwords=choice.hotwords)
+    engine.model_name = choice.name
+    return engine
 
 
 def review_desk(settings: Settings) -> ReviewDesk:

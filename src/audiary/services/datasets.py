@@ -62,7 +62,8 @@ def candidates(svc: Stores, job: Job) -> Iterator[Candidate]:
     for index, (was, now) in enumerate(zip(machine.segments, latest.segments, strict=False)):
         if now.text != was.text:
             yield Candidate(job_id=job.job_id, index=index, start_s=now.start, end_s=now.end,
-                            text=now.text, machine_text=was.text, source_id=job.job_id,
+                            text=now.text, machine_text=was.text,
+                            source_id=job.speaker or job.job_id,
                             model=job.model, language=job.language or machine.language)
 
 
@@ -96,7 +97,8 @@ def _row(svc: Stores, job: Job, candidate: Candidate, filters: Filters, prefix: 
         audio=f"{scheme}://{s.datasets_bucket}/{key}", text=candidate.text.strip(),
         duration_s=round(candidate.duration_s, 3), language=candidate.language,
         job_id=job.job_id, segment=candidate.index, source_id=candidate.source_id,
-        model=candidate.model, wer=errors / words if words else 0.0, snr_db=round(snr, 1),
+        model=candidate.model, machine_text=candidate.machine_text.strip(),
+        wer=errors / words if words else 0.0, snr_db=round(snr, 1),
         split=split_of(candidate.source_id, filters.ratios))
 
 

@@ -72,7 +72,7 @@ def _new_api_job_id() -> str:
 
 
 def create_upload(svc: Stores, owner: str, filename: str, content_type: str,
-                  size_bytes: int) -> Upload:
+                  size_bytes: int, *, speaker: str | None = None) -> Upload:
     """A job waiting for its audio, and a signed URL to PUT exactly that audio into the inbox."""
     s = svc.settings
     if size_bytes > s.max_upload_bytes:
@@ -86,7 +86,7 @@ def create_upload(svc: Stores, owner: str, filename: str, content_type: str,
     # ingest recognises it by the object name (see services.ingest).
     job, _ = svc.jobs.create_job(new_job(job_id, SourceObject(
         bucket=s.uploads_bucket, name=key, generation="", size=size_bytes,
-        content_type=content_type), owner=owner))
+        content_type=content_type), owner=owner, speaker=speaker))
     return Upload(job=job, signed=signed)
 
 

@@ -160,6 +160,7 @@ class WhisperTranscriber(Transcriber):
         normalize: bool = True,
         retries: int = 2,
         workers: int = 2,
+        hotwords: str | None = None,
     ) -> None:
         from faster_whisper import WhisperModel
 
@@ -175,6 +176,7 @@ class WhisperTranscriber(Transcriber):
         self.pad_s = pad_s
         self.normalize = normalize
         self.retries = retries
+        self.hotwords = hotwords
         self._lock = threading.Lock()
         logger.info(
             "loading whisper model %s on %s (%s, %d cpu threads)",
@@ -193,8 +195,10 @@ class WhisperTranscriber(Transcriber):
         self._pipelines = [_tail_keeping_pipeline(self.model) for _ in range(workers)]
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> WhisperTranscriber:
-        """Build from the model settings (`model_path`, `device`, `compute_type`, ...)."""
+    def from_settings(cls, settings: Settings, *, hotwords: str | None = None
+                      ) -> WhisperTranscriber:
+        """Build from the model settings (`model_path`, `device`, `compute_type`, ...);
+        `hotwords` (a vocabulary model's terms) go to the decoder with every window."""
         return cls(
             settings.resolved_model_path(),
             device=settings.device,
@@ -204,6 +208,7 @@ class WhisperTranscriber(Transcriber):
             batch_size=settings.batch_size,
             language=settings.language,
             workers=settings.decode_workers,
+            hotwords=hotwords,
         )
 
     @property
@@ -331,6 +336,7 @@ class WhisperTranscriber(Transcriber):
             word_timestamps=word_timestamps,
             vad_filter=False,
             clip_timestamps=clips,
+            hotwords=self.hotwords,
         )
         time_map = TimeMap(windows)
         duration = len(samples) / SAMPLE_RATE

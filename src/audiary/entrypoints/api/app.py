@@ -234,7 +234,7 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
         body = _body(schemas.UploadRequest)
         s = svc()
         upload = use_cases.create_upload(s, g.principal.owner, body.filename, body.content_type,
-                                    body.size_bytes)
+                                         body.size_bytes, speaker=body.speaker)
         source = upload.job.source
         return _json(schemas.UploadResponse(
             job_id=upload.job.job_id, upload_url=upload.signed.url, method="PUT",

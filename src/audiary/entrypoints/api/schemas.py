@@ -17,6 +17,10 @@ class UploadRequest(_Body):
     content_type: str = Field(min_length=3, max_length=100, pattern=r"^[\w.+-]+/[\w.+-]+$",
                               examples=["audio/mp4"])
     size_bytes: int = Field(gt=0, description="Exact size of the file to upload.")
+    speaker: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[\w.@+-]+$",
+        description="Who speaks (an id of your choosing): datasets keep one speaker's "
+                    "recordings in one split.")
 
 
 class UploadResponse(BaseModel):

@@ -23,6 +23,7 @@ from rich.table import Table
 from audiary.domain.datasets import Split
 from audiary.domain.jobs import TERMINAL, Job, JobStatus
 from audiary.domain.keys import ApiKey, new_key
+from audiary.domain.models import ModelRecord
 from audiary.domain.transcript import TranscriptFormat, render
 from audiary.entrypoints.cli.backends import ApiBackend, Backend, LocalBackend
 from audiary.errors import AudiaryError, ConflictError, ReviewDeskError
@@ -373,7 +374,8 @@ def dataset_build() -> None:
 @click.option("--dataset", "version", type=int, default=None,
               help="Dataset version (default: the newest).")
 @click.option("--model", default=None,
-              help="Model directory or packaged name (default: AUDIARY_MODEL_PATH's).")
+              help="A registry model (name@version) or a model directory (default: the one "
+                   "the transcriber serves).")
 @click.option("--split", "splits", type=click.Choice([s.value for s in Split]), multiple=True,
               help="Splits to score (default: all).")
 def evaluate_model(version: int | None, model: str | None, splits: tuple[str, ...]) -> None:
@@ -391,25 +393,140 @@ def evaluate_model(version: int | None, model: str | None, splits: tuple[str, ..
     if not built:
         raise click.ClickException("no dataset yet: run `audiary dataset build` first")
     version = version or built[-1].version
-    settings = svc.settings if model is None else svc.settings.model_copy(
+    from audiary.services import models
+
+    record = models.get(svc, model) if model and "@" in model else None
+    settings = svc.settings if model is None or record else svc.settings.model_copy(
         update={"model_path": model})
-    engine = transcriber(settings)
+    engine = transcriber(settings, None if record is None else models.serving_of(record))
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total} clips"), console=console) as bar:
         task = bar.add_task(f"dataset v{version}", total=None)
         try:
-            record = evaluate(svc, engine, version,
-                              splits=[Split(s) for s in splits] or tuple(Split),
-                              progress=lambda done, total: bar.update(task, completed=done,
-                                                                      total=total))
+            evaluation = evaluate(svc, engine, version,
+                                  splits=[Split(s) for s in splits] or tuple(Split),
+                                  progress=lambda done, total: bar.update(
+                                      task, completed=done, total=total))
         except AudiaryError as exc:
             raise click.ClickException(str(exc)) from exc
+    if record is not None:
+        models.add_evaluation(svc, record, evaluation)
     table = Table("split", "clips", "words", "WER")
-    for split, summary in record.splits.items():
+    for split, summary in evaluation.splits.items():
         table.add_row(split, str(summary.clips), str(summary.words), f"{summary.wer:.3f}")
     Console().print(table)
-    missing = f"; {record.missing_clips} clips missing" if record.missing_clips else ""
-    console.print(f"evaluation {record.evaluation_id} of {record.model}{missing}")
+    missing = (f"; {evaluation.missing_clips} clips missing" if evaluation.missing_clips
+               else "")
+    console.print(f"evaluation {evaluation.evaluation_id} of {evaluation.model}{missing}")
+
+
+@cli.group()
+def model() -> None:
+    """The model registry: what the transcriber serves, and the candidates."""
+
+
+def _model_table(records: Iterable[ModelRecord]) -> Table:
+    table = Table("model", "state", "origin", "hotwords", "WER (dataset: split)", "decision")
+    for r in records:
+        origin = r.origin.kind.value + "".join(
+            f" {k} {v}" for k, v in (("from", r.origin.base), ("dataset v",
+                                                            r.origin.dataset_version)) if v)
+        scores = ", ".join(f"v{e.dataset_version}: " + " ".join(
+            f"{split} {w:.3f}" for split, w in e.wer.items()) for e in r.evaluations)
+        hot = (r.hotwords or "")[:40] + ("…" if len(r.hotwords or "") > 40 else "")
+        table.add_row(r.model_id, r.state.value, origin.replace("dataset v ", "dataset v"),
+                      hot, scores, r.decision or "")
+    return table
+
+
+@model.command("list")
+def model_list() -> None:
+    """Every registered model, oldest first."""
+    from audiary.services.models import serving_model
+
+    svc = _svc()
+    Console().print(_model_table(svc.notes.list_models()))
+    serving = serving_model(svc)
+    console.print(f"the transcriber serves {serving.name} (on its next start, if it runs)")
+
+
+@model.command("register")
+@click.argument("source")
+@click.option("--name", default=None, help="Registry name (default: from the source).")
+def model_register(source: str, name: str | None) -> None:
+    """Register SOURCE as a candidate: a packaged model (tiny.en, base, small), a CTranslate2
+    directory (copied into the models bucket), or a hub name (used where a network exists)."""
+    from audiary.adapters.model_store import PACKAGED, packaged
+    from audiary.domain.models import ModelOrigin, OriginKind
+    from audiary.services import models
+
+    svc = _svc()
+    if source in PACKAGED:
+        directory = packaged(source, svc.settings.state_dir)
+        package = "-".join(PACKAGED[source][0].split("_")[:3]).replace("_", "-")
+        record = models.register_directory(svc, directory, name=name or source,
+                                           origin=models.packaged_origin(package))
+    elif Path(source).is_dir():
+        record = models.register_directory(
+            svc, Path(source), name=name or Path(source).resolve().name.lower(),
+            origin=ModelOrigin(kind=OriginKind.LOCAL, source=str(Path(source).resolve())))
+    elif Path(source).exists():
+        raise click.ClickException(f"{source} is a file; register a CTranslate2 directory")
+    else:
+        record = models.register_reference(
+            svc, source, name=name or source.rsplit("/", 1)[-1].lower(),
+            origin=ModelOrigin(kind=OriginKind.HUB, source=source))
+    console.print(f"registered {record.model_id} as a candidate at {record.location}")
+
+
+@model.command("promote")
+@click.argument("model_id")
+@click.option("--reason", default="promoted by hand", help="Kept on the record.")
+def model_promote(model_id: str, reason: str) -> None:
+    """Serve MODEL_ID (name@version) from the transcriber's next start, without the gate."""
+    from audiary.services import models
+
+    record = models.promote(_svc(), model_id, reason=reason)
+    console.print(f"{record.model_id} is promoted; transcribers serve it from their next "
+                  "start")
+
+
+@cli.command()
+@click.option("--dataset", "version", type=int, default=None,
+              help="Dataset version (default: the newest).")
+@click.option("--force", is_flag=True,
+              help="Train on a dataset below AUDIARY_DATASET_READY_HOURS.")
+@click.option("--vocabulary/--no-vocabulary", default=True,
+              help="Make the vocabulary candidate (hotwords).")
+@click.option("--fine-tune/--no-fine-tune", "tune", default=True,
+              help="Make the fine-tuned candidate.")
+@click.option("--steps", type=int, default=None, help="Optimizer steps (AUDIARY_TRAIN_STEPS).")
+def train(version: int | None, force: bool, vocabulary: bool, tune: bool,
+          steps: int | None) -> None:
+    """One turn of the learning loop on a dataset: candidates, their WER on its test split
+    against the promoted model, and a promotion only where WER improves by the margin."""
+    try:
+        from audiary.learning import loop
+    except ImportError as exc:
+        raise click.ClickException(f"audiary train needs the train extra ({exc.name} is "
+                                   "missing): pip install 'audiary[train,learning,transcriber]'"
+                                   ) from exc
+    svc = _svc()
+    if steps is not None:
+        svc = stores(svc.settings.model_copy(update={"train_steps": steps}))
+    dataset = loop.dataset_for(svc, version, force=force)
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} steps"),
+                  TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("training", total=None, loss="-", visible=tune)
+        outcomes = loop.run(
+            svc, dataset, vocabulary=vocabulary, fine_tune=tune, say=bar.console.print,
+            progress=lambda step, total, loss: bar.update(task, completed=step, total=total,
+                                                          loss=f"{loss:.3f}"))
+    records = [svc.notes.get_model(o.candidate.model_id) or o.candidate for o in outcomes]
+    promoted = [r for r in svc.notes.list_models() if r.state.value == "promoted"]
+    Console().print(_model_table([*promoted, *(r for r in records if r not in promoted)]))
 
 
 @cli.group()
