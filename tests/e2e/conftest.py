@@ -92,6 +92,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, llm_server: FakeLlmServer,
         sweeper_metrics_port=free_port(),
         review_port=review_port,
         review_metrics_port=free_port(),
+        learning_port=free_port(),
+        learning_metrics_port=free_port(),
+        # Every correction builds a dataset on the stream (none is ever ready: 5 h).
+        dataset_build_interval_s=0.0,
         # Review in Label Studio; the tests run the sync themselves (`audiary review sync`).
         label_studio_url=f"http://127.0.0.1:{label_studio_port}",
         label_studio_token=SecretStr(LABEL_STUDIO_TOKEN),

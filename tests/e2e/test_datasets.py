@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from audiary.domain.audio import WAV_HEADER_BYTES, pcm_to_float
-from audiary.domain.datasets import Split
+from audiary.domain.datasets import DatasetRecord, Split
 from audiary.entrypoints.cli.main import cli
 from audiary.evaluation.datasets import rows_of
 from audiary.evaluation.wer import wer
@@ -23,6 +23,7 @@ from audiary.local.stack import NativeStack, settings_env
 from audiary.ports import Stores
 from audiary.settings import Settings
 from audiary.wiring import transcriber
+from tests.e2e.conftest import poll
 from tests.e2e.test_review import finished_job
 
 pytestmark = pytest.mark.e2e
@@ -40,6 +41,17 @@ def test_a_correction_becomes_a_training_clip(stack: NativeStack, svc: Stores, t
                         headers={"Authorization": f"Bearer {key}"},
                         json={"segments": [{"index": 0, "text": corrected}]}, timeout=30)
     assert answer.status_code == 201, answer.text
+
+    # The learning function builds a dataset from the corrections stream by itself.
+    def mine_in(record: DatasetRecord) -> list[dict]:
+        return [json.loads(line) for split in Split for line in svc.blobs.get(
+            s.datasets_bucket, record.manifests[split]).decode().splitlines()
+            if json.loads(line)["job_id"] == job_id]
+
+    streamed = poll(lambda: [r for r in svc.notes.list_datasets() if mine_in(r)],
+                    bool, timeout_s=120)
+    assert [(r["segment"], r["text"]) for r in mine_in(streamed[0])] == [(0, corrected)]
+    assert not streamed[0].ready  # far below AUDIARY_DATASET_READY_HOURS: nothing trains
 
     built = runner.invoke(cli, ["dataset", "build"], catch_exceptions=False)
     assert built.exit_code == 0, built.output

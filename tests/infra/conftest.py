@@ -22,6 +22,7 @@ activate()
 from infra.config import StackConfig  # noqa: E402
 
 IMAGE = "europe-west4-docker.pkg.dev/demo-proj/audiary/transcriber:test"
+TRAINER_IMAGE = "europe-west4-docker.pkg.dev/demo-proj/audiary/trainer:test"
 OPENAI_KEY = "sk-test-openai-0123456789"
 ANTHROPIC_KEY = "sk-ant-test-0123456789"
 LABEL_STUDIO_URL = "https://review.example.org:8443/"
@@ -30,10 +31,11 @@ REVIEW_SECRET = "review-test-secret-0123456789"
 
 
 def stack_config(build_dir: Path, **overrides: object) -> StackConfig:
-    """The configuration most tests use: GPU transcriber, both LLM keys set."""
+    """The configuration most tests use: GPU transcriber and trainer, both LLM keys set."""
     values: dict[str, object] = {
         "project": PROJECT,
         "transcriber_image": IMAGE,
+        "trainer_image": TRAINER_IMAGE,
         "openai_api_key": pulumi.Output.secret(OPENAI_KEY),
         "anthropic_api_key": pulumi.Output.secret(ANTHROPIC_KEY),
         "build_dir": build_dir,

@@ -140,6 +140,7 @@ IAM_TYPES = {
     "gcp:serviceaccount/iAMMember:IAMMember": ("service_account", "serviceAccountId"),
     "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember": ("repository", "repository"),
     "gcp:cloudrunv2/serviceIamMember:ServiceIamMember": ("run_service", "name"),
+    "gcp:cloudrunv2/jobIamMember:JobIamMember": ("run_job", "name"),
 }
 
 

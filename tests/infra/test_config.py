@@ -224,7 +224,7 @@ def test_the_entry_point_runs_the_program(stack_settings: None, tmp_path: Path,
     assert {r.inputs.get("name") for r in MOCKS.resources
             if r.typ == "gcp:cloudrunv2/service:Service"} == {"transcriber"}
     # ingest, summarize, webhooks, deadletters, sweeper, api, review
-    assert len(list(tmp_path.glob("*.zip"))) == 7
+    assert len(list(tmp_path.glob("*.zip"))) == 8
 
 
 def test_a_cpu_chunk_fits_the_ack_deadline_three_times_over() -> None:

@@ -55,8 +55,11 @@ PUSH = {  # subscription -> (topic, receiving service)
     names.SUBSCRIPTION_SUMMARIZE: (names.TOPIC_TRANSCRIPT_READY, "summarize"),
     names.SUBSCRIPTION_WEBHOOKS: (names.TOPIC_JOB_FINISHED, "webhooks"),
     names.SUBSCRIPTION_WEBHOOK_DELIVERY: (names.TOPIC_WEBHOOK_DELIVERY, "webhooks"),
+    names.SUBSCRIPTION_DATASETS: (names.TOPIC_TRANSCRIPT_CORRECTED, "learning"),
+    names.SUBSCRIPTION_TRAINING: (names.TOPIC_DATASET_READY, "learning"),
 }
-FUNCTIONS = ("ingest", "summarize", "webhooks", "deadletters", "sweeper", "api", "review")
+FUNCTIONS = ("ingest", "summarize", "webhooks", "deadletters", "sweeper", "api", "review",
+             "learning")
 FUNCTION = "gcp:cloudfunctionsv2/function:Function"
 JOB = "gcp:cloudscheduler/job:Job"
 REVIEW_URL = f"https://{REGION}-{PROJECT}.cloudfunctions.net/review"
@@ -82,21 +85,24 @@ def test_every_resource_exists(gpu: Deployment) -> None:
         "gcp:artifactregistry/repository:Repository": 1,
         "gcp:storage/bucket:Bucket": 7,
         "gcp:storage/notification:Notification": 1,
-        # 6 pipeline topics (dataset-ready has no push yet: training is to come) + 5 dead-letter
-        "gcp:pubsub/topic:Topic": 11,
-        # 5 push + 5 dead-letter pull + 5 dead-letter push (to deadletters)
-        "gcp:pubsub/subscription:Subscription": 15,
+        # 7 pipeline topics + 7 dead-letter
+        "gcp:pubsub/topic:Topic": 14,
+        # 7 push + 7 dead-letter pull + 7 dead-letter push (to deadletters)
+        "gcp:pubsub/subscription:Subscription": 21,
         "gcp:cloudrunv2/service:Service": 1,
-        "gcp:cloudfunctionsv2/function:Function": 7,
-        "gcp:storage/bucketObject:BucketObject": 7,
-        "gcp:cloudscheduler/job:Job": 1,  # the sweeper's; the review sync's needs Label Studio
+        "gcp:cloudrunv2/job:Job": 1,  # training
+        "gcp:cloudrunv2/jobIamMember:JobIamMember": 1,  # learning may start it
+        "gcp:cloudfunctionsv2/function:Function": 8,
+        "gcp:storage/bucketObject:BucketObject": 8,
+        # the sweeper's and the learning schedule; the review sync's needs Label Studio
+        "gcp:cloudscheduler/job:Job": 2,
         "gcp:firestore/database:Database": 1,
         "gcp:firestore/index:Index": 1,
         "gcp:firestore/field:Field": 1,
         "gcp:secretmanager/secret:Secret": 4,  # 2 LLM keys, Label Studio token, review secret
         "gcp:secretmanager/secretVersion:SecretVersion": 2,
-        "gcp:serviceaccount/account:Account": 10,
-        "gcp:monitoring/alertPolicy:AlertPolicy": 5 + 8,  # dead letters + error rates
+        "gcp:serviceaccount/account:Account": 12,
+        "gcp:monitoring/alertPolicy:AlertPolicy": 7 + 9,  # dead letters + error rates
     }
     for typ, count in counts.items():
         assert len(gpu.of_type(typ)) == count, typ
@@ -275,6 +281,53 @@ def test_every_dead_letter_topic_has_a_push_consumer_that_ends_its_jobs(gpu: Dep
         assert sub["expirationPolicy"] == {"ttl": ""}
 
 
+def test_the_training_job_runs_audiary_train_on_one_l4_as_its_own_account(
+        gpu: Deployment) -> None:
+    job = gpu.one("gcp:cloudrunv2/job:Job").inputs
+    assert job["name"] == "audiary-train"
+    assert (job["template"]["taskCount"], job["template"]["parallelism"]) == (1, 1)
+    task = job["template"]["template"]
+    assert task["serviceAccount"] == sa("trainer").removeprefix("serviceAccount:")
+    assert task["nodeSelector"] == {"accelerator": "nvidia-l4"}
+    assert task["maxRetries"] == 0  # a failed run leaves the promoted model; no retry
+    (container,) = task["containers"]
+    assert container["image"].endswith("/audiary/trainer:test")
+    assert container["args"] == ["train"]  # each execution overrides: train --dataset N
+    assert container["resources"]["limits"] == {"cpu": "8", "memory": "32Gi",
+                                                "nvidia.com/gpu": "1"}
+    env = env_of(container)
+    assert env["AUDIARY_DEVICE"] == "cuda"
+    assert env["AUDIARY_MODELS_BUCKET"] == BUCKETS["models"]
+    assert env["AUDIARY_DATASETS_BUCKET"] == BUCKETS["datasets"]
+    learning = gpu.one("gcp:cloudfunctionsv2/function:Function", name="learning").inputs
+    learning_env = learning["serviceConfig"]["environmentVariables"]
+    assert learning_env["AUDIARY_TRAIN_JOB"] == (
+        f"projects/{PROJECT}/locations/{REGION}/jobs/audiary-train")
+    assert "AUDIARY_TRAINING_ENABLED" not in learning_env
+    (launcher,) = [b for b in gpu.bindings() if b.scope == "run_job"]
+    assert launcher == Binding(sa("learning"), "roles/run.developer", "run_job",
+                               "audiary-train")
+
+
+def test_the_learning_schedule_runs_hourly_and_without_a_trainer_nothing_trains(
+        gpu: Deployment, build_dir: Path) -> None:
+    job = gpu.one(JOB, name="audiary-learning").inputs
+    endpoint = run_uri("learning")
+    assert job["schedule"] == "17 * * * *"
+    assert job["httpTarget"] == {
+        "uri": f"{endpoint}/schedule", "httpMethod": "POST",
+        "oidcToken": {"serviceAccountEmail": sa("pusher").removeprefix("serviceAccount:"),
+                      "audience": endpoint},
+    }
+    untrained = deploy(stack_config(build_dir, trainer_image=None))
+    assert untrained.of_type("gcp:cloudrunv2/job:Job") == []
+    assert not [b for b in untrained.bindings() if b.scope == "run_job"]
+    env = untrained.one("gcp:cloudfunctionsv2/function:Function", name="learning").inputs[
+        "serviceConfig"]["environmentVariables"]
+    assert env["AUDIARY_TRAINING_ENABLED"] == "false"
+    assert "AUDIARY_TRAIN_JOB" not in env
+
+
 def test_cloud_scheduler_runs_the_sweeper_every_ten_minutes(gpu: Deployment) -> None:
     job = gpu.one(JOB, name="audiary-sweeper").inputs
     endpoint = run_uri("sweeper")
@@ -319,8 +372,15 @@ def expected_roles() -> dict[str, set[tuple[str, str, str]]]:
             (user, *bucket["uploads"]), (user, *bucket["work"]),
             topic(names.TOPIC_TRANSCRIBE_CHUNK), (datastore, *project)},
         sa("transcriber"): {
-            (user, *bucket["work"]), (user, *bucket["transcripts"]),
+            (user, *bucket["work"]), (user, *bucket["transcripts"]), (viewer, *bucket["models"]),
             topic(names.TOPIC_TRANSCRIPT_READY), (datastore, *project)},
+        # Datasets from the corrections; starting training is a binding on the job alone.
+        sa("learning"): {
+            (viewer, *bucket["work"]), (viewer, *bucket["transcripts"]),
+            (user, *bucket["datasets"]), topic(names.TOPIC_DATASET_READY),
+            (datastore, *project), ("roles/run.developer", "run_job", "audiary-train")},
+        sa("trainer"): {
+            (viewer, *bucket["datasets"]), (user, *bucket["models"]), (datastore, *project)},
         sa("summarize"): {
             (viewer, *bucket["transcripts"]), topic(names.TOPIC_JOB_FINISHED),
             (datastore, *project),
@@ -340,7 +400,7 @@ def expected_roles() -> dict[str, set[tuple[str, str, str]]]:
             (user, *bucket["uploads"]), (user, *bucket["work"]),
             (user, *bucket["transcripts"]), (user, *bucket["feedback"]),
             topic(names.TOPIC_AUDIO_UPLOADED), topic(names.TOPIC_TRANSCRIPT_READY),
-            (datastore, *project),
+            topic(names.TOPIC_TRANSCRIPT_CORRECTED), (datastore, *project),
             ("roles/iam.serviceAccountTokenCreator", "service_account",
              f"projects/{PROJECT}/serviceAccounts/audiary-api@{PROJECT}.iam.gserviceaccount.com")},
         # Label Studio's webhook cannot carry a Google identity, so review checks its callers
@@ -348,7 +408,8 @@ def expected_roles() -> dict[str, set[tuple[str, str, str]]]:
         sa("review"): {
             (user, *bucket["uploads"]), (user, *bucket["work"]),
             (user, *bucket["transcripts"]), (user, *bucket["feedback"]),
-            topic(names.TOPIC_TRANSCRIPT_READY), (datastore, *project),
+            topic(names.TOPIC_TRANSCRIPT_READY), topic(names.TOPIC_TRANSCRIPT_CORRECTED),
+            (datastore, *project),
             ("roles/secretmanager.secretAccessor", "secret",
              f"projects/{PROJECT}/secrets/audiary-label-studio-token"),
             ("roles/secretmanager.secretAccessor", "secret",
@@ -670,7 +731,8 @@ def test_without_label_studio_the_review_function_is_private_and_unscheduled(
     config = review_function(gpu)
     assert config["ingressSettings"] == "ALLOW_INTERNAL_ONLY"
     assert not [b for b in gpu.bindings() if b.scope == "run_service" and b.target == "review"]
-    assert {j.inputs["name"] for j in gpu.of_type(JOB)} == {"audiary-sweeper"}
+    assert {j.inputs["name"] for j in gpu.of_type(JOB)} == {"audiary-sweeper",
+                                                             "audiary-learning"}
     env = config["environmentVariables"]
     assert env["AUDIARY_REVIEW_URL"] == REVIEW_URL
     assert env["AUDIARY_REVIEW_AUDIT_PERCENT"] == "5"

@@ -35,7 +35,8 @@ def settings(emulator_env, tmp_path) -> Settings:
         jobs_collection=f"jobs-{run}", notes_collection=f"notes-{run}",
         feedback_collection=f"feedback-{run}", api_keys_collection=f"keys-{run}",
         webhooks_collection=f"hooks-{run}", topic_audio_uploaded=f"uploaded-{run}",
-        topic_transcribe_chunk=f"chunks-{run}", state_dir=tmp_path,
+        topic_transcribe_chunk=f"chunks-{run}", topic_transcript_ready=f"ready-{run}",
+        topic_transcript_corrected=f"corrected-{run}", state_dir=tmp_path,
         api_rate_per_s=1000, api_burst=1000,
     )
     svc = stores(s)
@@ -43,7 +44,8 @@ def settings(emulator_env, tmp_path) -> Settings:
         svc.blobs.ensure_bucket(bucket)
     from audiary.adapters.pubsub import ensure_topic
 
-    for topic in (s.topic_audio_uploaded, s.topic_transcribe_chunk):
+    for topic in (s.topic_audio_uploaded, s.topic_transcribe_chunk, s.topic_transcript_ready,
+                  s.topic_transcript_corrected):
         ensure_topic(s.project_id, topic, emulator_host=s.pubsub_emulator_host)
     return s
 

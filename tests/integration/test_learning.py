@@ -74,6 +74,7 @@ def _settings(tmp: Path) -> Settings:
         datasets_collection=f"datasets-{run}", evaluations_collection=f"evals-{run}",
         models_collection=f"models-{run}", topic_audio_uploaded=f"uploaded-{run}",
         topic_transcribe_chunk=f"chunks-{run}", topic_transcript_ready=f"ready-{run}",
+        topic_transcript_corrected=f"corrected-{run}",
         topic_dataset_ready=f"dsready-{run}", state_dir=tmp, api_rate_per_s=1000,
         api_burst=1000, dataset_splits=SPLITS, dataset_ready_hours=0.01,
         # A small run for two cores: ten steps of four clips.
@@ -133,7 +134,8 @@ def learned(local_servers: LocalServers, tmp_path_factory: pytest.TempPathFactor
                        s.feedback_bucket, s.datasets_bucket, s.models_bucket):
             svc.blobs.ensure_bucket(bucket)
         for topic in (s.topic_audio_uploaded, s.topic_transcribe_chunk,
-                      s.topic_transcript_ready, s.topic_dataset_ready):
+                      s.topic_transcript_ready, s.topic_dataset_ready,
+                      s.topic_transcript_corrected):
             ensure_topic(s.project_id, topic, emulator_host=s.pubsub_emulator_host)
         ensure_pull_subscription(s.project_id, f"watch-{s.topic_dataset_ready}",
                                  s.topic_dataset_ready, emulator_host=s.pubsub_emulator_host)
@@ -285,3 +287,44 @@ def test_a_dataset_below_the_threshold_is_neither_announced_nor_trained(learned:
     assert "below the 5 h of AUDIARY_DATASET_READY_HOURS" in refused.output
     assert "--force" in refused.output
     assert models.promoted(learned.svc).model_id == before
+
+
+def test_the_process_launcher_starts_audiary_train_in_the_background(emulator_env,
+                                                                     tmp_path: Path):
+    import os
+    import sys
+    import time
+
+    from audiary.adapters.training_launcher import ProcessLauncher
+
+    env = {**os.environ, "AUDIARY_STATE_DIR": str(tmp_path),
+           "AUDIARY_DATASETS_COLLECTION": f"none-{tmp_path.name}",
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
+    log_path = Path(ProcessLauncher(tmp_path, env=env).start(3))
+    assert log_path == tmp_path / "training-v3.log"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "Error" not in log_path.read_text():
+        time.sleep(0.2)  # polling the child's log until it ends
+    # No dataset in that collection: the run says so and ends.
+    assert "Error: no dataset yet: run `audiary dataset build` first" in log_path.read_text()
+
+
+def test_the_registry_from_the_cli(learned: Loop):
+    """Last in the module: it promotes by hand."""
+    listed = learned.cli("model", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "the transcriber serves tiny.en-ft@1" in listed.output
+    registered = learned.cli("model", "register", "tiny.en")
+    assert registered.exit_code == 0, registered.output
+    assert "registered tiny.en@2 as a candidate" in registered.output
+    record = learned.svc.notes.get_model("tiny.en@2")
+    assert record.origin.kind is OriginKind.PACKAGED
+    assert record.state is ModelState.CANDIDATE
+    refused = learned.cli("model", "promote", "tiny.en@1")
+    assert refused.exit_code == 1
+    assert "tiny.en@1 is retired; register it again" in refused.output
+    promoted = learned.cli("model", "promote", "tiny.en@2", "--reason", "rolled back")
+    assert promoted.exit_code == 0, promoted.output
+    assert models.promoted(learned.svc).model_id == "tiny.en@2"
+    assert learned.svc.notes.get_model("tiny.en-ft@1").state is ModelState.RETIRED
+    assert transcriber(learned.settings, svc=learned.svc).model_name == "tiny.en@2"

@@ -284,7 +284,8 @@ def test_compose_provisioning_creates_what_the_native_stack_does(env, monkeypatc
     endpoints = {"ingest": "http://ingest:8091/", "transcriber": "http://transcriber:8092/",
                  "summarize": "http://summarize:8093/", "webhooks": "http://webhooks:8095/",
                  "webhook-delivery": "http://webhooks:8095/",
-                 "deadletters": "http://deadletters:8096/"}
+                 "deadletters": "http://deadletters:8096/",
+                 "datasets": "http://learning:8099/", "training": "http://learning:8099/"}
     argv = [arg for sub, url in endpoints.items() for arg in ("--endpoint", f"{sub}={url}")]
     assert provision.main(["--wait-s", "30", *argv]) == 0
     assert provision.main(argv) == 0  # idempotent

@@ -27,9 +27,16 @@ def test_gs_model_is_copied_once_and_loads(emulator_env, tmp_path):
     )
     assert (Path(local) / "model.bin").read_bytes() == (packaged / "model.bin").read_bytes()
 
-    blobs.delete("models", "whisper/tiny.en/model.bin")  # a second call must not download
+    copied_at = (Path(local) / "model.bin").stat().st_mtime_ns
+    # The same objects again: the copy is reused, nothing is downloaded.
     assert materialize("gs://models/whisper/tiny.en/", blobs, tmp_path) == local
+    assert (Path(local) / "model.bin").stat().st_mtime_ns == copied_at
     assert WhisperTranscriber(local).model_name
+    # Other weights at the same location (a registry that started again): a new copy.
+    blobs.put("models", "whisper/tiny.en/config.json", b'{"other": true}')
+    again = materialize("gs://models/whisper/tiny.en", blobs, tmp_path)
+    assert again != local
+    assert (Path(again) / "config.json").read_bytes() == b'{"other": true}'
 
 
 def test_empty_gs_prefix_says_what_to_upload(emulator_env, tmp_path):

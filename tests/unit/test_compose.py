@@ -63,10 +63,10 @@ EXPECTED_HOST_PORTS = {
     "label-studio": {8080}, "pubsub": {8085}, "firestore": {8086}, "bridge": {8090},
     "ingest": {8091}, "transcriber": {8092}, "summarize": {8093}, "api": {8094},
     "webhooks": {8095}, "deadletters": {8096}, "sweeper": {8097}, "review": {8098},
-    "minio": {9000, 9001}, "prometheus": {9090}, "grafana": {3000},
+    "learning": {8099}, "minio": {9000, 9001}, "prometheus": {9090}, "grafana": {3000},
 }
 SCRAPE_JOBS = {"transcriber", "ingest", "summarize", "api", "webhooks", "deadletters", "sweeper",
-               "review", "bridge"}
+               "review", "learning", "bridge"}
 # The review desk's wiring, on `review` and `review-setup`: compose's own Label Studio, the
 # token its owner gets, the shared secret and the receiver's address (the native stack leaves
 # Label Studio to the user).
@@ -276,7 +276,8 @@ def test_images_are_pinned():
 def test_build_contexts_and_dockerfiles_exist():
     built = {name: built_from(svc) for name, svc in services().items() if "build" in svc}
     assert {p.relative_to(REPO_ROOT).as_posix() for p in built.values() if p} == {
-        "containers/functions/Dockerfile", "containers/transcriber/Dockerfile"}
+        "containers/functions/Dockerfile", "containers/transcriber/Dockerfile",
+        "containers/trainer/Dockerfile"}
     for name, dockerfile in built.items():
         assert dockerfile is not None, name
         assert dockerfile.is_file(), name
@@ -334,7 +335,7 @@ def function_services() -> dict[str, list[str]]:
 def test_function_targets_exist_with_their_signature():
     found = function_services()
     assert set(found) == {"ingest", "summarize", "webhooks", "api", "deadletters", "sweeper",
-                          "review"}
+                          "review", "learning"}
     for name, argv in found.items():
         target, signature = option(argv, "--target"), option(argv, "--signature-type")
         source = REPO_ROOT / option(argv, "--source")
@@ -350,6 +351,7 @@ def test_function_ports_are_the_native_stacks():
     native = {"ingest": s.ingest_port, "summarize": s.summarize_port, "api": s.api_port,
               "webhooks": s.webhooks_port, "deadletters": s.deadletters_port,
               "sweeper": s.sweeper_port, "review": s.review_port,
+              "learning": s.learning_port,
               "transcriber": s.transcriber_port}
     for name, port in native.items():
         svc = services()[name]
@@ -442,8 +444,8 @@ def setting_variables() -> set[str]:
 
 def test_app_services_are_the_expected_ones():
     assert set(app_services()) == {"ingest", "summarize", "webhooks", "api", "deadletters",
-                                   "sweeper", "review", "scheduler", "transcriber", "bridge",
-                                   "pubsub-init", "review-setup"}
+                                   "sweeper", "review", "learning", "scheduler", "transcriber",
+                                   "bridge", "pubsub-init", "review-setup"}
 
 
 def test_every_variable_on_an_app_service_is_a_setting():
@@ -465,7 +467,8 @@ def native_metrics_ports() -> dict[str, int]:
     s = Settings()
     return {"ingest": s.ingest_metrics_port, "summarize": s.summarize_metrics_port,
             "webhooks": s.webhooks_metrics_port, "deadletters": s.deadletters_metrics_port,
-            "sweeper": s.sweeper_metrics_port, "review": s.review_metrics_port}
+            "sweeper": s.sweeper_metrics_port, "review": s.review_metrics_port,
+            "learning": s.learning_metrics_port}
 
 
 def test_app_settings_are_the_native_stacks():
@@ -590,7 +593,8 @@ def test_compose_provisions_exactly_the_native_stacks_topics_and_subscriptions(r
     pushes = [c for c in from_compose if c[0] == "ensure_push_subscription"]
     pipeline = [names.SUBSCRIPTION_INGEST, names.SUBSCRIPTION_TRANSCRIBER,
                 names.SUBSCRIPTION_SUMMARIZE, names.SUBSCRIPTION_WEBHOOKS,
-                names.SUBSCRIPTION_WEBHOOK_DELIVERY]
+                names.SUBSCRIPTION_WEBHOOK_DELIVERY, names.SUBSCRIPTION_DATASETS,
+                names.SUBSCRIPTION_TRAINING]
     n = len(pipeline)
     assert [c[1][1] for c in pushes] == [
         *pipeline, *(names.dead_letter_consumer(s) for s in pipeline)]
@@ -615,7 +619,7 @@ def test_push_endpoints_reach_the_service_that_handles_the_subscription():
     endpoints = dict(provision._endpoint(e) for e in options(argv, "--endpoint"))
     handler = {"ingest": "ingest", "summarize": "summarize", "webhooks": "webhooks",
                "webhook-delivery": "webhooks", "transcriber": "transcriber",
-               "deadletters": "deadletters"}
+               "deadletters": "deadletters", "datasets": "learning", "training": "learning"}
     for subscription, url in endpoints.items():
         parts = urlsplit(url)
         service = handler[subscription]
@@ -623,7 +627,7 @@ def test_push_endpoints_reach_the_service_that_handles_the_subscription():
         assert parts.path == "/", url
         assert parts.port == listening_port(service, services()[service]), url
     assert set(endpoints) == set(handler)
-    for service in ("ingest", "summarize", "webhooks", "deadletters"):
+    for service in ("ingest", "summarize", "webhooks", "deadletters", "learning"):
         assert option(command(services()[service]), "--target") == service
 
 
@@ -741,16 +745,19 @@ def test_review_setup_runs_the_cli_once_label_studio_is_healthy():
 def test_the_scheduler_calls_the_review_sync_with_the_receivers_secret():
     svc = services()["scheduler"]
     found = local_scheduler.schedules(compose_settings(svc))
-    assert [one.name for one in found] == ["sweep", "review sync"]
+    assert [one.name for one in found] == ["sweep", "learning", "review sync"]
     sweeper = urlsplit(option(command(svc), "--url"))
     assert (sweeper.hostname, sweeper.port) == (
         "sweeper", listening_port("sweeper", services()["sweeper"]))
+    learning = urlsplit(option(command(svc), "--learning-url"))
+    assert (learning.hostname, learning.port, learning.path) == (
+        "learning", listening_port("learning", services()["learning"]), "/schedule")
     sync = urlsplit(option(command(svc), "--review-url"))
     assert (sync.hostname, sync.port, sync.path) == (
         "review", listening_port("review", services()["review"]), "/sync")
     secret = compose_settings(services()["review"]).review_secret
     assert secret is not None
-    assert found[1].headers == {SECRET_HEADER: secret.get_secret_value()}
+    assert found[2].headers == {SECRET_HEADER: secret.get_secret_value()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -908,13 +915,16 @@ def test_provision_needs_an_endpoint_for_exactly_each_subscription(recorder):
     partial = {"ingest": "http://ingest:8091/", "transcriber": "http://transcriber:8092/",
                "summarize": "http://summarize:8093/"}
     with pytest.raises(provision.ProvisionError,
-                       match=r"missing \['deadletters', 'webhook-delivery', 'webhooks'\]"):
+                       match=r"missing \['datasets', 'deadletters', 'training', "
+                             r"'webhook-delivery', 'webhooks'\]"):
         provision.provision_pubsub(Settings(), partial, emulator_host="pubsub:8085")
     with pytest.raises(provision.ProvisionError, match=r"unknown \['watcher'\]"):
         provision.provision_pubsub(
             Settings(), {**partial, "webhooks": "http://webhooks:8095/",
                          "webhook-delivery": "http://webhooks:8095/",
                          "deadletters": "http://deadletters:8096/",
+                         "datasets": "http://learning:8099/",
+                         "training": "http://learning:8099/",
                          "watcher": "http://watcher:1/"}, emulator_host="pubsub:8085")
     assert recorder.calls == []
 

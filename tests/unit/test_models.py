@@ -55,6 +55,15 @@ def test_gate_promotes_only_a_candidate_better_by_the_margin():
     worse = gate(0.20, 0.12, 0.0, words=100, min_words=50)
     assert not worse.promote
     assert "worse" in worse.reason
+    # Better on the test split, but worse on ordinary speech (the guard set): refused.
+    forgot = gate(0.10, 0.12, 0.01, words=100, min_words=50, guard=(0.09, 0.05),
+                  guard_tolerance=0.005)
+    assert not forgot.promote
+    assert "guard set WER 9.00% against 5.00%: worse by more than 0.50%" in forgot.reason
+    kept = gate(0.10, 0.12, 0.01, words=100, min_words=50, guard=(0.054, 0.05),
+                guard_tolerance=0.005)
+    assert kept.promote
+    assert "guard set 5.40% against 5.00%" in kept.reason
     few = gate(0.0, 0.5, 0.01, words=10, min_words=50)
     assert not few.promote
     assert "10 reference words, fewer than the 50" in few.reason
@@ -71,7 +80,7 @@ def test_correction_terms_are_what_corrections_keep_putting_in():
     assert correction_terms(pairs, min_count=2) == ["Siobhan", "Llandudno", "Machynlleth"]
     assert correction_terms(pairs, min_count=2, max_terms=1) == ["Siobhan"]
     assert "Tadhg" in correction_terms(pairs, min_count=1)
-    assert "now" not in correction_terms(pairs, min_count=1, min_length=4)
+    assert "now" not in correction_terms(pairs, min_count=1)  # not a name
     # A word the model already heard in that clip is no correction.
     assert correction_terms([("Siobhan was here", "Siobhan was here.")] * 3) == []
 

@@ -125,13 +125,14 @@ def test_the_stack_records_a_scrape_target_per_process(tmp_path):
                         ingest_metrics_port=2001, summarize_metrics_port=2002,
                         webhooks_metrics_port=2003, watcher_metrics_port=2004,
                         deadletters_metrics_port=2005, sweeper_metrics_port=2006,
-                        review_metrics_port=2007)
+                        review_metrics_port=2007, learning_metrics_port=2008)
     targets = NativeStack(settings).metrics_targets
     assert targets == {
         "transcriber": "127.0.0.1:1001", "ingest": "127.0.0.1:2001",
         "summarize": "127.0.0.1:2002", "api": "127.0.0.1:1002",
         "webhooks": "127.0.0.1:2003", "deadletters": "127.0.0.1:2005",
-        "sweeper": "127.0.0.1:2006", "review": "127.0.0.1:2007", "watcher": "127.0.0.1:2004",
+        "sweeper": "127.0.0.1:2006", "review": "127.0.0.1:2007",
+        "learning": "127.0.0.1:2008", "watcher": "127.0.0.1:2004",
     }
     config = json.loads(prometheus_config(targets, scrape_interval_s=1))
     assert config["global"]["scrape_interval"] == "1s"

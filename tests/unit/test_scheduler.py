@@ -68,11 +68,15 @@ def test_the_default_url_is_the_native_sweeper():
 
 
 def test_the_review_sync_is_called_with_the_secret_only_when_one_is_set():
-    plain = Settings(host="127.0.0.1", sweeper_port=8123, review_port=8124)
-    assert [s.name for s in schedules(plain)] == ["sweep"]
+    plain = Settings(host="127.0.0.1", sweeper_port=8123, review_port=8124,
+                     learning_port=8125, learning_interval_s=7.0)
+    assert [s.name for s in schedules(plain)] == ["sweep", "learning"]
+    learning = schedules(plain)[1]
+    assert (learning.url, learning.interval_s, learning.headers) == (
+        "http://127.0.0.1:8125/schedule", 7.0, {})
     with_secret = plain.model_copy(update={"review_secret": SecretStr("shh"),
                                            "review_sync_interval_s": 0.05})
-    sweep, sync = schedules(with_secret)
+    sweep, _, sync = schedules(with_secret)
     assert (sync.url, sync.interval_s) == ("http://127.0.0.1:8124/sync", 0.05)
     server = Sweeper()
     try:

@@ -29,15 +29,20 @@ def materialize(location: str, blobs: BlobStore, cache_dir: Path) -> str:
     bucket, _, prefix = rest.partition("/")
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     canonical = f"{scheme}://{bucket}/{prefix}"  # with or without a trailing slash: one cache entry
-    dest = cache_dir / "models" / hashlib.sha256(canonical.encode()).hexdigest()[:16]
-    if (dest / _COMPLETE).exists():
-        return str(dest)
     objects = [o for o in blobs.list(bucket, prefix) if not o.key.endswith("/")]
     if not objects:
         raise ConfigError(
             f"no model files under {location}; upload a CTranslate2 model directory "
             "(model.bin, config.json, tokenizer.json, vocabulary.*) there"
         )
+    # Keyed by what is stored there now (names, sizes, generations): other weights at the
+    # same location (a registry that started again) are never taken for these.
+    stored = "\n".join(f"{o.key} {o.size} {o.generation}" for o in sorted(
+        objects, key=lambda o: o.key))
+    digest = hashlib.sha256(f"{canonical}\n{stored}".encode()).hexdigest()[:16]
+    dest = cache_dir / "models" / digest
+    if (dest / _COMPLETE).exists():
+        return str(dest)
     for info in objects:
         target = dest / info.key.removeprefix(prefix)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ hash of the source (the recording), so no recording lands in two splits.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 
@@ -93,6 +94,15 @@ class DatasetRecord(BaseModel):
     filters: Filters
     ready: bool  # train hours passed the threshold
     ready_hours: float
+    # A digest of the corrections it was built from (job and transcript version each), so a
+    # build on the same corrections is known to change nothing.
+    corrections: str = ""
+
+
+def corrections_digest(versions: Iterable[tuple[str, int]]) -> str:
+    """The digest of (job id, transcript version) pairs, in any order."""
+    text = "\n".join(f"{job}@{version}" for job, version in sorted(versions))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def rejection(candidate: Candidate, snr_db: float | None, filters: Filters) -> Rejection | None:

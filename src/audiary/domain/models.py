@@ -121,9 +121,12 @@ class Decision(BaseModel):
 
 
 def gate(candidate_wer: float, promoted_wer: float, margin: float, *, words: int,
-         min_words: int) -> Decision:
+         min_words: int, guard: tuple[float, float] | None = None,
+         guard_tolerance: float = 0.0) -> Decision:
     """Promote only when the candidate's WER is lower than the promoted model's by at least
-    `margin` (absolute, 0.01 = one point), measured on at least `min_words` reference words."""
+    `margin` (absolute, 0.01 = one point), measured on at least `min_words` reference words,
+    and, given `guard` (candidate's and promoted model's WER on a guard set of ordinary
+    speech), when it is not worse there by more than `guard_tolerance`."""
     if words < min_words:
         reason = (f"the test split has {words} reference words, fewer than the "
                   f"{min_words} a decision needs (AUDIARY_PROMOTE_MIN_WORDS)")
@@ -133,6 +136,13 @@ def gate(candidate_wer: float, promoted_wer: float, margin: float, *, words: int
     if gain >= margin - 1e-12:
         reason = (f"WER {candidate_wer:.2%} against {promoted_wer:.2%}: better by "
                   f"{gain:.2%}, at least the margin of {margin:.2%}")
+        if guard is not None and guard[0] > guard[1] + guard_tolerance + 1e-12:
+            return Decision(promote=False, reason=(
+                f"{reason}; but on the guard set WER {guard[0]:.2%} against {guard[1]:.2%}: "
+                f"worse by more than {guard_tolerance:.2%} (AUDIARY_PROMOTE_GUARD)"),
+                candidate_wer=candidate_wer, promoted_wer=promoted_wer, margin=margin)
+        if guard is not None:
+            reason += f"; guard set {guard[0]:.2%} against {guard[1]:.2%}"
         return Decision(promote=True, reason=reason, candidate_wer=candidate_wer,
                         promoted_wer=promoted_wer, margin=margin)
     verdict = "worse" if gain < 0 else "not better by the margin"
@@ -147,16 +157,17 @@ _WORD = re.compile(r"[^\W_][\w'\u2019-]*[^\W_]|[^\W_]")
 
 def correction_terms(pairs: Iterable[tuple[str, str]], *, min_count: int = 2,
                      max_terms: int = 30, min_length: int = 3) -> list[str]:
-    """Words the corrections keep putting in: present in a corrected text and absent from
-    what the model heard there, counted once per clip; those fixed in at least `min_count`
-    clips, most often first (ties by first appearance), at most `max_terms`. Spelled as
-    corrected (names keep their capitals)."""
+    """Names the corrections keep putting in: capitalized words present in a corrected text
+    and absent from what the model heard there, counted once per clip; those fixed in at
+    least `min_count` clips, most often first (ties by first appearance), at most
+    `max_terms`, spelled as corrected. Common words the model mishears are left out: as
+    hotwords they would bias every window towards them."""
     counts: dict[str, int] = {}
     spelling: dict[str, str] = {}
     for heard, corrected in pairs:
         had = {w.lower() for w in _WORD.findall(heard)}
         fixed = {w.lower(): w for w in _WORD.findall(corrected)
-                 if len(w) >= min_length and w.lower() not in had}
+                 if len(w) >= min_length and w[0].isupper() and w.lower() not in had}
         for key, word in fixed.items():
             counts[key] = counts.get(key, 0) + 1
             spelling.setdefault(key, word)

@@ -9,8 +9,10 @@ whose clip is gone is counted as missing, not scored.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from audiary.domain.audio import WAV_HEADER_BYTES, pcm_to_float
 from audiary.domain.datasets import (
@@ -25,7 +27,7 @@ from audiary.errors import NotFoundError
 from audiary.evaluation.wer import wer
 from audiary.ports import Stores, Transcriber
 
-__all__ = ["evaluate", "rows_of"]
+__all__ = ["evaluate", "guard_wer", "rows_of"]
 
 
 def rows_of(svc: Stores, record: DatasetRecord, split: Split) -> list[ManifestRow]:
@@ -75,3 +77,20 @@ def evaluate(svc: Stores, model: Transcriber, version: int, *,
         missing_clips=missing)
     svc.notes.put_evaluation(evaluation)
     return evaluation
+
+
+def guard_wer(model: Transcriber, manifest: Path) -> WerSummary:
+    """The model's WER on a guard set: a JSONL manifest of recordings (`audio`, relative to
+    the manifest) and what was said (`text_normalized` where given, else `text`), in the
+    format of ../shared/speech/manifest.jsonl."""
+    from faster_whisper.audio import decode_audio
+
+    if not manifest.is_file():
+        raise NotFoundError(f"no guard set at {manifest} (AUDIARY_PROMOTE_GUARD)")
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    pairs = []
+    for row in rows:
+        samples = decode_audio(str(manifest.parent / row["audio"]))
+        said = " ".join(s.text.strip() for s in model.transcribe(samples))
+        pairs.append((row.get("text_normalized") or row["text"], said))
+    return _summary(pairs)

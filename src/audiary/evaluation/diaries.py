@@ -13,10 +13,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ENTRIES", "TERMS", "Entry", "synthesize"]
+from audiary.ports import Stores, Transcriber
+
+__all__ = ["ENTRIES", "TERMS", "Entry", "correct_in_memory", "synthesize"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,50 @@ def synthesize(entry: Entry, path: Path) -> Path:
         raw = Path(tmp) / "raw.wav"
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-w", str(raw),
                         entry.text], check=True, capture_output=True)
-        subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", str(path),
+        # -R -D: no dither (sox dithers with fresh noise each run), so the audio is the same
+        # on every run and so is every WER measured on it.
+        subprocess.run(["sox", "-R", "-D", str(raw), "-r", "16000", "-c", "1", str(path),
                         "pad", "0.4", "0.4"], check=True, capture_output=True)
     return path
+
+
+def correct_in_memory(svc: Stores, engine: Transcriber, entries: Sequence[Entry],
+                      folder: Path) -> list[str]:
+    """Each entry through the pipeline's own services: dropped into the inbox, ingested,
+    transcribed by `engine`, and its first segment corrected to what was said (as the API's
+    feedback does), on the in-memory adapters. The job ids."""
+    from audiary.adapters.memory import MemoryPublisher
+    from audiary.services import jobs as use_cases
+    from audiary.services.ingest import ingest
+    from audiary.services.transcription import handle_chunk
+    from audiary.wire import messages
+    from audiary.wire.storage_events import ObjectEvent
+
+    s = svc.settings
+    publisher = svc.publisher
+    if not isinstance(publisher, MemoryPublisher):
+        raise TypeError("correct_in_memory reads the chunk tasks the memory publisher keeps")
+    for bucket in (s.uploads_bucket, s.work_bucket, s.transcripts_bucket, s.feedback_bucket,
+                   s.datasets_bucket, s.models_bucket):
+        svc.blobs.ensure_bucket(bucket)
+    job_ids = []
+    for i, entry in enumerate(entries):
+        path = synthesize(entry, folder / f"{entry.speaker}-{i}.wav")
+        key = f"{s.inbox_prefix}{path.name}"
+        svc.blobs.upload_file(s.uploads_bucket, key, path)
+        info = svc.blobs.stat(s.uploads_bucket, key)
+        assert info is not None
+        job_id = ingest(svc, ObjectEvent(info.bucket, info.key, info.generation,
+                                         info.size)).job_id
+        assert job_id is not None
+        svc.jobs.update_job(job_id, {"speaker": entry.speaker})
+        for message in publisher.messages(s.topic_transcribe_chunk):
+            task = messages.parse_chunk_task(message.data)
+            if task.job_id == job_id:
+                handle_chunk(svc, engine, task)
+        job = svc.jobs.get_job(job_id)
+        assert job is not None
+        use_cases.store_feedback(svc, job, "bench", corrected_transcript=None, flagged=False,
+                                 comment=None, segment_edits={0: entry.text})
+        job_ids.append(job_id)
+    return job_ids

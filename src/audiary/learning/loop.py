@@ -27,6 +27,7 @@ from audiary.domain.audio import WAV_HEADER_BYTES, pcm_to_float
 from audiary.domain.datasets import DatasetRecord, ManifestRow, Split
 from audiary.domain.models import (
     Decision,
+    ModelEvaluation,
     ModelOrigin,
     ModelRecord,
     OriginKind,
@@ -34,7 +35,7 @@ from audiary.domain.models import (
     gate,
 )
 from audiary.errors import ConfigError, NotFoundError
-from audiary.evaluation.datasets import evaluate, rows_of
+from audiary.evaluation.datasets import evaluate, guard_wer, rows_of
 from audiary.learning.training import Example, TrainConfig, TrainReport
 from audiary.ports import Stores
 from audiary.services import models
@@ -115,6 +116,28 @@ def score(svc: Stores, record: ModelRecord, dataset: DatasetRecord, *,
     return models.add_evaluation(svc, record, evaluation)
 
 
+# The guard set's WER is kept on a record as an evaluation of "dataset 0", split "guard".
+GUARD, GUARD_SPLIT = 0, "guard"
+
+
+def guarded(svc: Stores, record: ModelRecord) -> ModelRecord:
+    """The record with its WER on the guard set (AUDIARY_PROMOTE_GUARD), measured once per
+    guard file."""
+    manifest = svc.settings.promote_guard
+    assert manifest is not None
+    stamp = f"guard-{manifest.name}-{manifest.stat().st_mtime_ns if manifest.exists() else 0}"
+    if any(e.evaluation_id == stamp for e in record.evaluations):
+        return record
+    engine = transcriber(svc.settings, models.serving_of(record), svc=svc)
+    summary = guard_wer(engine, manifest)
+    current = svc.notes.get_model(record.model_id) or record
+    updated = current.model_copy(update={"evaluations": [*current.evaluations, ModelEvaluation(
+        evaluation_id=stamp, dataset_version=GUARD, wer={GUARD_SPLIT: summary.wer},
+        words={GUARD_SPLIT: summary.words})]})
+    svc.notes.put_model(updated)
+    return updated
+
+
 def judge(svc: Stores, candidate: ModelRecord, dataset: DatasetRecord, *,
           against: ModelRecord | None = None, say: Say = log.info) -> Decision:
     """Score the candidate and the promoted model (or `against`) on the test split, and
@@ -126,9 +149,15 @@ def judge(svc: Stores, candidate: ModelRecord, dataset: DatasetRecord, *,
     against = score(svc, against, dataset)
     words = next(e.words.get(split, 0) for e in reversed(candidate.evaluations)
                  if e.dataset_version == dataset.version)
+    guard = None
+    if s.promote_guard is not None:
+        candidate, against = guarded(svc, candidate), guarded(svc, against)
+        guard = (candidate.wer_on(GUARD, GUARD_SPLIT) or 0.0,
+                 against.wer_on(GUARD, GUARD_SPLIT) or 0.0)
     decision = gate(candidate.wer_on(dataset.version, split) or 0.0,
                     against.wer_on(dataset.version, split) or 0.0, s.promote_margin,
-                    words=words, min_words=s.promote_min_words)
+                    words=words, min_words=s.promote_min_words, guard=guard,
+                    guard_tolerance=s.promote_guard_tolerance)
     if decision.promote:
         models.promote(svc, candidate.model_id, reason=decision.reason)
         say(f"{candidate.model_id} promoted over {against.model_id}: {decision.reason}")

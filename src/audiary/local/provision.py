@@ -66,6 +66,8 @@ def push_routes(settings: Settings) -> tuple[PushRoute, ...]:
         PushRoute(names.SUBSCRIPTION_WEBHOOKS, s.topic_job_finished, s.webhooks_port),
         PushRoute(names.SUBSCRIPTION_WEBHOOK_DELIVERY, s.topic_webhook_delivery,
                   s.webhooks_port),
+        PushRoute(names.SUBSCRIPTION_DATASETS, s.topic_transcript_corrected, s.learning_port),
+        PushRoute(names.SUBSCRIPTION_TRAINING, s.topic_dataset_ready, s.learning_port),
     )
 
 
@@ -82,7 +84,8 @@ def dead_letter_routes(settings: Settings) -> tuple[PushRoute, ...]:
 def pipeline_topics(settings: Settings) -> tuple[str, ...]:
     s = settings
     return (s.topic_audio_uploaded, s.topic_transcribe_chunk, s.topic_transcript_ready,
-            s.topic_job_finished, s.topic_webhook_delivery, s.topic_dataset_ready)
+            s.topic_job_finished, s.topic_webhook_delivery, s.topic_dataset_ready,
+            s.topic_transcript_corrected)
 
 
 def pipeline_buckets(settings: Settings) -> tuple[str, ...]:

@@ -1,9 +1,11 @@
-"""The native stack's stand-in for Cloud Scheduler: POST to the sweeper and to the review
-sync on timers.
+"""The native stack's stand-in for Cloud Scheduler: POST to the sweeper, the learning schedule
+and the review sync on timers.
 
-On Google Cloud, Cloud Scheduler jobs call the `sweeper` function every 10 minutes and the
-`review` function's `/sync` every minute (see infra/schedule.py); locally this process calls
-`http://<host>:<sweeper_port>/` every `AUDIARY_SWEEP_INTERVAL_S` and
+On Google Cloud, Cloud Scheduler jobs call the `sweeper` function every 10 minutes, the
+`learning` function's `/schedule` every hour and the `review` function's `/sync` every minute
+(see infra/schedule.py); locally this process calls `http://<host>:<sweeper_port>/` every
+`AUDIARY_SWEEP_INTERVAL_S`, `http://<host>:<learning_port>/schedule` every
+`AUDIARY_LEARNING_INTERVAL_S` and
 `http://<host>:<review_port>/sync` (with the shared review secret) every
 `AUDIARY_REVIEW_SYNC_INTERVAL_S`. A failed call is logged and tried again at the next tick,
 as Cloud Scheduler would.
@@ -43,7 +45,9 @@ class Schedule:
 
 def schedules(settings: Settings) -> list[Schedule]:
     """What Cloud Scheduler calls on Google Cloud, pointed at the native stack."""
-    found = [Schedule("sweep", sweeper_url(settings), settings.sweep_interval_s)]
+    found = [Schedule("sweep", sweeper_url(settings), settings.sweep_interval_s),
+             Schedule("learning", f"http://{settings.host}:{settings.learning_port}/schedule",
+                      settings.learning_interval_s)]
     if settings.review_secret is not None:
         found.append(Schedule(
             "review sync", f"http://{settings.host}:{settings.review_port}/sync",
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m audiary.local.scheduler",
                                      description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--url", help="the sweeper's URL (default: the native stack's)")
+    parser.add_argument("--learning-url",
+                        help="the learning schedule's URL (default: the native stack's)")
     parser.add_argument("--review-url",
                         help="the review sync's URL (default: the native stack's)")
     args = parser.parse_args(argv)
@@ -87,8 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     found = schedules(load_settings())
     if args.url:
         found[0] = Schedule("sweep", args.url, found[0].interval_s)
-    if args.review_url and len(found) > 1:
-        found[1] = Schedule(found[1].name, args.review_url, found[1].interval_s, found[1].headers)
+    if args.learning_url:
+        found[1] = Schedule("learning", args.learning_url, found[1].interval_s)
+    if args.review_url and len(found) > 2:
+        found[2] = Schedule(found[2].name, args.review_url, found[2].interval_s, found[2].headers)
     threads = [threading.Thread(target=run, args=(one, stop), name=one.name) for one in found]
     for thread in threads:
         thread.start()

@@ -94,6 +94,7 @@ class NativeStack:
             "deadletters": s.deadletters_metrics_port,
             "sweeper": s.sweeper_metrics_port,
             "review": s.review_metrics_port,
+            "learning": s.learning_metrics_port,
             "watcher": s.watcher_metrics_port,
         }
         return {name: f"{s.host}:{port}" for name, port in ports.items()}
@@ -188,6 +189,7 @@ class NativeStack:
                  _metrics_env(s.deadletters_metrics_port)),
                 ("sweeper", s.sweeper_port, "http", _metrics_env(s.sweeper_metrics_port)),
                 ("review", s.review_port, "http", _metrics_env(s.review_metrics_port)),
+                ("learning", s.learning_port, "http", _metrics_env(s.learning_metrics_port)),
                 ("api", s.api_port, "http", {}),  # /metrics is a route of the API
             )
         ]
@@ -210,8 +212,9 @@ class NativeStack:
                 ready_url=f"http://{s.host}:{s.watcher_metrics_port}{METRICS_PATH}",
                 env={**env, **_metrics_env(s.watcher_metrics_port)},
             ),
-            # Cloud Scheduler's part: POST to the sweeper every AUDIARY_SWEEP_INTERVAL_S, and
-            # to the review sync every AUDIARY_REVIEW_SYNC_INTERVAL_S.
+            # Cloud Scheduler's part: POST to the sweeper every AUDIARY_SWEEP_INTERVAL_S, to
+            # the learning schedule every AUDIARY_LEARNING_INTERVAL_S, and to the review sync
+            # every AUDIARY_REVIEW_SYNC_INTERVAL_S.
             ManagedProcess(
                 name="scheduler",
                 argv=[sys.executable, "-m", "audiary.local.scheduler"],

@@ -29,6 +29,7 @@ from audiary.domain.datasets import (
     ManifestRow,
     Rejection,
     Split,
+    corrections_digest,
     rejection,
     snr_db,
     split_of,
@@ -40,7 +41,8 @@ from audiary.services.jobs import load_transcript
 from audiary.settings import Settings
 from audiary.wire import messages
 
-__all__ = ["build", "candidates", "filters_of"]
+__all__ = ["build", "build_if_changed", "candidates", "corrected_jobs", "filters_of",
+           "ready_message"]
 
 log = logging.getLogger(__name__)
 
@@ -102,28 +104,46 @@ def _row(svc: Stores, job: Job, candidate: Candidate, filters: Filters, prefix: 
         split=split_of(candidate.source_id, filters.ratios))
 
 
-def build(svc: Stores, *, progress: Callable[[int, int], None] | None = None
-          ) -> DatasetRecord:
-    """Build the next dataset version from every correction so far; `progress(done, total)`
-    is called per job."""
+def corrected_jobs(svc: Stores) -> list[Job]:
+    """Every job with a correction (a job deleted since is gone from datasets too)."""
+    return [job for job in map(svc.jobs.get_job, svc.notes.corrected_job_ids())
+            if job is not None]
+
+
+def build_if_changed(svc: Stores) -> DatasetRecord | None:
+    """`build`, unless the newest dataset was made from exactly these corrections (None)."""
+    jobs = corrected_jobs(svc)
+    built = svc.notes.list_datasets()
+    if built and built[-1].corrections == _digest(jobs):
+        log.info("dataset v%d already holds every correction", built[-1].version)
+        return None
+    return build(svc, jobs=jobs)
+
+
+def _digest(jobs: list[Job]) -> str:
+    return corrections_digest((j.job_id, j.transcript_version) for j in jobs)
+
+
+def build(svc: Stores, *, progress: Callable[[int, int], None] | None = None,
+          jobs: list[Job] | None = None) -> DatasetRecord:
+    """Build the next dataset version from every correction so far (`jobs`, default
+    `corrected_jobs`); `progress(done, total)` is called per job."""
     s = svc.settings
     filters = filters_of(s)
     version = max((r.version for r in svc.notes.list_datasets()), default=0) + 1
     prefix = f"v{version}/"
     rows: dict[Split, list[ManifestRow]] = {split: [] for split in Split}
     rejected: Counter[Rejection] = Counter()
-    job_ids = svc.notes.corrected_job_ids()
-    for done, job_id in enumerate(job_ids, 1):
-        job = svc.jobs.get_job(job_id)
-        outcomes = ([_row(svc, job, c, filters, prefix) for c in candidates(svc, job)]
-                    if job is not None else [])  # deleted since its correction
+    jobs = corrected_jobs(svc) if jobs is None else jobs
+    for done, job in enumerate(jobs, 1):
+        outcomes = [_row(svc, job, c, filters, prefix) for c in candidates(svc, job)]
         for outcome in outcomes:
             if isinstance(outcome, ManifestRow):
                 rows[outcome.split].append(outcome)
             else:
                 rejected[outcome] += 1
         if progress is not None:
-            progress(done, len(job_ids))
+            progress(done, len(jobs))
     manifests = {}
     for split, found in rows.items():
         key = f"{prefix}{split.value}.jsonl"
@@ -136,14 +156,20 @@ def build(svc: Stores, *, progress: Callable[[int, int], None] | None = None
         version=version, created_at=utcnow(), bucket=s.datasets_bucket, manifests=manifests,
         rows={split: len(found) for split, found in rows.items()}, hours=hours,
         rejected=dict(rejected), filters=filters,
-        ready=hours[Split.TRAIN] >= s.dataset_ready_hours, ready_hours=s.dataset_ready_hours)
+        ready=hours[Split.TRAIN] >= s.dataset_ready_hours, ready_hours=s.dataset_ready_hours,
+        corrections=_digest(jobs))
     svc.notes.put_dataset(record)
     log.info("dataset v%d: %s rows, %s hours, rejected %s", version, record.rows, hours,
              dict(rejected))
     if record.ready:
-        ready = messages.DatasetReady(version=version, bucket=s.datasets_bucket,
-                                      manifests={k.value: v for k, v in manifests.items()},
-                                      train_hours=hours[Split.TRAIN])
-        svc.publisher.publish(s.topic_dataset_ready, messages.encode(ready),
+        svc.publisher.publish(s.topic_dataset_ready, messages.encode(ready_message(record)),
                               {"dataset_version": str(version)})
     return record
+
+
+def ready_message(record: DatasetRecord) -> messages.DatasetReady:
+    """What `dataset-ready` says of a dataset."""
+    return messages.DatasetReady(
+        version=record.version, bucket=record.bucket,
+        manifests={k.value: v for k, v in record.manifests.items()},
+        train_hours=record.hours[Split.TRAIN])

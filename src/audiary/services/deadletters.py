@@ -9,7 +9,9 @@ code and what was tried, which announces it (`job-finished`, so webhooks are tol
 already ended stays as it is, so a letter that arrives late, or twice, changes nothing.
 
 Webhook dead letters (a `job-finished` no handler took, or a delivery that gave up) belong to
-jobs that already ended: they are logged and counted, and stay on the pull subscription.
+jobs that already ended: they are logged and counted, and stay on the pull subscription. So do
+the learning function's (a dataset build or a training start that kept failing): they change
+no job, and its hourly schedule does the work again.
 """
 
 from __future__ import annotations
@@ -66,6 +68,13 @@ def handle_dead_letter(svc: Stores, subscription: str | None, data: bytes,
         log.warning("webhook dead letter (%s): %s", attributes.get("reason", "not handled"),
                     attributes.get("delivery_id") or attributes.get("job_id", "?"))
         return DeadLetterOutcome(attributes.get("job_id"), "webhook letter kept for inspection")
+    if subscription in (names.SUBSCRIPTION_DATASETS, names.SUBSCRIPTION_TRAINING):
+        # The learning loop's letters change no job: the schedule builds and trains later.
+        log.warning("learning dead letter from %s (%s deliveries): dataset %s, job %s",
+                    subscription, deliveries, attributes.get("dataset_version", "-"),
+                    attributes.get("job_id", "-"))
+        return DeadLetterOutcome(attributes.get("job_id"),
+                                 "learning letter kept for inspection; the schedule catches up")
     if subscription is None or subscription not in STAGES:
         log.error("dead letter from unknown subscription %r dropped", subscription)
         return DeadLetterOutcome(None, f"unknown subscription {subscription!r}")

@@ -266,4 +266,10 @@ def store_feedback(svc: Stores, job: Job, owner: str, *, corrected_transcript: s
         "timestamp": stamp,
         "flagged": str(flagged).lower(),
     })
+    if version is not None:  # the corrections stream (the learning function's datasets)
+        corrected_msg = messages.TranscriptCorrected(
+            job_id=job.job_id, transcript_version=version,
+            segments=[c.index for c in corrections], source=source)
+        svc.publisher.publish(s.topic_transcript_corrected, messages.encode(corrected_msg),
+                              messages.attributes_for(job.job_id))
     return FeedbackStored(fb, f"gs://{s.feedback_bucket}/{dest}")

@@ -36,6 +36,15 @@ class TranscriptReady(BaseModel):
     transcript_version: int = 1
 
 
+class TranscriptCorrected(BaseModel):
+    """Published on `transcript-corrected` when a correction made a transcript version."""
+
+    job_id: str
+    transcript_version: int
+    segments: list[int]  # the corrected segments' indexes
+    source: str  # api, ui, label-studio
+
+
 class DatasetReady(BaseModel):
     """Published on `dataset-ready` when a dataset's train split passes the threshold."""
 

@@ -348,9 +348,12 @@ def dataset() -> None:
 def dataset_build() -> None:
     """Build the next dataset version from every correction so far: clips, a manifest per
     split, the record with hours and rejections; `dataset-ready` when train is big enough."""
+    _build_and_show(_svc())
+
+
+def _build_and_show(svc: Stores) -> None:
     from audiary.services.datasets import build
 
-    svc = _svc()
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total} recordings"),
                   console=console) as bar:
@@ -613,5 +616,21 @@ def demo(sample: Path | None, timeout: float, keep: bool) -> None:
                 running.down()
 
 
+@cli.command("demo-learning")
+@click.option("--timeout", default=1800.0, show_default=True,
+              help="seconds each stage (transcription, training) may take")
+def demo_learning(timeout: float) -> None:
+    """The learning loop on the local stack: diaries in, corrections, a dataset, candidates,
+    their WER and the promotion decisions."""
+    from audiary.entrypoints.cli import learning_demo
+
+    learning_demo.run(load_settings(), console, _build_and_show,
+                      lambda records: Console().print(_model_table(records)), timeout)
+
+
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()
