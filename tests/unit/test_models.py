@@ -77,8 +77,9 @@ def test_correction_terms_are_what_corrections_keep_putting_in():
         ("the country fair", "the Machynlleth fair"),
         ("Ted went home", "Tadhg went home"),  # once only: below min_count
     ]
-    assert correction_terms(pairs, min_count=2) == ["Siobhan", "Llandudno", "Machynlleth"]
-    assert correction_terms(pairs, min_count=2, max_terms=1) == ["Siobhan"]
+    assert correction_terms(pairs, min_count=2) == ["Llandudno", "Machynlleth", "Siobhan"]
+    assert correction_terms(pairs[::-1], min_count=2) == ["Llandudno", "Machynlleth", "Siobhan"]
+    assert correction_terms([*pairs, ("Shivon", "Siobhan")], max_terms=1) == ["Siobhan"]
     assert "Tadhg" in correction_terms(pairs, min_count=1)
     assert "now" not in correction_terms(pairs, min_count=1)  # not a name
     # A word the model already heard in that clip is no correction.

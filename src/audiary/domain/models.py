@@ -159,7 +159,7 @@ def correction_terms(pairs: Iterable[tuple[str, str]], *, min_count: int = 2,
                      max_terms: int = 30, min_length: int = 3) -> list[str]:
     """Names the corrections keep putting in: capitalized words present in a corrected text
     and absent from what the model heard there, counted once per clip; those fixed in at
-    least `min_count` clips, most often first (ties by first appearance), at most
+    least `min_count` clips, most often first (ties alphabetically), at most
     `max_terms`, spelled as corrected. Common words the model mishears are left out: as
     hotwords they would bias every window towards them."""
     counts: dict[str, int] = {}
@@ -171,6 +171,7 @@ def correction_terms(pairs: Iterable[tuple[str, str]], *, min_count: int = 2,
         for key, word in fixed.items():
             counts[key] = counts.get(key, 0) + 1
             spelling.setdefault(key, word)
+    # Ties alphabetically: the same corrections give the same hotwords in any order.
     ranked = sorted((k for k, n in counts.items() if n >= min_count),
-                    key=lambda k: -counts[k])  # stable: first appearance breaks ties
+                    key=lambda k: (-counts[k], k))
     return [spelling[k] for k in ranked[:max_terms]]

@@ -145,6 +145,8 @@ def build(svc: Stores, *, progress: Callable[[int, int], None] | None = None,
         if progress is not None:
             progress(done, len(jobs))
     manifests = {}
+    for found in rows.values():  # an order of their own, not the job ids' (random)
+        found.sort(key=lambda r: (r.source_id, r.text, r.job_id, r.segment))
     for split, found in rows.items():
         key = f"{prefix}{split.value}.jsonl"
         body = "".join(row.model_dump_json() + "\n" for row in found)

@@ -33,18 +33,24 @@ from audiary.wiring import stores
 __all__ = ["run"]
 
 
+def _ok(response: httpx.Response) -> httpx.Response:
+    """The response, or the API's own error message as the command's."""
+    if response.is_error:
+        raise click.ClickException(f"{response.request.method} {response.request.url.path} "
+                                   f"answered {response.status_code}: {response.text[:300]}")
+    return response
+
+
 def _upload(api: str, headers: dict[str, str], folder: Path) -> dict[str, int]:
     """Every diary entry through POST /v1/uploads and its signed URL; job id -> entry."""
     jobs = {}
     for i, entry in enumerate(ENTRIES):
         path = synthesize(entry, folder / f"{entry.speaker}-{i}.wav")
-        grant = httpx.post(f"{api}/v1/uploads", headers=headers, timeout=30, json={
+        body = _ok(httpx.post(f"{api}/v1/uploads", headers=headers, timeout=30, json={
             "filename": path.name, "content_type": "audio/wav",
-            "size_bytes": path.stat().st_size, "speaker": entry.speaker})
-        grant.raise_for_status()
-        body = grant.json()
-        httpx.put(body["upload_url"], content=path.read_bytes(), headers=body["headers"],
-                  timeout=60).raise_for_status()
+            "size_bytes": path.stat().st_size, "speaker": entry.speaker})).json()
+        _ok(httpx.put(body["upload_url"], content=path.read_bytes(), headers=body["headers"],
+                      timeout=60))
         jobs[body["job_id"]] = i
     return jobs
 
@@ -84,12 +90,10 @@ def run(settings: Settings, console: Console, build_dataset: Callable[[Stores], 
             _wait(f"transcribing {len(jobs)} recordings", finished, timeout_s, console)
         console.rule("what tiny.en heard, corrected through the API")
         for job_id, i in jobs.items():
-            heard = httpx.get(f"{api}/v1/jobs/{job_id}/transcript", headers=headers,
-                              timeout=30).json()["segments"][0]["text"].strip()
-            answer = httpx.post(f"{api}/v1/jobs/{job_id}/feedback", headers=headers,
-                                timeout=30, json={"segments": [{"index": 0,
-                                                                "text": ENTRIES[i].text}]})
-            answer.raise_for_status()
+            heard = _ok(httpx.get(f"{api}/v1/jobs/{job_id}/transcript", headers=headers,
+                                  timeout=30)).json()["segments"][0]["text"].strip()
+            _ok(httpx.post(f"{api}/v1/jobs/{job_id}/feedback", headers=headers, timeout=30,
+                           json={"segments": [{"index": 0, "text": ENTRIES[i].text}]}))
             console.print(f"[dim]{ENTRIES[i].speaker}[/dim] {heard}\n"
                           f"  [green]-> {ENTRIES[i].text}[/green]")
         console.rule("the dataset")

@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from audiary.domain.datasets import Split
 from audiary.domain.jobs import TERMINAL, Job, JobStatus
@@ -428,18 +429,27 @@ def model() -> None:
     """The model registry: what the transcriber serves, and the candidates."""
 
 
-def _model_table(records: Iterable[ModelRecord]) -> Table:
-    table = Table("model", "state", "origin", "hotwords", "WER (dataset: split)", "decision")
+def _show_models(records: Iterable[ModelRecord]) -> None:
+    """The registry as a table (WER on each dataset's test split and on the guard set), and
+    each model's last decision below it."""
+    records = list(records)
+    table = Table("model", "state", "origin", "test WER", "guard WER", "hotwords")
     for r in records:
-        origin = r.origin.kind.value + "".join(
-            f" {k} {v}" for k, v in (("from", r.origin.base), ("dataset v",
-                                                            r.origin.dataset_version)) if v)
-        scores = ", ".join(f"v{e.dataset_version}: " + " ".join(
-            f"{split} {w:.3f}" for split, w in e.wer.items()) for e in r.evaluations)
-        hot = (r.hotwords or "")[:40] + ("…" if len(r.hotwords or "") > 40 else "")
-        table.add_row(r.model_id, r.state.value, origin.replace("dataset v ", "dataset v"),
-                      hot, scores, r.decision or "")
-    return table
+        origin = r.origin.kind.value
+        if r.origin.base:
+            origin += f" from {r.origin.base}"
+        if r.origin.dataset_version:
+            origin += f" on v{r.origin.dataset_version}"
+        tests = ", ".join(f"{e.wer['test']:.1%} (v{e.dataset_version})" for e in r.evaluations
+                          if "test" in e.wer)
+        guards = ", ".join(f"{e.wer['guard']:.1%}" for e in r.evaluations if "guard" in e.wer)
+        hot = (r.hotwords or "")[:32] + ("…" if len(r.hotwords or "") > 32 else "")
+        table.add_row(Text(r.model_id, no_wrap=True), r.state.value, origin, tests, guards, hot)
+    out = Console()
+    out.print(table)
+    for r in records:
+        if r.decision:
+            out.print(f"[bold]{r.model_id}[/bold]: {r.decision}")
 
 
 @model.command("list")
@@ -448,7 +458,7 @@ def model_list() -> None:
     from audiary.services.models import serving_model
 
     svc = _svc()
-    Console().print(_model_table(svc.notes.list_models()))
+    _show_models(svc.notes.list_models())
     serving = serving_model(svc)
     console.print(f"the transcriber serves {serving.name} (on its next start, if it runs)")
 
@@ -529,7 +539,7 @@ def train(version: int | None, force: bool, vocabulary: bool, tune: bool,
                                                           loss=f"{loss:.3f}"))
     records = [svc.notes.get_model(o.candidate.model_id) or o.candidate for o in outcomes]
     promoted = [r for r in svc.notes.list_models() if r.state.value == "promoted"]
-    Console().print(_model_table([*promoted, *(r for r in records if r not in promoted)]))
+    _show_models([*promoted, *(r for r in records if r not in promoted)])
 
 
 @cli.group()
@@ -625,7 +635,7 @@ def demo_learning(timeout: float) -> None:
     from audiary.entrypoints.cli import learning_demo
 
     learning_demo.run(load_settings(), console, _build_and_show,
-                      lambda records: Console().print(_model_table(records)), timeout)
+                      _show_models, timeout)
 
 
 def main() -> None:
