@@ -24,7 +24,7 @@ from tests.media import DEMO_SAMPLE, decode, encode
 pytestmark = pytest.mark.e2e
 
 JOBS = {"transcriber", "ingest", "summarize", "api", "webhooks", "deadletters", "sweeper",
-        "review", "watcher"}
+        "review", "learning", "watcher"}
 STAGES = ("RECEIVED", "QUEUED", "TRANSCRIBING", "SUMMARIZING")
 
 
