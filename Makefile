@@ -102,7 +102,7 @@ demo:
 # a dataset, candidates, their WER and the promotion decisions. About 10 minutes on 2 cores.
 SPEECH_DIR ?= ../shared/speech
 demo-learning:
-	@scripts/prerequisites.sh demo
+	@scripts/prerequisites.sh demo-learning
 	@$(MAKE) --no-print-directory venv
 	AUDIARY_STATE_DIR=.audiary/demo-learning AUDIARY_CHUNK_TARGET_S=30 \
 	AUDIARY_PUBSUB_PORT=8385 AUDIARY_FIRESTORE_PORT=8386 AUDIARY_GCS_PORT=9323 \

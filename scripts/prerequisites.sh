@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Check the system packages `make test` and `make demo` need, before anything else runs.
-#   scripts/prerequisites.sh test|demo     say what is missing and how to install it; exit 1 if so
+#   scripts/prerequisites.sh test|demo|demo-learning   say what is missing and how to install
+#                                          it; exit 1 if so
 #   scripts/prerequisites.sh --packages    print only the missing Debian packages (for .ci/run)
 # The Google Cloud CLI packages come from Google's apt repository
 # (https://cloud.google.com/sdk/docs/install#deb); everything else is in Debian.
@@ -36,14 +37,27 @@ if [ -z "$sdk_root" ] || [ ! -x "$sdk_root/platform/cloud-firestore-emulator/clo
   need google-cloud-cli-firestore-emulator "the Firestore emulator (or: gcloud components install cloud-firestore-emulator)"
 fi
 
-if [ "$target" != demo ] && ! command -v prometheus >/dev/null; then
+# What each target needs beyond the stack: the tests start Prometheus and Chromium; the tests
+# and `make demo-learning` speak the learning loop's diaries with espeak-ng and sox.
+case "$target" in
+  demo) test_servers=0; speech=0 ;;
+  demo-learning) test_servers=0; speech=1 ;;
+  *) test_servers=1; speech=1 ;;
+esac
+if [ "$test_servers" = 1 ] && ! command -v prometheus >/dev/null; then
   need prometheus "Prometheus, which the observability test starts on a free port"
 fi
-if [ "$target" != demo ] && ! command -v chromium >/dev/null; then
+if [ "$test_servers" = 1 ] && ! command -v chromium >/dev/null; then
   need chromium "Chromium, in which the web page test runs (headless)"
 fi
-if [ "$target" != demo ] && ! command -v chromedriver >/dev/null; then
+if [ "$test_servers" = 1 ] && ! command -v chromedriver >/dev/null; then
   need chromium-driver "chromedriver, through which Selenium drives Chromium"
+fi
+if [ "$speech" = 1 ] && ! command -v espeak-ng >/dev/null; then
+  need espeak-ng "espeak-ng, which speaks the learning loop's diary entries"
+fi
+if [ "$speech" = 1 ] && ! command -v sox >/dev/null; then
+  need sox "sox, which resamples that speech to 16 kHz"
 fi
 
 if [ "$target" = --packages ]; then
