@@ -63,6 +63,7 @@ class ProcessLauncher(TrainingLauncher):
     def __init__(self, state_dir: Path, *, env: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
         self.env = env
+        self.processes: list[subprocess.Popen[bytes]] = []  # what it started, newest last
 
     def start(self, dataset_version: int) -> str:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +74,7 @@ class ProcessLauncher(TrainingLauncher):
                  *train_args(dataset_version)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self.env,
                 start_new_session=True)
+        self.processes.append(process)
         log.info("training on dataset v%d started as process %d (%s)", dataset_version,
                  process.pid, log_path)
         return str(log_path)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from audiary.adapters.model_store import PACKAGED, materialize, packaged
 from audiary.domain.audio import WAV_HEADER_BYTES, pcm_to_float
-from audiary.domain.datasets import DatasetRecord, ManifestRow, Split
+from audiary.domain.datasets import DatasetRecord, Split
 from audiary.domain.models import (
     Decision,
     ModelEvaluation,
@@ -130,12 +130,9 @@ def guarded(svc: Stores, record: ModelRecord) -> ModelRecord:
         return record
     engine = transcriber(svc.settings, models.serving_of(record), svc=svc)
     summary = guard_wer(engine, manifest)
-    current = svc.notes.get_model(record.model_id) or record
-    updated = current.model_copy(update={"evaluations": [*current.evaluations, ModelEvaluation(
+    return models.record_evaluation(svc, record, ModelEvaluation(
         evaluation_id=stamp, dataset_version=GUARD, wer={GUARD_SPLIT: summary.wer},
-        words={GUARD_SPLIT: summary.words})]})
-    svc.notes.put_model(updated)
-    return updated
+        words={GUARD_SPLIT: summary.words}))
 
 
 def judge(svc: Stores, candidate: ModelRecord, dataset: DatasetRecord, *,
@@ -167,16 +164,13 @@ def judge(svc: Stores, candidate: ModelRecord, dataset: DatasetRecord, *,
     return decision
 
 
-def _train_pairs(svc: Stores, dataset: DatasetRecord) -> list[ManifestRow]:
-    return rows_of(svc, dataset, Split.TRAIN)
-
-
 def vocabulary_candidate(svc: Stores, dataset: DatasetRecord, base: ModelRecord
                          ) -> ModelRecord | None:
     """The base with the terms corrections keep fixing as hotwords; None when there are
     none (or no more than the base already has)."""
     s = svc.settings
-    terms = correction_terms(((r.machine_text, r.text) for r in _train_pairs(svc, dataset)),
+    rows = rows_of(svc, dataset, Split.TRAIN)
+    terms = correction_terms(((r.machine_text, r.text) for r in rows),
                              min_count=s.vocabulary_min_count, max_terms=s.vocabulary_max_terms)
     hotwords = " ".join(terms)
     if not terms or hotwords == (base.hotwords or ""):
@@ -190,7 +184,7 @@ def vocabulary_candidate(svc: Stores, dataset: DatasetRecord, base: ModelRecord
 
 def examples(svc: Stores, dataset: DatasetRecord, say: Say) -> list[Example]:
     examples, missing = [], 0
-    for row in _train_pairs(svc, dataset):
+    for row in rows_of(svc, dataset, Split.TRAIN):
         bucket, key = row.audio.split("://", 1)[1].split("/", 1)
         if svc.blobs.stat(bucket, key) is None:
             missing += 1

@@ -39,6 +39,7 @@ __all__ = [
     "get",
     "promote",
     "promoted",
+    "record_evaluation",
     "register_directory",
     "register_reference",
     "serving_model",
@@ -134,24 +135,34 @@ def promote(svc: Stores, text: str, *, reason: str) -> ModelRecord:
     return record
 
 
+def _stored(svc: Stores, record: ModelRecord) -> ModelRecord:
+    """The record as stored now (`record` itself if it is not stored yet)."""
+    return svc.notes.get_model(record.model_id) or record
+
+
+def _save(svc: Stores, record: ModelRecord) -> ModelRecord:
+    svc.notes.put_model(record)
+    return record
+
+
+def record_evaluation(svc: Stores, record: ModelRecord, entry: ModelEvaluation
+                      ) -> ModelRecord:
+    """Keep one more evaluation's WER on the model's record."""
+    current = _stored(svc, record)
+    return _save(svc, current.model_copy(update={"evaluations": [*current.evaluations, entry]}))
+
+
 def add_evaluation(svc: Stores, record: ModelRecord, evaluation: EvaluationRecord
                    ) -> ModelRecord:
-    """Keep an evaluation's per-split WER on the model's record."""
-    entry = ModelEvaluation(
+    """Keep a stored evaluation's per-split WER on the model's record."""
+    return record_evaluation(svc, record, ModelEvaluation(
         evaluation_id=evaluation.evaluation_id, dataset_version=evaluation.dataset_version,
         wer={split.value: s.wer for split, s in evaluation.splits.items()},
-        words={split.value: s.words for split, s in evaluation.splits.items()})
-    current = svc.notes.get_model(record.model_id) or record
-    updated = current.model_copy(update={"evaluations": [*current.evaluations, entry]})
-    svc.notes.put_model(updated)
-    return updated
+        words={split.value: s.words for split, s in evaluation.splits.items()}))
 
 
 def set_decision(svc: Stores, record: ModelRecord, reason: str) -> ModelRecord:
-    current = svc.notes.get_model(record.model_id) or record
-    updated = current.model_copy(update={"decision": reason})
-    svc.notes.put_model(updated)
-    return updated
+    return _save(svc, _stored(svc, record).model_copy(update={"decision": reason}))
 
 
 def serving_model(svc: Stores) -> ServingModel:
