@@ -34,11 +34,15 @@ def raw_seconds(settings: Settings, path: Path, repeats: int) -> tuple[list[floa
     """
     from faster_whisper import WhisperModel
 
+    from audiary.adapters.model_store import PACKAGED, packaged
     from audiary.adapters.whisper.engine import resolve_compute_type, resolve_device
 
     device = resolve_device(settings.device)
+    location = settings.resolved_model_path()
+    if location in PACKAGED:
+        location = str(packaged(location, settings.state_dir))
     model = WhisperModel(
-        settings.resolved_model_path(),
+        location,
         device=device,
         compute_type=resolve_compute_type(settings.compute_type, device),
         cpu_threads=settings.cpu_threads,
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
             "chunks": chunks,
             "chunk_target_s": settings.chunk_target_s,
             "stage_s": {k: round(v, 2) for k, v in stages.items()},
-            "model": Path(settings.resolved_model_path()).name,
+            "model": settings.resolved_model_path(),
             "beam_size": settings.beam_size,
             "cpu_threads": settings.cpu_threads,
         },

@@ -211,8 +211,10 @@ class JobStore(ABC):
         text: str,
         segments: list[dict[str, object]] | None,
         segments_uri: str | None,
+        language: str | None = None,
     ) -> FanIn:
-        """Store a chunk result and count it toward the job, in one transaction.
+        """Store a chunk result (with the language it was decoded as) and count it toward the
+        job, in one transaction.
 
         A chunk counts once: a repeat delivery returns `counted=False` and changes nothing.
         """

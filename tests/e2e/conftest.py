@@ -78,6 +78,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, llm_server: FakeLlmServer,
         ingest_port=free_port(),
         transcriber_port=free_port(),
         chunk_target_s=CHUNK_TARGET_S,
+        # A push the emulator loses (it does, now and then, on a connection the server closed)
+        # comes back within a minute rather than ten; a 20 s chunk takes seconds.
+        ack_deadline_s=60,
         chunk_search_s=5.0,
         summarize_port=free_port(),
         api_port=free_port(),

@@ -199,6 +199,7 @@ def test_topics_and_subscriptions_match_the_local_stack(gpu: Deployment, local: 
         assert cloud["topic"] == topic_id(recorded["topic"]), name
         # The Pub/Sub maximum, in both stacks.
         assert cloud["ackDeadlineSeconds"] == recorded["ack_deadline_s"] == ACK_DEADLINE_S == 600
+        assert Settings().ack_deadline_s == ACK_DEADLINE_S
         assert cloud["deadLetterPolicy"]["deadLetterTopic"] == topic_id(
             recorded["dead_letter_topic"])
         assert cloud["deadLetterPolicy"]["maxDeliveryAttempts"] == recorded[

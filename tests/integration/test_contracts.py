@@ -520,17 +520,20 @@ def test_complete_chunk_counts_once(jobs: JobStore) -> None:
     jobs.put_chunks(job.job_id, plan(job.job_id, 3))
     segments: list[dict[str, object]] = [{"start": 0.0, "end": 1.5, "text": "hello"}]
 
-    first = jobs.complete_chunk(job.job_id, 0, text="hello", segments=segments, segments_uri=None)
-    repeat = jobs.complete_chunk(job.job_id, 0, text="other", segments=None, segments_uri="gs://x")
+    first = jobs.complete_chunk(job.job_id, 0, text="hello", segments=segments, segments_uri=None,
+                                language="de")
+    repeat = jobs.complete_chunk(job.job_id, 0, text="other", segments=None, segments_uri="gs://x",
+                                 language="fr")
 
     assert first == FanIn(counted=True, chunks_done=1, chunks_total=3)
     assert repeat == FanIn(counted=False, chunks_done=1, chunks_total=3)
     chunk = jobs.get_chunks(job.job_id)[0]
-    assert (chunk.status, chunk.text, chunk.segments, chunk.segments_uri) == (
+    assert (chunk.status, chunk.text, chunk.segments, chunk.segments_uri, chunk.language) == (
         ChunkStatus.DONE,
         "hello",
         segments,
         None,
+        "de",
     )
     with pytest.raises(NotFoundError):
         jobs.complete_chunk(job.job_id, 9, text="", segments=None, segments_uri=None)

@@ -298,7 +298,7 @@ def test_compose_provisioning_creates_what_the_native_stack_does(env, monkeypatc
             subscription=f"projects/{settings.project_id}/subscriptions/{route.subscription}")
         assert sub.push_config.push_endpoint == endpoints[route.subscription]
         assert sub.topic.endswith(f"/topics/{route.topic}")
-        assert sub.ack_deadline_seconds == provision.ACK_DEADLINE_S
+        assert sub.ack_deadline_seconds == settings.ack_deadline_s == 600
         assert sub.dead_letter_policy.dead_letter_topic.endswith(f"/{route.dead_letter_topic}")
         assert sub.dead_letter_policy.max_delivery_attempts == settings.max_attempts
         dead = client.get_subscription(

@@ -17,7 +17,9 @@ def test_gs_model_is_copied_once_and_loads(emulator_env, tmp_path):
 
     blobs = GcsBlobStore.from_settings(Settings())
     blobs.ensure_bucket("models")
-    packaged = Path(Settings().resolved_model_path())
+    from audiary.adapters.model_store import packaged as packaged_model
+
+    packaged = packaged_model("tiny.en", tmp_path / "cache")
     for f in sorted(packaged.iterdir()):
         blobs.upload_file("models", f"whisper/tiny.en/{f.name}", f)
 
@@ -77,3 +79,19 @@ def test_the_packaged_multilingual_base_is_joined_from_its_two_parts(tmp_path):
     assert wer([" ".join(said[:45])], [heard]).wer < 0.35
     with pytest.raises(ConfigError, match="no packaged model 'huge'"):
         packaged("huge", tmp_path)
+
+
+def test_a_joined_model_cut_short_is_refused(tmp_path):
+    from audiary.adapters.model_store import packaged
+    from audiary.adapters.whisper.ct2 import read_ct2
+
+    whole = packaged("base", tmp_path) / "model.bin"
+    assert len(read_ct2(whole)) > 100  # every variable the header names
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes(whole.read_bytes()[:-1000])  # a part shorter than it should be
+    with pytest.raises(ConfigError, match="cut short"):
+        read_ct2(cut)
+    longer = tmp_path / "longer.bin"
+    longer.write_bytes(whole.read_bytes() + b"\0" * 16)
+    with pytest.raises(ConfigError, match="16 bytes after its last variable"):
+        read_ct2(longer)

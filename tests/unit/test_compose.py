@@ -471,8 +471,9 @@ def native_metrics_ports() -> dict[str, int]:
             "learning": s.learning_metrics_port}
 
 
-def test_app_settings_are_the_native_stacks():
+def test_app_settings_are_the_native_stacks(monkeypatch):
     """Apart from where blobs live, every setting keeps the native stack's value."""
+    monkeypatch.delenv("AUDIARY_MODEL")  # the suite's own choice (tests/conftest.py)
     native = Settings()
     common = environment(services()["bridge"])
     for name, svc in app_services().items():

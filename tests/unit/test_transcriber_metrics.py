@@ -10,7 +10,7 @@ import pytest
 
 from audiary.domain.transcript import Segment
 from audiary.entrypoints.transcriber.app import create_app
-from audiary.ports import Stores
+from audiary.ports import Stores, Transcriber
 from audiary.services.ingest import ingest
 from audiary.settings import Settings
 from audiary.wire.storage_events import ObjectEvent
@@ -20,7 +20,7 @@ from tests.media import DEMO_SAMPLE, decode, encode
 from tests.promtext import sample
 
 
-class FlakyModel:
+class FlakyModel(Transcriber):
     """Fails its first call, as a GPU that runs out of memory once would."""
 
     model_name = "fake-tiny"

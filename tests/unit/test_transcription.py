@@ -10,12 +10,12 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from audiary.domain.jobs import JobStatus
+from audiary.domain.jobs import Chunk, JobStatus
 from audiary.domain.transcript import Segment
 from audiary.ports import Transcriber
 from audiary.services.ingest import ingest
 from audiary.services.progress import AnnouncementPending
-from audiary.services.transcription import handle_chunk
+from audiary.services.transcription import handle_chunk, job_language
 from audiary.settings import Settings
 from audiary.wire import messages
 from tests.fakes.stores import memory_stores
@@ -113,6 +113,31 @@ def test_a_chunk_failing_every_delivery_fails_the_job_on_the_last_one(svc, tasks
     for other in tasks:  # later chunks of a failed job do nothing
         assert handle_chunk(svc, model, other).detail == "job is FAILED; nothing to do"
     assert len(svc.publisher.messages("job-finished")) == 1
+
+
+def test_the_job_s_language_is_the_one_most_of_its_audio_was_decoded_as():
+    def chunk(index: int, seconds: float, language: str | None) -> Chunk:
+        return Chunk(job_id="j", index=index, start_sample=0, end_sample=int(seconds * 16000),
+                     language=language)
+
+    assert job_language([chunk(0, 30, "de"), chunk(1, 300, "en"), chunk(2, 40, "de")]) == "en"
+    assert job_language([chunk(0, 30, "de"), chunk(1, 30, "fr")]) == "de"  # a tie: the first
+    assert job_language([chunk(0, 30, None), chunk(1, 5, "es")]) == "es"
+    assert job_language([chunk(0, 30, None)]) is None
+
+
+def test_a_chunk_whose_audio_is_gone_fails_the_job_on_its_first_delivery(svc, tasks):
+    model = Stub()
+    task = tasks[1]
+    svc.blobs.delete(task.audio_bucket, task.audio_key)
+    outcome = handle_chunk(svc, model, task)  # no later delivery could find it: no retry
+    assert outcome.detail == "audio gone; job FAILED"
+    job = svc.jobs.get_job(task.job_id)
+    assert job.status is JobStatus.FAILED
+    assert (job.error.code, job.error.stage) == ("transcription_failed", "transcribe")
+    assert f"chunk 1: its audio {task.audio_bucket}/{task.audio_key} is gone" in job.error.message
+    assert model.calls == 0
+    assert svc.jobs.get_chunks(task.job_id)[1].attempts == 1
 
 
 def test_pubsub_s_delivery_count_decides_which_delivery_is_the_last(svc, tasks):

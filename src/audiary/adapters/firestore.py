@@ -273,6 +273,7 @@ class FirestoreJobStore(JobStore):
         text: str,
         segments: list[dict[str, object]] | None,
         segments_uri: str | None,
+        language: str | None = None,
     ) -> FanIn:
         job_ref = self._job_ref(job_id)
         chunk_ref = self._chunk_ref(job_id, index)
@@ -289,7 +290,7 @@ class FirestoreJobStore(JobStore):
                 raise NotFoundError(f"chunk {index} of job {job_id} does not exist")
             if _data(chunk).get("status") == ChunkStatus.DONE.value:
                 return False
-            txn.update(chunk_ref, chunk_result(text, segments, segments_uri))
+            txn.update(chunk_ref, chunk_result(text, segments, segments_uri, language))
             # progress_at is a plain value, so the increment stays the only transform.
             txn.update(job_ref, {"chunks_done": firestore.Increment(1), "progress_at": utcnow()})
             return True

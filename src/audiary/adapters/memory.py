@@ -373,6 +373,7 @@ class MemoryJobStore(JobStore):
         text: str,
         segments: list[dict[str, object]] | None,
         segments_uri: str | None,
+        language: str | None = None,
     ) -> FanIn:
         with self._lock:
             job = self._job_doc(job_id)
@@ -380,7 +381,7 @@ class MemoryJobStore(JobStore):
             done, total = int(job.get("chunks_done", 0)), int(job.get("chunks_total", 0))
             if chunk["status"] == ChunkStatus.DONE:
                 return FanIn(counted=False, chunks_done=done, chunks_total=total)
-            chunk.update(chunk_result(text, segments, segments_uri))
+            chunk.update(chunk_result(text, segments, segments_uri, language))
             job["chunks_done"] = done + 1
             job["progress_at"] = utcnow()
             return FanIn(counted=True, chunks_done=done + 1, chunks_total=total)
@@ -481,13 +482,15 @@ def chunk_doc(job_id: str, chunk: Chunk) -> dict[str, Any]:
 
 
 def chunk_result(
-    text: str, segments: list[dict[str, object]] | None, segments_uri: str | None
+    text: str, segments: list[dict[str, object]] | None, segments_uri: str | None,
+    language: str | None = None,
 ) -> dict[str, Any]:
     return {
         "status": ChunkStatus.DONE.value,
         "text": text,
         "segments": copy.deepcopy(segments),
         "segments_uri": segments_uri,
+        "language": language,
     }
 
 

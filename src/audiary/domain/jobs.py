@@ -180,6 +180,11 @@ class Chunk(BaseModel):
     text: str | None = None
     segments: list[dict[str, Any]] | None = None
     segments_uri: str | None = None
+    language: str | None = None  # what the chunk was decoded as (detected or configured)
+
+    @property
+    def samples(self) -> int:
+        return self.end_sample - self.start_sample
 
     def to_doc(self) -> dict[str, Any]:
         return self.model_dump(mode="python")

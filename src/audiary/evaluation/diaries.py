@@ -69,14 +69,20 @@ ENTRIES = tuple(Entry(f"speaker-{i // 3}", text) for i, text in enumerate((
 
 def synthesize(entry: Entry, path: Path) -> Path:
     """Speak `entry` into a 16 kHz mono WAV at `path`, with a short pause on either side."""
+    voice, rate = entry.voice
+    return speak(entry.text, path, voice=voice, rate=rate)
+
+
+def speak(text: str, path: Path, *, voice: str = "en-us", rate: int = 150) -> Path:
+    """`text` spoken by an espeak-ng `voice` (any language it has: de, es, fr, ...) into a
+    16 kHz mono WAV at `path`, with a short pause on either side; the same bytes every run."""
     for tool in ("espeak-ng", "sox"):
         if shutil.which(tool) is None:
             raise RuntimeError(f"{tool} is not installed (apt-get install espeak-ng sox)")
-    voice, rate = entry.voice
     with tempfile.TemporaryDirectory(prefix="audiary-speech-") as tmp:
         raw = Path(tmp) / "raw.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-w", str(raw),
-                        entry.text], check=True, capture_output=True)
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-w", str(raw), text],
+                       check=True, capture_output=True)
         # -R -D: no dither (sox dithers with fresh noise each run), so the audio is the same
         # on every run and so is every WER measured on it.
         subprocess.run(["sox", "-R", "-D", str(raw), "-r", "16000", "-c", "1", str(path),

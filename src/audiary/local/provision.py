@@ -32,7 +32,6 @@ from audiary.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
-ACK_DEADLINE_S = 600  # the Pub/Sub maximum; one chunk of CPU inference must fit in it
 DEAD_LETTER_ACK_DEADLINE_S = 60  # failing a job is a few document writes
 # Locally a failed delivery is retried within seconds, not minutes.
 MIN_BACKOFF_S = 1.0
@@ -141,7 +140,7 @@ def provision_pubsub(
             route.subscription,
             route.topic,
             endpoints[route.subscription],
-            ack_deadline_s=ACK_DEADLINE_S,
+            ack_deadline_s=s.ack_deadline_s,
             dead_letter_topic=dead_letter,
             max_delivery_attempts=s.max_attempts,
             min_backoff_s=MIN_BACKOFF_S,

@@ -28,6 +28,14 @@ QUEUE_LAG_SECONDS = Histogram(
     "audiary_queue_lag_seconds", "Seconds from publish to handling of a message",
     ["topic", "service"], buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 600),
 )
+DECODE_BATCH_WINDOWS = Histogram(
+    "audiary_decode_batch_windows", "Whisper windows in one model call",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
+DECODE_BATCH_REQUESTS = Histogram(
+    "audiary_decode_batch_requests", "Requests whose windows shared one model call",
+    buckets=(1, 2, 3, 4, 6, 8, 16),
+)
 CHUNKS_RETRIED = Counter(
     "audiary_chunks_retried", "Chunk deliveries beyond the first attempt"
 )
@@ -78,6 +86,7 @@ EXPORTED = {
     "audiary_inference_seconds_total", "audiary_audio_seconds_total",
     "audiary_http_requests_total", "audiary_http_request_duration_seconds",
     "audiary_job_stage_seconds", "audiary_queue_lag_seconds", "audiary_chunks_retried_total",
+    "audiary_decode_batch_windows", "audiary_decode_batch_requests",
     "audiary_jobs_finished_total", "audiary_llm_tokens_total", "audiary_llm_cost_usd_total",
     "audiary_llm_failures_total", "audiary_breaker_state", "audiary_dead_letter_messages",
     "audiary_jobs_in_state", "audiary_service_up",

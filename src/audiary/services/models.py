@@ -173,8 +173,7 @@ def serving_model(svc: Stores) -> ServingModel:
         return ServingModel(location=s.model_path, name=s.model_path)
     record = promoted(svc)
     if record is None:
-        default = s.resolved_model_path()
-        return ServingModel(location=default, name=default)
+        return ServingModel(location=s.model, name=s.model)
     return serving_of(record)
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from numpy.typing import NDArray
 from opentelemetry import trace
 
 from audiary.domain.audio import SAMPLE_RATE, pcm_to_float, sample_range_bytes
-from audiary.domain.jobs import TERMINAL, ChunkStatus, FanIn, JobStatus
+from audiary.domain.jobs import TERMINAL, Chunk, ChunkStatus, FanIn, JobStatus
 from audiary.domain.layout import chunk_segments_key, transcript_key
 from audiary.domain.transcript import Segment, Transcript, assemble
 from audiary.errors import NotFoundError
@@ -124,12 +127,23 @@ def _transcribe_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
     extra = {"job_id": task.job_id}
     advance(svc, task.job_id, JobStatus.TRANSCRIBING)
     start, end = sample_range_bytes(start_sample, end_sample)
-    samples = pcm_to_float(svc.blobs.read_range(task.audio_bucket, task.audio_key, start, end))
+    try:
+        pcm = svc.blobs.read_range(task.audio_bucket, task.audio_key, start, end)
+    except NotFoundError as exc:
+        if purge_if_deleted(svc, task.job_id):
+            return ChunkOutcome(DELETED)
+        # Ingest writes the audio before it sends a chunk: no later delivery will find it.
+        fail(svc, task.job_id, "transcription_failed",
+             f"chunk {task.index}: its audio {task.audio_bucket}/{task.audio_key} is gone "
+             f"(NotFoundError: {exc})", STAGE)
+        return ChunkOutcome("audio gone; job FAILED")
+    samples = pcm_to_float(pcm)
     with inference(model, len(samples) / SAMPLE_RATE):
-        segments = model.transcribe(samples, language=s.language)
+        language = s.language or _detected_language(model, samples)
+        segments = model.transcribe(samples, language=language)
     log.info(
-        "chunk %d: %.1f s of audio, %d segments", task.index, len(samples) / SAMPLE_RATE,
-        len(segments), extra=extra,
+        "chunk %d: %.1f s of audio, %d segments, language %s", task.index,
+        len(samples) / SAMPLE_RATE, len(segments), language, extra=extra,
     )
 
     seg_docs = [seg.model_dump(mode="json", exclude_none=True) for seg in segments]
@@ -143,7 +157,8 @@ def _transcribe_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
     text = " ".join(seg.text.strip() for seg in segments if seg.text.strip())
     try:
         fan_in = svc.jobs.complete_chunk(
-            task.job_id, task.index, text=text, segments=inline, segments_uri=uri
+            task.job_id, task.index, text=text, segments=inline, segments_uri=uri,
+            language=language,
         )
     except NotFoundError:
         if purge_if_deleted(svc, task.job_id):  # deleted while decoding: remove what we wrote
@@ -152,6 +167,22 @@ def _transcribe_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
     if fan_in.complete:
         return ChunkOutcome("job complete", fan_in, _finish(svc, task.job_id, model))
     return ChunkOutcome(f"{fan_in.chunks_done}/{fan_in.chunks_total} chunks done", fan_in)
+
+
+def _detected_language(model: Transcriber, samples: NDArray[Any]) -> str | None:
+    """The language the model hears in the chunk, or None (the model decides as it goes)."""
+    detected = model.detect_language(samples)
+    return detected[0] if detected else None
+
+
+def job_language(chunks: Sequence[Chunk]) -> str | None:
+    """The language of most of the job's audio, as its chunks were decoded (ties: the
+    earlier chunk's)."""
+    spoken: dict[str, int] = {}
+    for chunk in chunks:
+        if chunk.language:
+            spoken[chunk.language] = spoken.get(chunk.language, 0) + chunk.samples
+    return max(spoken, key=spoken.__getitem__) if spoken else None
 
 
 def announce(svc: Stores, job_id: str) -> None:
@@ -183,7 +214,7 @@ def _finish(svc: Stores, job_id: str, model: Transcriber) -> Transcript:
             (c.start_sample / SAMPLE_RATE, _chunk_segments(svc, c.segments, c.segments_uri))
             for c in chunks
         ),
-        language=s.language,
+        language=s.language or job_language(chunks),
         model=model.model_name,
         duration_s=job.duration_s if job else None,
     )

@@ -7,7 +7,9 @@
    amplified. Pieces are packed in order into windows of at most 25 s, ending at long pauses
    where possible.
 2. Decode: the windows go through faster-whisper's `BatchedInferencePipeline`
-   (`clip_timestamps`, no VAD, timestamps on, greedy), split between the model's workers.
+   (`clip_timestamps`, no VAD, timestamps on, greedy), fed by the `WindowBatcher`
+   (batching.py): the model's workers take windows of every call waiting, so concurrent
+   chunks share model calls. One language per call: detected first when none is set.
 3. Re-read (`unread_pieces`): what a window left without text is packed and decoded again,
    at most `retries` rounds, with word times to put each word back at its own piece.
 
@@ -26,16 +28,18 @@ which keeps both cores busy where sequential decoding uses about one.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from audiary.adapters.whisper.batching import DecodeKey, WindowBatcher
 from audiary.adapters.whisper.planning import (
     MAX_WINDOW_S,
     MIN_PAUSE_S,
@@ -54,7 +58,7 @@ from audiary.adapters.whisper.planning import (
 from audiary.domain.audio import SAMPLE_RATE
 from audiary.domain.transcript import Segment, Word, repeats_itself
 from audiary.ports import Transcriber
-from audiary.settings import Settings
+from audiary.settings import Settings, load_settings
 
 __all__ = ["WhisperTranscriber", "resolve_compute_type", "resolve_device"]
 
@@ -136,9 +140,10 @@ def _tail_keeping_pipeline(model: Any) -> Any:
 class WhisperTranscriber(Transcriber):
     """faster-whisper behind the `Transcriber` port; the model is loaded once, here.
 
-    `workers` model replicas (CTranslate2 `num_workers`) decode shares of the windows at once.
-    Thread safety: concurrent calls on one instance are safe but run one after another (an
-    instance lock), because the batched pipelines keep state between batches.
+    `workers` model replicas (CTranslate2 `num_workers`) decode at once, each fed by a
+    dispatcher of the `WindowBatcher`: concurrent `transcribe` calls share model calls of up to
+    `batch_size` windows (`batch_wait_ms` the longest a window waits for company), unless
+    `batch_across_requests` is off. Thread safe.
     """
 
     word_timestamps_supported = True
@@ -161,12 +166,19 @@ class WhisperTranscriber(Transcriber):
         retries: int = 2,
         workers: int = 2,
         hotwords: str | None = None,
+        cache_dir: Path | None = None,
+        batch_wait_ms: float = 20.0,
+        batch_across_requests: bool = True,
     ) -> None:
         from faster_whisper import WhisperModel
+
+        from audiary.adapters.model_store import PACKAGED, packaged
 
         self.device = resolve_device(device)
         self.compute_type = resolve_compute_type(compute_type, self.device)
         self.model_name = model_path
+        if model_path in PACKAGED:  # a packaged name, not a hub one: nothing is downloaded
+            model_path = str(packaged(model_path, cache_dir or load_settings().state_dir))
         self.beam_size = beam_size
         self.batch_size = batch_size
         self.language = language
@@ -193,6 +205,9 @@ class WhisperTranscriber(Transcriber):
             num_workers=workers,
         )
         self._pipelines = [_tail_keeping_pipeline(self.model) for _ in range(workers)]
+        self._batcher = WindowBatcher(
+            self._model_call, workers=workers, max_windows=batch_size,
+            max_wait_s=batch_wait_ms / 1000, across_requests=batch_across_requests)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, hotwords: str | None = None
@@ -209,14 +224,30 @@ class WhisperTranscriber(Transcriber):
             language=settings.language,
             workers=settings.decode_workers,
             hotwords=hotwords,
+            cache_dir=settings.state_dir,
+            batch_wait_ms=settings.batch_wait_ms,
+            batch_across_requests=settings.batch_across_requests,
         )
 
     @property
     def supported_languages(self) -> Sequence[str] | None:
         return list(self.model.supported_languages)
 
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.model.model.is_multilingual)
+
     def detect_language(self, samples: NDArray[Any]) -> tuple[str, float] | None:
-        language, probability, _ = self.model.detect_language(audio=samples)
+        """The language of the first window of speech (English for an English-only model).
+
+        The window holds speech only, as decoding sees it: a recording that starts with
+        silence or music is not judged by that."""
+        if not self.multilingual:
+            return "en", 1.0
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        windows = self.plan(samples)
+        heard = render_windows(samples, windows[:1]) if windows else samples
+        language, probability, _ = self.model.detect_language(audio=heard)
         return str(language), float(probability)
 
     def tokenize(self, text: str) -> list[int]:
@@ -246,25 +277,33 @@ class WhisperTranscriber(Transcriber):
         adds word times.
         """
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if not np.isfinite(samples).all():
+            raise ValueError("the audio holds NaN or infinite samples: it is damaged")
+        language = language or self.language
+        known = list(self.model.supported_languages)
+        if language is not None and language not in known:
+            raise ValueError(f"{self.model_name} does not know the language {language!r}; "
+                             f"it knows {', '.join(known)}")
         windows = self.plan(samples)
         if not windows:
             return []
         words = self.word_timestamps if word_timestamps is None else word_timestamps
-        language = language or self.language
+        if language is None:  # one language for every window, as a shared model call needs
+            detected = self.detect_language(samples)
+            language = detected[0] if detected else None
         rounds = 0
-        with self._lock:
-            result = self._decode(samples, windows, language, words)
-            pending, unread = windows, self._unread(samples, windows, result)
-            while unread and rounds < self.retries:
-                # Pieces from far apart share these windows; word times tell which piece
-                # each word came from, so no text lands at another piece's time.
-                pending = pack_windows(unread, self.max_window_s)
-                again = split_at_pieces(
-                    self._decode(samples, pending, language, True), unread, keep_words=words
-                )
-                result += again
-                unread = self._unread(samples, pending, again)
-                rounds += 1
+        result = self._decode(samples, windows, language, words)
+        pending, unread = windows, self._unread(samples, windows, result)
+        while unread and rounds < self.retries:
+            # Pieces from far apart share these windows; word times tell which piece each
+            # word came from, so no text lands at another piece's time.
+            pending = pack_windows(unread, self.max_window_s)
+            again = split_at_pieces(
+                self._decode(samples, pending, language, True), unread, keep_words=words
+            )
+            result += again
+            unread = self._unread(samples, pending, again)
+            rounds += 1
         result.sort(key=lambda seg: seg.start)
         logger.debug(
             "transcribed %.1f s: %d windows, %d retry rounds, %d segments",
@@ -292,59 +331,38 @@ class WhisperTranscriber(Transcriber):
         language: str | None,
         word_timestamps: bool,
     ) -> list[Segment]:
-        """Decode windows, split into contiguous shares run at once on the model's workers."""
-        shares = min(len(self._pipelines), len(windows))
-        if shares <= 1:
-            return self._decode_share(
-                self._pipelines[0], samples, windows, language, word_timestamps
-            )
-        bounds = np.linspace(0, len(windows), shares + 1).round().astype(int)
-        with ThreadPoolExecutor(max_workers=shares) as pool:
-            futures = [
-                pool.submit(
-                    self._decode_share,
-                    pipeline,
-                    samples,
-                    windows[lo:hi],
-                    language,
-                    word_timestamps,
-                )
-                for pipeline, lo, hi in zip(self._pipelines, bounds[:-1], bounds[1:], strict=False)
-            ]
-            return [segment for future in futures for segment in future.result()]
-
-    def _decode_share(
-        self,
-        pipeline: Any,
-        samples: NDArray[Any],
-        windows: Sequence[Window],
-        language: str | None,
-        word_timestamps: bool,
-    ) -> list[Segment]:
+        """Decode windows through the batcher (with other calls' windows, if any wait)."""
         rendered = render_windows(samples, windows)
-        clips, offset = [], 0
-        for window in windows:
-            end = offset + window.length
-            clips.append({"start": offset / SAMPLE_RATE, "end": end / SAMPLE_RATE})
-            offset = end
-        segments, _ = pipeline.transcribe(
-            rendered,
+        bounds = np.cumsum([0, *(w.length for w in windows)])
+        decoded = self._batcher.decode(
+            [rendered[lo:hi] for lo, hi in itertools.pairwise(bounds)],
+            (language, word_timestamps))
+        time_map = TimeMap(windows)
+        duration = len(samples) / SAMPLE_RATE
+        return [
+            _to_segment(seg, time_map, duration, shift=lo / SAMPLE_RATE)
+            for lo, segments in zip(bounds, decoded, strict=False)
+            for seg in segments
+            if seg.text.strip() and not _is_silence(seg) and not _is_loop(seg)
+        ]
+
+    def _model_call(self, worker: int, audio: NDArray[Any], clips: list[dict[str, float]],
+                    key: DecodeKey) -> list[Any]:
+        """One batched model call on worker `worker`'s pipeline (the batcher's dispatcher for
+        that worker is its only caller)."""
+        language, word_timestamps = key
+        segments, _ = self._pipelines[worker].transcribe(
+            audio,
             language=language,
             beam_size=self.beam_size,
-            batch_size=self.batch_size,
+            batch_size=len(clips),
             without_timestamps=False,
             word_timestamps=word_timestamps,
             vad_filter=False,
             clip_timestamps=clips,
             hotwords=self.hotwords,
         )
-        time_map = TimeMap(windows)
-        duration = len(samples) / SAMPLE_RATE
-        return [
-            _to_segment(seg, time_map, duration)
-            for seg in segments
-            if seg.text.strip() and not _is_silence(seg) and not _is_loop(seg)
-        ]
+        return list(segments)
 
     def transcribe_sequential(
         self, samples: NDArray[Any], *, language: str | None = None, beam_size: int = 5
@@ -383,18 +401,21 @@ def _identity(t: float, *, is_end: bool = False) -> float:
     return t
 
 
-def _to_segment(segment: Any, time_map: Callable[..., float], duration: float) -> Segment:
+def _to_segment(segment: Any, time_map: Callable[..., float], duration: float, *,
+                shift: float = 0.0) -> Segment:
+    """A decoder segment as a transcript one: its times (`shift` seconds into the rendered
+    windows) mapped back to the input's."""
     def clamp(t: float) -> float:
         return round(min(max(t, 0.0), duration), 3)
 
-    start = clamp(time_map(segment.start))
-    end = max(start, clamp(time_map(segment.end, is_end=True)))
+    start = clamp(time_map(segment.start + shift))
+    end = max(start, clamp(time_map(segment.end + shift, is_end=True)))
     words = None
     if segment.words:
         words = []
         for word in segment.words:
-            word_start = clamp(time_map(word.start))
-            word_end = max(word_start, clamp(time_map(word.end, is_end=True)))
+            word_start = clamp(time_map(word.start + shift))
+            word_end = max(word_start, clamp(time_map(word.end + shift, is_end=True)))
             words.append(
                 Word(start=word_start, end=word_end, word=word.word, probability=word.probability)
             )

@@ -467,18 +467,17 @@ def model_list() -> None:
 @click.argument("source")
 @click.option("--name", default=None, help="Registry name (default: from the source).")
 def model_register(source: str, name: str | None) -> None:
-    """Register SOURCE as a candidate: a packaged model (tiny.en, base, small), a CTranslate2
+    """Register SOURCE as a candidate: a packaged model (tiny.en, base), a CTranslate2
     directory (copied into the models bucket), or a hub name (used where a network exists)."""
-    from audiary.adapters.model_store import PACKAGED, packaged
+    from audiary.adapters.model_store import PACKAGED, package_names, packaged
     from audiary.domain.models import ModelOrigin, OriginKind
     from audiary.services import models
 
     svc = _svc()
     if source in PACKAGED:
         directory = packaged(source, svc.settings.state_dir)
-        package = "-".join(PACKAGED[source][0].split("_")[:3]).replace("_", "-")
         record = models.register_directory(svc, directory, name=name or source,
-                                           origin=models.packaged_origin(package))
+                                           origin=models.packaged_origin(package_names(source)))
     elif Path(source).is_dir():
         record = models.register_directory(
             svc, Path(source), name=name or Path(source).resolve().name.lower(),

@@ -82,7 +82,8 @@ def create_app(load_model: Callable[[], Transcriber] | None = None,
     # Up means ready to transcribe, as /healthz says.
     metrics.SERVICE_UP.labels(SERVICE).set_function(lambda: float(holder.ready))
     # As many as gunicorn has request threads: each push waits on its own chunk.
-    chunks = ThreadPoolExecutor(max_workers=8, thread_name_prefix="chunk")
+    chunks = ThreadPoolExecutor(max_workers=settings.transcriber_concurrency,
+                                thread_name_prefix="chunk")
     app = Flask("audiary-transcriber")
     instrument_flask(app, SERVICE, untraced={"push", "healthz"})
     app.register_blueprint(openai_blueprint(holder.get, load_settings))

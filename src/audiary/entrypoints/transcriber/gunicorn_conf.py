@@ -3,9 +3,10 @@
     gunicorn --config python:audiary.entrypoints.transcriber.gunicorn_conf --bind :$PORT
         'main:create_app()'
 
-One worker holds the model; threads accept pushes while it works. On SIGTERM (Cloud Run
-scale-in, 10 s before the kill) requests in flight get `graceful_timeout`, within which each
-push handler finishes its chunk or hands it back (see drain).
+One worker holds the model; `AUDIARY_TRANSCRIBER_CONCURRENCY` threads serve pushes at once.
+On SIGTERM (Cloud Run scale-in, 10 s before the kill) requests in flight get
+`graceful_timeout`, within which each push handler finishes its chunk or hands it back (see
+drain).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 from audiary.entrypoints.transcriber.drain import install_sigterm_hook
+from audiary.settings import load_settings
 
 workers = 1
-threads = 4
+# Each thread serves one push at a time; their chunks share model calls (WindowBatcher).
+threads = load_settings().transcriber_concurrency
 timeout = 0  # a chunk may take minutes; Pub/Sub's ack deadline bounds it
 # Below Cloud Run's 10 s: handlers give up at AUDIARY_SHUTDOWN_GRACE_S (7 s) and answer.
 graceful_timeout = 9

@@ -1,0 +1,212 @@
+"""Dynamic micro-batching of Whisper windows across concurrent calls.
+
+A transcriber instance serves several push requests at once (Cloud Run concurrency, gunicorn
+threads). Each request plans its chunk into windows (planning.py) and hands them here; one
+dispatcher thread per model worker takes windows from every waiting request into one model
+call, so an instance stays busy when chunks are short or jobs small:
+
+- a dispatcher that finds windows waiting takes up to `max_windows` of them (oldest first, of
+  one language and word-timing choice, which a model call shares), and waits up to `max_wait_s`
+  for more when it has fewer than that; with several dispatchers idle, the waiting windows are
+  shared between them, so one request alone still uses every worker;
+- results go back to each request by window; a request is answered once all its windows are;
+- a model call that fails with windows of several requests is run again request by request,
+  so one bad chunk fails only itself.
+
+With `across_requests=False` a model call only ever holds windows of one request (the same
+dispatchers, no mixing): what the throughput bench compares against.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from audiary.domain.audio import SAMPLE_RATE
+from audiary.observability import metrics
+
+__all__ = ["DecodeKey", "WindowBatcher"]
+
+log = logging.getLogger(__name__)
+
+# (language, word timestamps): what one model call shares.
+DecodeKey = tuple[str | None, bool]
+# Runs one model call: (worker index, audio of the windows back to back, their clips in
+# seconds, key) -> the decoder's segments, times in that audio.
+DecodeFn = Callable[[int, NDArray[Any], list[dict[str, float]], DecodeKey], list[Any]]
+
+
+@dataclass(eq=False)
+class _Request:
+    windows: list[NDArray[Any]]
+    key: DecodeKey
+    future: Future[list[list[Any]]] = field(default_factory=Future)
+    results: dict[int, list[Any]] = field(default_factory=dict)
+
+    def done(self, index: int, segments: list[Any]) -> None:
+        if self.future.done():  # failed already, by another of its windows
+            return
+        self.results[index] = segments
+        if len(self.results) == len(self.windows):
+            self.future.set_result([self.results[i] for i in range(len(self.windows))])
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+@dataclass(frozen=True)
+class _Item:
+    request: _Request
+    index: int
+    queued_at: float
+
+    @property
+    def audio(self) -> NDArray[Any]:
+        return self.request.windows[self.index]
+
+
+class WindowBatcher:
+    """Feeds windows of concurrent `decode` calls into shared model calls (see module doc)."""
+
+    def __init__(self, decode: DecodeFn, *, workers: int, max_windows: int, max_wait_s: float,
+                 across_requests: bool = True) -> None:
+        self._decode = decode
+        self.max_windows = max_windows
+        self.max_wait_s = max_wait_s
+        self.across_requests = across_requests
+        self._queue: deque[_Item] = deque()
+        self._ready = threading.Condition()
+        self._idle = workers
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._serve, args=(worker,), daemon=True,
+                             name=f"decode-{worker}")
+            for worker in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def decode(self, windows: Sequence[NDArray[Any]], key: DecodeKey) -> list[list[Any]]:
+        """The decoder's segments of each window (times relative to the window's start), once
+        every window is decoded; the model call's exception if this request's failed."""
+        if not windows:
+            return []
+        request = _Request(windows=list(windows), key=key)
+        now = time.monotonic()
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("the transcriber is shutting down")
+            self._queue.extend(_Item(request, i, now) for i in range(len(windows)))
+            self._ready.notify_all()
+        return request.future.result()
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def _serve(self, worker: int) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._run(worker, batch)
+
+    def _next_batch(self) -> list[_Item] | None:
+        with self._ready:
+            while True:
+                while not self._queue:
+                    if self._closed:
+                        return None
+                    self._ready.wait()
+                # Fewer than a full batch: wait for more, at most max_wait_s after the oldest
+                # window arrived.
+                deadline = self._queue[0].queued_at + self.max_wait_s
+                while (self._queue and len(self._matching()) < self.max_windows
+                       and (wait := deadline - time.monotonic()) > 0 and not self._closed):
+                    self._ready.wait(wait)
+                if not self._queue:  # another dispatcher took them meanwhile
+                    continue
+                matching = self._matching()
+                # Shared with the other idle dispatchers (this one counts), so that one
+                # request alone still keeps every worker busy.
+                share = min(self.max_windows, math.ceil(len(matching) / max(1, self._idle)))
+                batch = matching[:share]
+                taken = set(map(id, batch))
+                self._queue = deque(item for item in self._queue if id(item) not in taken)
+                self._idle -= 1
+                return batch
+
+    def _matching(self) -> list[_Item]:
+        """Waiting windows that may share a model call with the oldest one."""
+        first = self._queue[0]
+        if self.across_requests:
+            return [item for item in self._queue if item.request.key == first.request.key]
+        return [item for item in self._queue if item.request is first.request]
+
+    def _run(self, worker: int, batch: list[_Item]) -> None:
+        try:
+            requests = {id(item.request): item.request for item in batch}
+            metrics.DECODE_BATCH_WINDOWS.observe(len(batch))
+            metrics.DECODE_BATCH_REQUESTS.observe(len(requests))
+            try:
+                self._call(worker, batch)
+            except Exception as exc:
+                if len(requests) == 1:
+                    batch[0].request.fail(exc)
+                    return
+                log.warning("a model call of %d requests failed (%s: %s); running each alone",
+                            len(requests), type(exc).__name__, exc)
+                for request in requests.values():
+                    alone = [item for item in batch if item.request is request]
+                    try:
+                        self._call(worker, alone)
+                    except Exception as own:
+                        request.fail(own)
+        except BaseException as exc:  # never leave a caller waiting
+            for item in batch:
+                item.request.fail(exc)
+            raise
+        finally:
+            with self._ready:
+                self._idle += 1
+                self._ready.notify_all()
+
+    def _call(self, worker: int, batch: list[_Item]) -> None:
+        starts, clips, position = [], [], 0
+        for item in batch:
+            length = len(item.audio)
+            starts.append(position / SAMPLE_RATE)
+            clips.append({"start": position / SAMPLE_RATE,
+                          "end": (position + length) / SAMPLE_RATE})
+            position += length
+        audio = np.concatenate([item.audio for item in batch])
+        per_item: list[list[Any]] = [[] for _ in batch]
+        for segment in self._decode(worker, audio, clips, batch[0].request.key):
+            index = max(0, bisect.bisect_right(starts, segment.start + 1e-6) - 1)
+            per_item[index].append(_shifted(segment, -starts[index]))
+        for item, segments in zip(batch, per_item, strict=True):
+            item.request.done(item.index, segments)
+
+
+def _shifted(segment: Any, by: float) -> Any:
+    """A decoder segment (and its words) moved by `by` seconds."""
+    words = None if segment.words is None else [
+        dataclasses.replace(w, start=w.start + by, end=w.end + by) for w in segment.words]
+    return dataclasses.replace(segment, start=segment.start + by, end=segment.end + by,
+                               words=words)
