@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pulumi
 
 from audiary import names
+from audiary.domain.chunking import CHUNK_MARGIN, chunk_length_s, realtime_factor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUILD_DIR = Path(__file__).resolve().parent / ".build"
@@ -27,7 +28,7 @@ ACK_DEADLINE_S = 600
 # On CPU a chunk is transcribed in chunk length x real-time factor; it must fit the ack deadline
 # this many times over (a slow instance, a retry of the model load), so the CPU chunk length is
 # at most ACK_DEADLINE_S / (CPU_CHUNK_MARGIN x cpuRealtimeFactor).
-CPU_CHUNK_MARGIN = 3.0
+CPU_CHUNK_MARGIN = CHUNK_MARGIN
 DEFAULT_CHUNK_TARGET_S = 300.0  # audiary.settings.Settings.chunk_target_s
 # Pub/Sub accepts 5..100 delivery attempts before dead-lettering.
 MIN_DELIVERY_ATTEMPTS, MAX_DELIVERY_ATTEMPTS = 5, 100
@@ -67,15 +68,24 @@ class StackConfig:
     transcriber_min_instances: int = 0
     transcriber_max_instances: int = 3
     model_path: str | None = None
+    # The model served (AUDIARY_MODEL) when no modelPath or promotion says otherwise. On a GPU
+    # large-v3-turbo: near large-v3's accuracy in 99 languages with 4 decoder layers instead of
+    # 32, several times faster (it does not translate well: set large-v3 for translations).
+    # On CPU base, the packaged multilingual model. Hub names are fetched on first start.
+    model: str = ""
+
+    @property
+    def served_model(self) -> str:
+        return self.model or ("large-v3-turbo" if self.transcriber_gpu else "base")
     # The training job (containers/trainer): deployed once an image is set (`make image`
     # builds the transcriber; the trainer is built the same way, see the README).
     trainer_image: str | None = None
     trainer_gpu: bool = True
     learning_schedule: str = "17 * * * *"  # hourly: build what waits, train once per dataset
     chunk_target_s: float | None = None
-    # Seconds of CPU inference per second of audio for the model served on CPU (tiny.en int8
-    # measures 0.03 on 2 cores; large models on 4 vCPUs are near 0.5).
-    cpu_realtime_factor: float = 0.5
+    # Seconds of CPU inference per second of audio for the model served on CPU; 0 means the
+    # measured one of `model` (audiary.domain.chunking.REALTIME_FACTORS; unknown: 0.5).
+    cpu_realtime_factor: float = 0.0
     # The sweeper: how often Cloud Scheduler runs it, and after how long without progress a job
     # is re-driven (then FAILED after as long again).
     sweep_schedule: str = "*/10 * * * *"
@@ -226,14 +236,15 @@ def _validate(cfg: StackConfig) -> None:
     _validate_review(cfg)
     if cfg.work_ttl_days < 1:
         raise ConfigError("audiary:workTtlDays must be at least 1")
-    if cfg.cpu_realtime_factor <= 0:
-        raise ConfigError("audiary:cpuRealtimeFactor must be above 0")
+    if cfg.cpu_realtime_factor < 0:
+        raise ConfigError("audiary:cpuRealtimeFactor must be above 0 (or 0: the measured one)")
     cap = cpu_chunk_limit_s(cfg)
     if not cfg.transcriber_gpu and cfg.chunk_target_s is not None and cfg.chunk_target_s > cap:
         raise ConfigError(
             f"audiary:chunkTargetS is {cfg.chunk_target_s:g} s, but on CPU (real-time factor "
-            f"{cfg.cpu_realtime_factor:g}) a chunk must take at most 1/{CPU_CHUNK_MARGIN:g} of "
-            f"the {ACK_DEADLINE_S} s ack deadline: use at most {cap:g} s"
+            f"{cpu_realtime_factor(cfg):g}, {cfg.transcriber_concurrency} at once) a chunk must "
+            f"take at most 1/{CPU_CHUNK_MARGIN:g} of the {ACK_DEADLINE_S} s ack deadline: use "
+            f"at most {cap:g} s"
         )
     if cfg.stall_after_s < 2 * ACK_DEADLINE_S:
         raise ConfigError(
@@ -276,9 +287,17 @@ def _is_base_url(url: str) -> bool:
     return parts.scheme in _DEFAULT_PORTS and bool(parts.hostname)
 
 
+def cpu_realtime_factor(cfg: StackConfig) -> float:
+    """The configured CPU real-time factor, else the measured one of the model."""
+    return cfg.cpu_realtime_factor or realtime_factor(cfg.served_model, "cpu")
+
+
 def cpu_chunk_limit_s(cfg: StackConfig) -> float:
-    """The longest chunk whose CPU inference fits the ack deadline with the margin."""
-    return float(int(ACK_DEADLINE_S / (CPU_CHUNK_MARGIN * cfg.cpu_realtime_factor)))
+    """The longest chunk whose CPU inference fits the ack deadline with the margin, while
+    `transcriberConcurrency` chunks share the instance (as ingest computes it at run time)."""
+    return float(int(chunk_length_s(
+        float("inf"), realtime_factor=cpu_realtime_factor(cfg), ack_deadline_s=ACK_DEADLINE_S,
+        concurrency=cfg.transcriber_concurrency, margin=CPU_CHUNK_MARGIN)))
 
 
 def chunk_target_s(cfg: StackConfig) -> float | None:
@@ -328,6 +347,7 @@ def load_config() -> StackConfig:
             cfg.get_int("transcriberMaxInstances") or StackConfig.transcriber_max_instances
         ),
         model_path=cfg.get("modelPath"),
+        model=cfg.get("model") or "",
         trainer_image=cfg.get("trainerImage"),
         trainer_gpu=cfg.get_bool("trainerGpu", True),
         learning_schedule=cfg.get("learningSchedule") or StackConfig.learning_schedule,

@@ -181,6 +181,8 @@ class Audiary(pulumi.ComponentResource):
             "AUDIARY_MODELS_BUCKET": self.buckets.models.name,
             # A job fails after as many deliveries as Pub/Sub makes before dead-lettering.
             "AUDIARY_MAX_ATTEMPTS": str(cfg.max_delivery_attempts),
+            # The model served when no promotion says otherwise (ingest sizes chunks for it).
+            "AUDIARY_MODEL": cfg.served_model,
         }
         self.training = self._training(cfg, common_env, members, after)
         if self.training is None:
@@ -279,8 +281,14 @@ class Audiary(pulumi.ComponentResource):
         depends_on: list[pulumi.Resource] = []
         invokers: dict[str, pulumi.Input[str]] = {"pusher": members["pusher"]}
         public_ingress = spec.public_ingress
-        if function == "ingest" and (chunk_s := chunk_target_s(cfg)) is not None:
-            env["AUDIARY_CHUNK_TARGET_S"] = f"{chunk_s:g}"
+        if function == "ingest":
+            # Ingest cuts chunks to fit the served model's speed (services.ingest.chunk_target).
+            env["AUDIARY_DEVICE"] = "cuda" if cfg.transcriber_gpu else "cpu"
+            env["AUDIARY_TRANSCRIBER_CONCURRENCY"] = str(cfg.transcriber_concurrency)
+            if cfg.cpu_realtime_factor and not cfg.transcriber_gpu:
+                env["AUDIARY_REALTIME_FACTOR"] = f"{cfg.cpu_realtime_factor:g}"
+            if (chunk_s := chunk_target_s(cfg)) is not None:
+                env["AUDIARY_CHUNK_TARGET_S"] = f"{chunk_s:g}"
         if function == "sweeper":
             env["AUDIARY_STALL_AFTER_S"] = f"{cfg.stall_after_s:g}"
         if function in ("summarize", "review"):
@@ -344,6 +352,7 @@ class Audiary(pulumi.ComponentResource):
                        AUDIARY_CPU_THREADS=str(cfg.transcriber_cpu))
         if cfg.model_path:
             env["AUDIARY_MODEL_PATH"] = cfg.model_path
+        env["AUDIARY_TRANSCRIBER_CONCURRENCY"] = str(cfg.transcriber_concurrency)
         return Transcriber("transcriber", TranscriberArgs(
             project=cfg.project, region=cfg.region, image=cfg.transcriber_image,
             service_account_email=self.accounts["transcriber"].email, env=env,

@@ -93,8 +93,14 @@ class Settings(BaseSettings):
     # what Pulumi sets; a shorter one locally brings back sooner a push that went nowhere.
     ack_deadline_s: int = Field(default=600, ge=10, le=600)
 
-    # How ingest splits the work.
+    # How ingest splits the work: chunks of `chunk_target_s`, shorter when the served model's
+    # real-time factor (measured, domain.chunking.REALTIME_FACTORS, or this override) says
+    # that one would not decode well within the ack deadline.
     chunk_target_s: float = Field(default=300.0, gt=0)
+    realtime_factor: float | None = Field(
+        default=None, gt=0,
+        description="Seconds of decoding per second of audio of the served model, if the "
+                    "measured table does not know it (a trained or hub model on CPU).")
     chunk_search_s: float = Field(
         default=15.0, ge=0, description="How far around the target a cut may move to find silence."
     )
@@ -105,6 +111,10 @@ class Settings(BaseSettings):
         description="A CTranslate2 model directory, gs:// or s3:// prefix, or hub name; "
                     "overrides the registry and `model`.",
     )
+    engine: Literal["whisper", "null"] = Field(
+        default="whisper",
+        description="null hears nothing and answers at once: for measuring the orchestration "
+                    "alone (bench control_plane), never for real audio.")
     model: str = Field(
         default="base",
         description="The model served when neither AUDIARY_MODEL_PATH nor a promotion says "

@@ -227,8 +227,12 @@ def transcriber(settings: Settings, model: ServingModel | None = None, *,
     `svc` the stores to read the registry and the models bucket from.
     """
     from audiary.adapters.model_store import materialize
+    from audiary.adapters.null_engine import NullTranscriber
     from audiary.adapters.whisper.engine import WhisperTranscriber
     from audiary.services.models import serving_model
+
+    if settings.engine == "null":
+        return NullTranscriber()
 
     svc = svc or stores(settings)
     choice = model or serving_model(svc)

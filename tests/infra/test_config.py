@@ -228,22 +228,40 @@ def test_the_entry_point_runs_the_program(stack_settings: None, tmp_path: Path,
 
 
 def test_a_cpu_chunk_fits_the_ack_deadline_three_times_over() -> None:
+    from audiary.domain.chunking import REALTIME_FACTORS
     from infra.config import chunk_target_s, cpu_chunk_limit_s
 
-    slow = StackConfig(project=PROJECT, transcriber_gpu=False, cpu_realtime_factor=1.0)
+    slow = StackConfig(project=PROJECT, transcriber_gpu=False, cpu_realtime_factor=1.0,
+                       transcriber_concurrency=1)
     assert cpu_chunk_limit_s(slow) == 200  # 600 s / (3 x 1.0)
     assert chunk_target_s(slow) == 200  # the default 300 s, capped
-    fast = StackConfig(project=PROJECT, transcriber_gpu=False, cpu_realtime_factor=0.1)
+    shared = StackConfig(project=PROJECT, transcriber_gpu=False, cpu_realtime_factor=1.0,
+                         transcriber_concurrency=4)
+    assert cpu_chunk_limit_s(shared) == 50  # four chunks at once: each takes four times longer
+    fast = StackConfig(project=PROJECT, transcriber_gpu=False, cpu_realtime_factor=0.1,
+                       transcriber_concurrency=1)
     assert chunk_target_s(fast) == 300  # the default fits: kept
+    # Without a factor, the measured one of the served model (base on CPU).
+    measured = StackConfig(project=PROJECT, transcriber_gpu=False, transcriber_concurrency=1)
+    assert measured.served_model == "base"
+    assert cpu_chunk_limit_s(measured) == int(600 / (3 * REALTIME_FACTORS[("base", "cpu")]))
     assert chunk_target_s(StackConfig(project=PROJECT)) is None  # on GPU: the settings' own
+    assert StackConfig(project=PROJECT).served_model == "large-v3-turbo"
     with pytest.raises(ConfigError, match="use at most 200 s"):
         StackConfig(project=PROJECT, transcriber_gpu=False, cpu_realtime_factor=1.0,
-                    chunk_target_s=250)
+                    transcriber_concurrency=1, chunk_target_s=250)
 
 
 def test_ingest_gets_the_capped_chunk_length_on_cpu(cpu) -> None:
     ingest = cpu.one("gcp:cloudfunctionsv2/function:Function", name="ingest").inputs
-    assert ingest["serviceConfig"]["environmentVariables"]["AUDIARY_CHUNK_TARGET_S"] == "300"
+    env = ingest["serviceConfig"]["environmentVariables"]
+    assert env["AUDIARY_CHUNK_TARGET_S"] == "300"
+    # What ingest sizes chunks for at run time: the transcriber's model, device and concurrency.
+    transcriber = cpu.one("gcp:cloudrunv2/service:Service", name="transcriber").inputs
+    served = {e["name"]: e.get("value") for e in transcriber["template"]["containers"][0]["envs"]}
+    for name in ("AUDIARY_MODEL", "AUDIARY_TRANSCRIBER_CONCURRENCY"):
+        assert env[name] == served[name], name
+    assert (env["AUDIARY_MODEL"], env["AUDIARY_DEVICE"]) == ("base", served["AUDIARY_DEVICE"])
 
 
 def test_a_stall_time_shorter_than_a_healthy_silence_is_refused() -> None:

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from audiary.domain.audio import SAMPLE_RATE, frame_db
-from audiary.domain.chunking import FRAME, plan_chunks
+from audiary.domain.chunking import (
+    FRAME,
+    REALTIME_FACTORS,
+    UNKNOWN_REALTIME_FACTOR,
+    chunk_length_s,
+    plan_chunks,
+    realtime_factor,
+)
 
 
 def speech_with_gaps(seed: int, n: int = 30):
@@ -63,3 +70,30 @@ def test_frame_db_levels():
     assert len(levels) == 20
     assert levels[:10].max() < -100
     assert levels[10:] == pytest.approx(20 * np.log10(0.5), abs=0.01)
+
+
+def test_a_chunk_is_as_long_as_its_decode_fits_the_ack_deadline_three_times_over():
+    # base on CPU with 4 chunks at once: 300 s chunks would take 0.06 x 300 x 4 = 72 s of the
+    # 600 s deadline; kept.
+    assert chunk_length_s(300, realtime_factor=0.06, ack_deadline_s=600, concurrency=4) == 300
+    # A large model on CPU (0.5): 600 / (3 x 0.5 x 4) = 100 s.
+    assert chunk_length_s(300, realtime_factor=0.5, ack_deadline_s=600, concurrency=4) == 100
+    assert chunk_length_s(300, realtime_factor=0.5, ack_deadline_s=600, concurrency=1) == 300
+    assert chunk_length_s(300, realtime_factor=0.5, ack_deadline_s=60, concurrency=1) == 40
+
+
+def test_the_real_time_factor_is_the_measured_one_and_slow_for_models_it_does_not_know():
+    assert realtime_factor("base", "cpu") == REALTIME_FACTORS[("base", "cpu")]
+    assert realtime_factor("base", "auto") == REALTIME_FACTORS[("base", "cpu")]  # the slower
+    assert realtime_factor("tiny.en", "cuda") < realtime_factor("tiny.en", "cpu")
+    assert realtime_factor("my-own@3", "cpu") == UNKNOWN_REALTIME_FACTOR["cpu"] == 0.5
+
+
+def test_ingest_cuts_shorter_chunks_for_a_slow_model(tmp_path):
+    from audiary.services.ingest import chunk_target
+    from audiary.settings import Settings
+
+    assert chunk_target(Settings(model="base", chunk_target_s=300)) == 300
+    slow = Settings(model="large-v3", device="cpu", chunk_target_s=300)
+    assert chunk_target(slow) == 600 / (3 * 0.5 * 4)
+    assert chunk_target(slow.model_copy(update={"realtime_factor": 1.0})) == 50

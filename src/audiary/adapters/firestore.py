@@ -245,7 +245,8 @@ class FirestoreJobStore(JobStore):
                 raise NotFoundError(f"chunk {index} of job {job_id} does not exist")
             doc = _data(snapshot)
             doc["attempts"] = int(doc.get("attempts", 0)) + 1
-            txn.update(ref, {"attempts": doc["attempts"]})
+            doc["started_at"] = utcnow()
+            txn.update(ref, {"attempts": doc["attempts"], "started_at": doc["started_at"]})
             return Chunk.from_doc(doc)
 
         chunk: Chunk = transact(self._client, run)[0]

@@ -357,6 +357,7 @@ class MemoryJobStore(JobStore):
         with self._lock:
             doc = self._chunk(job_id, index)
             doc["attempts"] = int(doc.get("attempts", 0)) + 1
+            doc["started_at"] = utcnow()
             return Chunk.from_doc(copy.deepcopy(doc))
 
     def abandon_chunk(self, job_id: str, index: int) -> None:
@@ -491,6 +492,7 @@ def chunk_result(
         "segments": copy.deepcopy(segments),
         "segments_uri": segments_uri,
         "language": language,
+        "completed_at": utcnow(),
     }
 
 

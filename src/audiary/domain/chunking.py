@@ -1,4 +1,4 @@
-"""Chunk planning: split long audio near a target length, cutting only in quiet places."""
+"""Chunk planning: how long a chunk may be, and where to cut, only in quiet places."""
 
 from __future__ import annotations
 
@@ -13,6 +13,41 @@ from audiary.domain.audio import SAMPLE_RATE
 
 FRAME = 160  # 10 ms at 16 kHz: the resolution of the energy envelope (`frame_db(x, FRAME)`)
 _SMOOTH_FRAMES = 20  # judge quietness over 200 ms so a cut never lands between two syllables
+
+
+# Seconds of decoding per second of audio through the pipeline's decoder, by (model, device):
+# CPU int8 on 2 cores from `make bench` (bench/models.py, bench/results/models.json); the GPU
+# figures are estimates for an NVIDIA L4, float16, not measured here.
+REALTIME_FACTORS: dict[tuple[str, str], float] = {
+    ("tiny.en", "cpu"): 0.03,
+    ("base", "cpu"): 0.06,
+    ("tiny.en", "cuda"): 0.005,
+    ("base", "cuda"): 0.007,
+    ("small", "cuda"): 0.012,
+    ("large-v3-turbo", "cuda"): 0.02,
+    ("distil-large-v3", "cuda"): 0.02,
+    ("large-v3", "cuda"): 0.05,
+}
+# A model the table does not know: assume it is slow (a large model on CPU is near 0.5).
+UNKNOWN_REALTIME_FACTOR = {"cpu": 0.5, "cuda": 0.05}
+# One chunk's decode must fit the ack deadline this many times over (a slow instance, a model
+# load before it, a redelivery that lands behind other chunks).
+CHUNK_MARGIN = 3.0
+
+
+def realtime_factor(model: str, device: str) -> float:
+    """The decoder's measured (or, where marked, estimated) real-time factor; "auto" counts as
+    the CPU, the slower of the two."""
+    device = "cuda" if device == "cuda" else "cpu"
+    return REALTIME_FACTORS.get((model, device), UNKNOWN_REALTIME_FACTOR[device])
+
+
+def chunk_length_s(target_s: float, *, realtime_factor: float, ack_deadline_s: float,
+                   concurrency: int, margin: float = CHUNK_MARGIN) -> float:
+    """The chunk length ingest uses: `target_s`, or less when a chunk of that length would not
+    decode within the ack deadline `margin` times over while `concurrency` chunks share the
+    instance (their windows share model calls, so each takes longer)."""
+    return min(target_s, ack_deadline_s / (margin * realtime_factor * concurrency))
 
 
 @dataclass(frozen=True)

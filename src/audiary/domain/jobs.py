@@ -181,6 +181,8 @@ class Chunk(BaseModel):
     segments: list[dict[str, Any]] | None = None
     segments_uri: str | None = None
     language: str | None = None  # what the chunk was decoded as (detected or configured)
+    started_at: datetime | None = None  # by the latest delivery
+    completed_at: datetime | None = None
 
     @property
     def samples(self) -> int:

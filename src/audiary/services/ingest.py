@@ -10,7 +10,7 @@ from pathlib import Path
 from opentelemetry import trace
 
 from audiary.domain.audio import SAMPLE_RATE
-from audiary.domain.chunking import plan_chunks
+from audiary.domain.chunking import chunk_length_s, plan_chunks, realtime_factor
 from audiary.domain.jobs import (
     TERMINAL,
     Chunk,
@@ -29,6 +29,7 @@ from audiary.observability.telemetry import tracer
 from audiary.ports import Stores
 from audiary.services.cleanup import DELETED, purge_if_deleted
 from audiary.services.decode import AudioLimits, decode_to_canonical
+from audiary.settings import Settings
 from audiary.services.progress import (
     advance,
     fail,
@@ -181,7 +182,7 @@ def _prepare(svc: Stores, job: Job) -> int:
         svc.blobs.upload_file(s.work_bucket, key, canonical, content_type="audio/wav")
 
     spans = plan_chunks(
-        audio.levels_db, audio.samples, target_s=s.chunk_target_s, search_s=s.chunk_search_s
+        audio.levels_db, audio.samples, target_s=chunk_target(s), search_s=s.chunk_search_s
     )
     chunks = [
         Chunk(job_id=job.job_id, index=i, start_sample=sp.start_sample, end_sample=sp.end_sample)
@@ -252,3 +253,10 @@ def _reject(svc: Stores, job: Job, exc: RejectedInputError) -> None:
     )
     log.warning("rejected: %s (%s)", exc.message, exc.code, extra={"job_id": job.job_id})
 
+
+def chunk_target(s: Settings) -> float:
+    """How long ingest makes a chunk for the model and device the transcriber is set to."""
+    return chunk_length_s(
+        s.chunk_target_s,
+        realtime_factor=s.realtime_factor or realtime_factor(s.model, s.device),
+        ack_deadline_s=s.ack_deadline_s, concurrency=s.transcriber_concurrency)
