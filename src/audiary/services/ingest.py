@@ -29,13 +29,13 @@ from audiary.observability.telemetry import tracer
 from audiary.ports import Stores
 from audiary.services.cleanup import DELETED, purge_if_deleted
 from audiary.services.decode import AudioLimits, decode_to_canonical
-from audiary.settings import Settings
 from audiary.services.progress import (
     advance,
     fail,
     fail_on_last_attempt,
     resume_announcement,
 )
+from audiary.settings import Settings
 from audiary.wire import messages
 from audiary.wire.storage_events import ObjectEvent
 
