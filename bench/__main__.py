@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import sys
 
-from bench import api_load, learning, long_form, notes, overhead
+from bench import (
+    api_load,
+    control_plane,
+    learning,
+    long_form,
+    models,
+    notes,
+    overhead,
+    throughput,
+)
 from bench.results import print_results
 
 
 def main() -> int:
-    overhead.main([])
+    models.main([])
     long_form.main([])
+    long_form.main(["--model", "base", "--repeats", "1"])
+    long_form.main(["--hour"])
+    long_form.main(["--hour", "--model", "base"])
+    throughput.main([])
+    control_plane.main([])
+    overhead.main([])
     notes.main([])
     api_load.main([])
     learning.main([])

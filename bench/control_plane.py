@@ -1,7 +1,7 @@
 """`control_plane`: what the orchestration costs per chunk, with inference taken out.
 
 The native stack on the emulators with the null engine behind the `Transcriber` port
-(`AUDIARY_ENGINE=null`: no words, at once). Ten 100 s recordings are dropped at once; ingest
+(`AUDIARY_ENGINE=null`: no words, at once). Ten 104 s recordings are dropped at once; ingest
 cuts each into 1 s chunks (1,000 chunk messages in all), the transcriber records each chunk,
 the last one of a job assembles the transcript and announces it. Measured:
 
@@ -15,7 +15,7 @@ the last one of a job assembles the transcript and announces it. Measured:
 
 Target: median handling <= 20 ms per chunk, 0 lost, 0 duplicated.
 
-    .venv/bin/python -m bench.control_plane [--jobs 10] [--seconds 100]
+    .venv/bin/python -m bench.control_plane [--jobs 10] [--seconds 104]
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def percentile(values: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10)
-    parser.add_argument("--seconds", type=float, default=100.0, help="length of each file")
+    parser.add_argument("--seconds", type=float, default=104.0, help="length of each file")
     parser.add_argument("--chunk-s", type=float, default=1.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

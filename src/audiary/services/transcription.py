@@ -95,7 +95,8 @@ def _handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
         )
         return ChunkOutcome("retries exhausted; job FAILED")
     try:
-        return _transcribe_chunk(svc, model, task, chunk.start_sample, chunk.end_sample)
+        return _transcribe_chunk(svc, model, task, chunk.start_sample, chunk.end_sample,
+                                 queued=job.status is JobStatus.QUEUED)
     except Exception as exc:
         if not fail_on_last_attempt(svc, task.job_id, attempt, exc, code="transcription_failed",
                                     what=f"chunk {task.index}", stage=STAGE):
@@ -122,10 +123,11 @@ def hand_back(svc: Stores, task: messages.ChunkTask, *, started: bool) -> None:
 
 
 def _transcribe_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
-                      start_sample: int, end_sample: int) -> ChunkOutcome:
+                      start_sample: int, end_sample: int, *, queued: bool) -> ChunkOutcome:
     s = svc.settings
     extra = {"job_id": task.job_id}
-    advance(svc, task.job_id, JobStatus.TRANSCRIBING)
+    if queued:  # the job's first chunks move it on; the others leave its document alone
+        advance(svc, task.job_id, JobStatus.TRANSCRIBING)
     start, end = sample_range_bytes(start_sample, end_sample)
     try:
         pcm = svc.blobs.read_range(task.audio_bucket, task.audio_key, start, end)
