@@ -56,6 +56,7 @@ class Measurement:
     wall_s: float  # the fastest of `runs_wall_s`
     cpu_s: float  # of that run
     runs_wall_s: tuple[float, ...]
+    identical: bool = True  # every run gave the same text
 
     def as_dict(self, baseline_wall_s: float) -> dict[str, Any]:
         return {
@@ -139,7 +140,8 @@ def measure(
             else [longform.reference]
         )
         result = Measurement(
-            name, wer(references, texts), wall_s, cpu_s, tuple(run[1] for run in runs[name])
+            name, wer(references, texts), wall_s, cpu_s, tuple(run[1] for run in runs[name]),
+            identical=all(run[0] == texts for run in runs[name]),
         )
         logger.info("%s: WER %.3f, fastest %.1f s", name, result.wer.wer, wall_s)
         results.append(result)
@@ -260,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     wer_ratio = ours.wer.wer / reference.wer.wer if reference.wer.wer else float("inf")
     speed_met, wer_met = speedup >= SPEEDUP_TARGET, wer_ratio <= WER_RATIO_TARGET
     console = Console()
+    console.print(f"the strategy's {args.repeats} runs gave the same text: {ours.identical}")
     console.print(
         _table(
             measurements,
@@ -284,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             "speedup_met": speed_met,
             "wer_met": wer_met,
             "wer_ratio_vs_one_by_one": round(wer_ratio, 3),
+            "strategy_runs_identical": ours.identical,
             "audio_s": round(longform.duration_s, 1),
             "utterances": len(longform.utterances),
             "reference_words": reference.wer.words,

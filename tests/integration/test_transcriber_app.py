@@ -21,6 +21,7 @@ from audiary.domain.jobs import ChunkStatus, JobStatus
 from audiary.entrypoints.transcriber.app import create_app
 from audiary.local.emulators import ManagedProcess, free_port
 from audiary.local.stack import TRANSCRIBER_APP, TRANSCRIBER_GUNICORN_ARGS
+from audiary.ports import Transcriber
 from audiary.services.ingest import ingest
 from audiary.settings import Settings
 from audiary.wire.storage_events import ObjectEvent
@@ -47,7 +48,7 @@ def memory_backends(monkeypatch):
         monkeypatch.setenv(f"AUDIARY_{port}_BACKEND", "memory")
 
 
-class SlowModel:
+class SlowModel(Transcriber):
     model_name = "never-used"
 
     def transcribe(self, samples, *, language=None):
@@ -111,7 +112,7 @@ def test_task_for_an_unknown_job_is_acknowledged_not_retried():
     assert client.post("/", json=envelope(json.dumps(task).encode())).status_code == 204
 
 
-class HeldModel:
+class HeldModel(Transcriber):
     """Transcribes only when released, so a test can stop the process mid-chunk."""
 
     model_name = "held"

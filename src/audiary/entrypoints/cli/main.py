@@ -603,7 +603,8 @@ def demo(sample: Path | None, timeout: float, keep: bool) -> None:
         if job is None or job.status is not JobStatus.DONE:
             why = job.error.message if job and job.error else "timed out"
             raise click.ClickException(f"job {job_id} did not finish ({why})")
-        console.rule(f"transcript of {sample.name} ({job.chunks_total} chunks)")
+        console.rule(f"transcript of {sample.name} ({job.chunks_total} chunks, model "
+                     f"{job.model}, language {job.language or 'not detected'})")
         click.echo(render(backend.transcript(job_id), "txt"))
         console.rule("diary note")
         click.echo(to_markdown(backend.note(job_id)))
