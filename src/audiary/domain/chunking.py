@@ -19,8 +19,8 @@ _SMOOTH_FRAMES = 20  # judge quietness over 200 ms so a cut never lands between 
 # CPU int8 on 2 cores from `make bench` (bench/models.py, bench/results/models.json); the GPU
 # figures are estimates for an NVIDIA L4, float16, not measured here.
 REALTIME_FACTORS: dict[tuple[str, str], float] = {
-    ("tiny.en", "cpu"): 0.035,
-    ("base", "cpu"): 0.061,
+    ("tiny.en", "cpu"): 0.028,
+    ("base", "cpu"): 0.052,
     ("tiny.en", "cuda"): 0.005,
     ("base", "cuda"): 0.007,
     ("small", "cuda"): 0.012,

@@ -4,7 +4,7 @@
 1. Plan (`plan_windows`): an energy detector relative to the local noise floor finds pauses
    of 0.3 s or more; the speech between them becomes pieces that keep up to 0.5 s of pause on
    each side (longer pauses are left out). A piece far quieter than normal speech is
-   amplified. Pieces are packed in order into windows of at most 20 s, ending at long pauses
+   amplified. Pieces are packed in order into windows of at most 25 s, ending at long pauses
    where possible.
 2. Decode: the windows go through faster-whisper's `BatchedInferencePipeline`
    (`clip_timestamps`, no VAD, timestamps on, greedy), fed by the `WindowBatcher`
@@ -20,12 +20,14 @@ Silero misses quiet talkers, and Whisper, which scales each window to its loudes
 tends to skip a quiet talker next to a loud one. The per-piece gain fixes the latter (without
 it WER was 1.5 to 2.6 times higher), the floor-relative detector the former. In a packed
 window Whisper still stops early when it thinks the last sentence runs past the window,
-which sequential decoding repairs by seeking; the re-read rounds do that in a batch. Windows
-of at most 20 s leave room after the last sentence: on an hour of real speech (two seeded
-orders, bench/long_form.py --hour) 25 s windows lost 1.7 times as many words (deletions 138
-and 101 against 102 and 85) for a WER of 6.3 % on average against 5.6 %, at the same speed;
-22 s gave 5.8 %, 18 s 5.9 % and 15 s 5.8 %, the shorter ones slower. More re-read rounds
-(4) made it worse: they read words into pauses (insertions 74 -> 227). Keeping pauses up to
+which sequential decoding repairs by seeking; the re-read rounds do that in a batch. 25 s
+windows leave room after the last sentence. Packing is also where long recordings lose words:
+on an hour of real speech each utterance through this decoder alone gives 5.0 % WER (4.8 % for
+sequential beam 5), packed 5.6 to 7.2 %, depending on which utterances share windows: a 20 s
+cap moved single measurements a point either way (whole hour, two orders: 6.6 and 6.0 % at
+25 s, 5.6 and 5.5 % at 20 s; in 300 s chunks 6.5 % at 25 s, 7.2 % at 20 s) at 25 % more
+decoding time, so 25 s stays. More re-read rounds (4) made it worse: they read words into
+pauses (insertions 74 -> 227). Keeping pauses up to
 1 s keeps disfluent speech intact. Speed: few windows, greedy batched decoding, and two
 shares decoded at once, which keeps both cores busy where sequential decoding uses about one.
 """

@@ -1,7 +1,7 @@
 """Window planning for the faster-whisper adapter: pure NumPy, no model.
 
 Where the pauses are (an energy detector against the local noise floor), which pieces of
-speech go into which <= 20 s window and with what gain, what a first pass left unread, and
+speech go into which <= 25 s window and with what gain, what a first pass left unread, and
 how times in the rendered windows map back to the input. `engine.py` decodes the windows.
 """
 
@@ -36,7 +36,7 @@ __all__ = [
 _FRAME = 320  # 20 ms analysis frames
 _FRAME_S = _FRAME / SAMPLE_RATE
 
-MAX_WINDOW_S = 20.0
+MAX_WINDOW_S = 25.0
 MIN_PAUSE_S = 0.3
 PAD_S = 0.5
 
