@@ -16,9 +16,10 @@ started alone, and in brackets when all four start at once (the integration test
   answered 500 was redelivered two or three times within 7 s and then no more (minutes later);
   with gunicorn's `--keep-alive 75`, all five deliveries came within about 11 s and the message
   was dead-lettered. A push to a transcriber killed mid-chunk came back only after the ack
-  deadline: the e2e test of that took 64 s with a 600 s deadline and 9.5 s with 60 s; in a run on a
-  slower machine two failing pushes never came back within 180 s. The e2e stack uses a 60 s
-  deadline (`AUDIARY_ACK_DEADLINE_S`) so that such a push returns within a minute.
+  deadline: the e2e test of that took 64 s with a 600 s deadline and 9.5 s with 60 s, which the
+  e2e stack uses (`AUDIARY_ACK_DEADLINE_S`). On a loaded machine a failed push sometimes never
+  came back (two refused pushes of a handed-back chunk during a restart, then nothing for
+  minutes): only the sweeper recovers such a job, after `AUDIARY_STALL_AFTER_S`.
 - Firestore emulator (platform/cloud-firestore-emulator): a bash wrapper plus `java`, so
   stopping only the wrapper would orphan the JVM. `GET /` answers "Ok" after 2.5 s (2-3 s);
   about 125 MB RSS; stops in 2 s. Its transactions lock pessimistically: when several
