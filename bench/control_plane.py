@@ -25,37 +25,20 @@ import logging
 import statistics
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from audiary.adapters.pubsub import ensure_pull_subscription, pull_messages
 from audiary.domain.jobs import ChunkStatus, JobStatus
-from audiary.entrypoints.cli.backends import LocalBackend
 from audiary.evaluation.longform import build_longform, write_wav
 from audiary.local.stack import NativeStack
+from audiary.local.taps import TopicTap
 from bench.results import print_results, write_result
-from bench.stacks import bench_settings, stack_stores, wait_past
+from bench.stacks import bench_settings, drop_all, stack_stores
 
 logger = logging.getLogger(__name__)
 
 TARGET_MS = 20.0
-
-
-class Tap:
-    """A pull subscription on a topic: how often each job's message was published there."""
-
-    def __init__(self, project: str, host: str, topic: str) -> None:
-        self.project, self.host, self.subscription = project, host, f"bench-tap-{topic}"
-        ensure_pull_subscription(project, self.subscription, topic, emulator_host=host)
-        self.seen: Counter[str] = Counter()
-
-    def counts(self) -> Counter[str]:
-        while batch := pull_messages(self.project, self.subscription, timeout_s=1.0,
-                                     emulator_host=self.host):
-            self.seen.update(attributes.get("job_id", "?") for _, attributes in batch)
-        return self.seen
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -77,12 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         with NativeStack(settings) as stack:
             svc = stack_stores(settings, stack)
             host = stack.env["PUBSUB_EMULATOR_HOST"]
-            chunk_tap = Tap(settings.project_id, host, settings.topic_transcribe_chunk)
-            ready_tap = Tap(settings.project_id, host, settings.topic_transcript_ready)
-            started = time.perf_counter()
-            job_ids = [LocalBackend(svc).upload(path) for path in files]
-            finished = wait_past(svc, job_ids, timeout_s=900)
-            wall_s = max(at for _, at in finished.values()) - started
+            chunk_tap, ready_tap = (
+                TopicTap(settings.project_id, host, f"bench-tap-{topic}", topic)
+                for topic in (settings.topic_transcribe_chunk, settings.topic_transcript_ready))
+            job_ids, finished, wall_s = drop_all(svc, files, timeout_s=900)
             handling, latency, redelivered, lost, counted = [], [], 0, 0, 0
             for job_id in job_ids:
                 job = svc.jobs.get_job(job_id)

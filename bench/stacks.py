@@ -14,7 +14,7 @@ from audiary.ports import Stores
 from audiary.settings import Settings
 from audiary.wiring import stores
 
-__all__ = ["bench_settings", "stack_stores", "wait_past"]
+__all__ = ["bench_settings", "drop_all", "stack_stores", "wait_past"]
 
 
 def bench_settings(state_dir: Path, **overrides: Any) -> Settings:
@@ -56,3 +56,15 @@ def wait_past(svc: Stores, job_ids: list[str], timeout_s: float,
                                f"{missing[:5]}")
         time.sleep(0.05)
     return seen
+
+
+def drop_all(svc: Stores, files: list[Path], timeout_s: float
+             ) -> tuple[list[str], dict[str, tuple[Job, float]], float]:
+    """Upload every file at once; when each job is past transcription: the job ids, each job
+    and when it was seen so (`wait_past`), and seconds from the first upload to the last."""
+    from audiary.entrypoints.cli.backends import LocalBackend
+
+    started = time.perf_counter()
+    job_ids = [LocalBackend(svc).upload(path) for path in files]
+    finished = wait_past(svc, job_ids, timeout_s=timeout_s)
+    return job_ids, finished, max(at for _, at in finished.values()) - started

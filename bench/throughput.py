@@ -34,7 +34,6 @@ from typing import Any
 import httpx
 
 from audiary.adapters.memory import MemoryPublisher
-from audiary.entrypoints.cli.backends import LocalBackend
 from audiary.evaluation.longform import build_longform, write_wav
 from audiary.local.stack import NativeStack
 from audiary.ports import Stores
@@ -43,7 +42,7 @@ from audiary.settings import Settings
 from audiary.wire.storage_events import ObjectEvent
 from audiary.wiring import stores
 from bench.results import print_results, write_result
-from bench.stacks import bench_settings, stack_stores, wait_past
+from bench.stacks import bench_settings, drop_all, stack_stores
 
 logger = logging.getLogger(__name__)
 
@@ -111,10 +110,7 @@ def run(files: list[Path], state_dir: Path, model: str, across: bool) -> dict[st
     with NativeStack(settings) as stack:
         svc = stack_stores(settings, stack)
         metrics_url = f"http://{settings.host}:{settings.transcriber_port}/metrics"
-        started = time.perf_counter()
-        job_ids = [LocalBackend(svc).upload(path) for path in files]
-        finished = wait_past(svc, job_ids, timeout_s=1800)
-        wall_s = max(at for _, at in finished.values()) - started
+        _, finished, wall_s = drop_all(svc, files, timeout_s=1800)
         end_to_end = batch_means(metrics_url)
         ingest_s = sorted(job.stage_seconds().get("RECEIVED", 0.0) for job, _ in finished.values())
         alone_s = push_all(svc, settings, files)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -14,6 +13,7 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wa
 from audiary.domain.jobs import Job, JobStatus
 from audiary.local.emulators import free_port
 from audiary.local.stack import NativeStack
+from audiary.local.taps import TopicTap
 from audiary.ports import Stores
 from audiary.settings import Settings
 from audiary.wiring import stores
@@ -162,27 +162,13 @@ def wait_for_status(svc: Stores, job_id: str, statuses: set[JobStatus],
     return job
 
 
-class Tap:
+class Tap(TopicTap):
     """A pull subscription of the test's own on a topic: how often each job's message was
-    published there (the services' push subscriptions do not see it)."""
+    published there."""
 
     def __init__(self, stack: NativeStack, topic: str) -> None:
-        from audiary.adapters.pubsub import ensure_pull_subscription
-
-        self.project = stack.settings.project_id
-        self.host = stack.env["PUBSUB_EMULATOR_HOST"]
-        self.subscription = f"e2e-tap-{topic}"
-        ensure_pull_subscription(self.project, self.subscription, topic, emulator_host=self.host)
-        self.seen: Counter[str] = Counter()
-
-    def counts(self) -> Counter[str]:
-        """Everything published so far, by job id (pulls until the subscription is empty)."""
-        from audiary.adapters.pubsub import pull_messages
-
-        while batch := pull_messages(self.project, self.subscription, timeout_s=1.0,
-                                     emulator_host=self.host):
-            self.seen.update(attributes.get("job_id", "?") for _, attributes in batch)
-        return self.seen
+        super().__init__(stack.settings.project_id, stack.env["PUBSUB_EMULATOR_HOST"],
+                         f"e2e-tap-{topic}", topic)
 
 
 @pytest.fixture(scope="session")

@@ -248,10 +248,13 @@ class WhisperTranscriber(Transcriber):
 
         The window holds speech only, as decoding sees it: a recording that starts with
         silence or music is not judged by that."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        return self._detect(samples, self.plan(samples) if self.multilingual else [])
+
+    def _detect(self, samples: NDArray[Any], windows: Sequence[Window]) -> tuple[str, float]:
+        """`detect_language` on samples already planned into `windows`."""
         if not self.multilingual:
             return "en", 1.0
-        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-        windows = self.plan(samples)
         heard = render_windows(samples, windows[:1]) if windows else samples
         language, probability, _ = self.model.detect_language(audio=heard)
         return str(language), float(probability)
@@ -295,8 +298,7 @@ class WhisperTranscriber(Transcriber):
             return []
         words = self.word_timestamps if word_timestamps is None else word_timestamps
         if language is None:  # one language for every window, as a shared model call needs
-            detected = self.detect_language(samples)
-            language = detected[0] if detected else None
+            language = self._detect(samples, windows)[0]
         rounds = 0
         result = self._decode(samples, windows, language, words)
         pending, unread = windows, self._unread(samples, windows, result)
