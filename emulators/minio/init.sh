@@ -1,5 +1,6 @@
 #!/bin/sh
-# One-shot MinIO set-up for the compose profile (runs in the minio/mc image):
+# One-shot MinIO set-up for the compose profile. It runs in the S3 server's own image (Silo,
+# the maintained MinIO fork), whose `mc` is PGSTY's fork of the MinIO client, same commands:
 # the pipeline buckets (names as in src/audiary/names.py), the `production` and `userfeedback`
 # buckets for Label Studio, and the bucket notification that plays GCS's OBJECT_FINALIZE
 # notification: new objects under inbox/ of the uploads bucket go to the webhook target BRIDGE

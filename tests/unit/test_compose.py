@@ -1,7 +1,8 @@
 """The compose profile cannot be run here (no Docker engine): check it statically.
 
 The compose file must be valid against the Compose Specification's JSON schema (the copy that
-check-jsonschema vendors from compose-spec/compose-spec), name only files, entry points and
+check-jsonschema vendors from compose-spec/compose-spec), pin every third-party image by tag and
+digest (none from Docker Hub's withdrawn minio/ repositories), name only files, entry points and
 modules that exist, wire the app exactly like the native stack (same settings, same topics and
 subscriptions), and its Prometheus and Grafana configuration must name only exported metrics.
 """
@@ -17,6 +18,7 @@ import re
 import shlex
 import tomllib
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -263,14 +265,148 @@ def test_one_shot_jobs_finish_before_the_app_starts():
 # Images, builds, files and entry points
 
 
-def test_images_are_pinned():
-    for name, svc in services().items():
-        image = svc.get("image")
-        assert image, f"{name} names no image"
-        repository, _, tag = image.rpartition(":")
-        assert repository, f"{name}: {image} has no tag"
-        assert "/" not in tag, f"{name}: {image} has no tag"
-        assert tag != "latest", f"{name}: pin {image} to a version"
+@dataclass(frozen=True)
+class ImageRef:
+    """An image reference, `[registry/]repository[:tag][@digest]`, with Docker Hub's defaults."""
+
+    registry: str
+    repository: str
+    tag: str | None
+    digest: str | None
+
+
+DOCKER_HUB = "docker.io"
+_DOCKER_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# The images built here from containers/*/Dockerfile; every other image is third-party.
+LOCAL_IMAGE = re.compile(r"audiary-[a-z0-9-]+")
+# MinIO Inc. deleted these Docker Hub repositories (September 2026) and had published nothing new
+# to them since October 2025: none of their tags carries the CVE-2025-62506 fix.
+WITHDRAWN_REPOSITORIES = ("minio/",)
+# Upstream MinIO's first release with the fix of CVE-2025-62506 (GHSA-jjjj-jwhf-8rgr), released
+# as source only; a MinIO or MinIO-fork image must be at least this release.
+CVE_2025_62506_FIXED_IN = "RELEASE.2025-10-15T17-29-55Z"
+
+
+def parse_image(reference: str) -> ImageRef:
+    name, _, digest = reference.partition("@")
+    head, colon, tag = name.rpartition(":")
+    if not colon or "/" in tag:  # the colon belongs to a registry's port
+        head, tag = name, ""
+    first, slash, rest = head.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        registry, repository = first, rest
+    else:
+        registry, repository = DOCKER_HUB, head
+    if registry in _DOCKER_HUB_ALIASES:
+        registry = DOCKER_HUB
+        if "/" not in repository:
+            repository = f"library/{repository}"
+    return ImageRef(registry, repository, tag or None, digest or None)
+
+
+def pin_problems(image: str | None, service: Mapping[str, Any]) -> list[str]:
+    """Why a service's image is not pinned as this file requires; empty when it is."""
+    if not image:
+        return ["names no image"]
+    ref = parse_image(image)
+    if "build" in service:
+        if not LOCAL_IMAGE.fullmatch(image.split(":")[0]) or ref.digest:
+            return [f"a locally built image is audiary-*:TAG, not {image}"]
+        return [] if ref.tag and ref.tag != "latest" else [f"{image} has no version tag"]
+    problems = []
+    if ref.tag is None or ref.tag == "latest":
+        problems.append(f"{image} names no version tag")
+    if ref.digest is None or not _DIGEST.fullmatch(ref.digest):
+        problems.append(f"{image} is not pinned by a sha256 digest")
+    if LOCAL_IMAGE.fullmatch(image.split(":")[0]):
+        problems.append(f"{image} is built here, but the service has no build")
+    if ref.registry == DOCKER_HUB and ref.repository.startswith(WITHDRAWN_REPOSITORIES):
+        problems.append(f"{image} is in a Docker Hub repository MinIO withdrew")
+    return problems
+
+
+def test_images_are_pinned_by_tag_and_digest() -> None:
+    problems = {name: found for name, svc in services().items()
+                if (found := pin_problems(svc.get("image"), svc))}
+    assert problems == {}
+    third_party = {name for name, svc in services().items() if "build" not in svc}
+    assert {"minio", "minio-init", "pubsub", "firestore", "label-studio", "prometheus",
+            "grafana"} <= third_party
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize(("image", "build", "problem"), [
+    ("minio/minio:RELEASE.2025-04-22T22-12-26Z", False, "not pinned"),
+    (f"minio/minio:RELEASE.2025-04-22T22-12-26Z@{DIGEST}", False, "MinIO withdrew"),
+    (f"docker.io/minio/mc:RELEASE.2025-04-16T18-13-26Z@{DIGEST}", False, "MinIO withdrew"),
+    (f"index.docker.io/minio/minio@{DIGEST}", False, "no version tag"),
+    ("prom/prometheus:v3.5.0", False, "not pinned"),
+    ("prom/prometheus:v3.5.0@sha256:63805ebb", False, "not pinned"),
+    (f"grafana/grafana:latest@{DIGEST}", False, "no version tag"),
+    (f"localhost:5000/grafana@{DIGEST}", False, "no version tag"),
+    ("audiary-functions:local", False, "no build"),
+    (f"audiary-functions:local@{DIGEST}", True, "locally built"),
+    ("python:3.11-slim", True, "locally built"),
+    ("audiary-trainer", True, "no version tag"),
+])
+def test_the_pin_check_would_catch_mistakes(image: str, build: bool, problem: str) -> None:
+    service = {"build": {"context": ".."}} if build else {}
+    found = pin_problems(image, service)
+    assert any(problem in p for p in found), found
+
+
+@pytest.mark.parametrize(("image", "expected"), [
+    ("grafana/grafana:12.1.1", ImageRef(DOCKER_HUB, "grafana/grafana", "12.1.1", None)),
+    (f"python@{DIGEST}", ImageRef(DOCKER_HUB, "library/python", None, DIGEST)),
+    (f"registry-1.docker.io/pgsty/silo:RELEASE.2026-09-16T00-00-00Z@{DIGEST}",
+     ImageRef(DOCKER_HUB, "pgsty/silo", "RELEASE.2026-09-16T00-00-00Z", DIGEST)),
+    (f"gcr.io/google.com/cloudsdktool/google-cloud-cli:587.0.0-emulators@{DIGEST}",
+     ImageRef("gcr.io", "google.com/cloudsdktool/google-cloud-cli", "587.0.0-emulators",
+              DIGEST)),
+    ("localhost:5000/x/y", ImageRef("localhost:5000", "x/y", None, None)),
+])
+def test_image_references_parse_as_registries_read_them(image: str, expected: ImageRef) -> None:
+    assert parse_image(image) == expected
+
+
+def test_the_s3_server_carries_the_cve_2025_62506_fix() -> None:
+    """MinIO-protocol server and client: a release at or after upstream's fix, one image."""
+    server = parse_image(services()["minio"]["image"])
+    assert server.tag is not None
+    release = re.match(r"RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", server.tag)
+    assert release is not None, server.tag
+    # RELEASE.YYYY-MM-DDTHH-MM-SSZ sorts as its time does.
+    assert release.group(0) >= CVE_2025_62506_FIXED_IN
+    # The set-up job uses the client the server image carries: one pin to keep current.
+    init = services()["minio-init"]
+    assert init["image"] == services()["minio"]["image"]
+    assert command(init, "entrypoint") == ["/bin/sh", "/init/init.sh"]
+    assert "./minio/init.sh:/init/init.sh:ro" in init["volumes"]
+
+
+def seconds(duration: str) -> float:
+    """A compose duration such as `5s`, `1m30s` or `500ms`, in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|us|m|s)", duration)
+    assert parts, duration
+    assert "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_the_s3_servers_health_check_ends_before_compose_kills_it() -> None:
+    check = services()["minio"]["healthcheck"]
+    argv = check["test"]
+    assert argv[:3] == ["CMD", "silo", "healthcheck"]
+    # `silo healthcheck` gives up after 15 s on the cluster checks and 5 s on live/ready; a
+    # compose timeout below that kills it before it prints why the server is not ready.
+    own_deadline = 15 if argv[-1].startswith("cluster") else 5
+    assert seconds(check["timeout"]) > own_deadline
+    # The set-up job waits for this: buckets and the notification need a ready object layer.
+    assert argv[-1] == "cluster"
+    assert services()["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
 
 
 def test_build_contexts_and_dockerfiles_exist():
@@ -695,9 +831,9 @@ def test_label_studio_runs_the_version_the_tests_run():
     makefile = re.search(r"^LABEL_STUDIO_VERSION := (\S+)$", (REPO_ROOT / "Makefile").read_text(),
                          re.M)
     assert makefile is not None
-    repository, _, tag = services()["label-studio"]["image"].rpartition(":")
-    assert repository == "heartexlabs/label-studio"
-    assert tag == makefile.group(1) == local_label_studio.VERSION
+    image = parse_image(services()["label-studio"]["image"])
+    assert (image.registry, image.repository) == (DOCKER_HUB, "heartexlabs/label-studio")
+    assert image.tag == makefile.group(1) == local_label_studio.VERSION
 
 
 def test_review_uses_the_token_label_studio_creates():
