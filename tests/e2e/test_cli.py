@@ -10,10 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from audiary.domain.jobs import JobStatus
+from audiary.domain.transcript import Segment
 from audiary.entrypoints.cli.backends import LocalBackend
 from audiary.entrypoints.cli.main import cli, watch_folder
 from tests.e2e.conftest import wait_for_status
 from tests.media import DEMO_SAMPLE, bad_inputs, decode, encode
+from tests.unit.test_subtitles import expected_cues, read_srt, read_vtt
 
 pytestmark = pytest.mark.e2e
 
@@ -46,8 +48,11 @@ def test_drop_wait_status_and_every_transcript_format(run, tmp_path):
     segments = as_json["segments"]
     assert text == " ".join(s["text"].strip() for s in segments)
     assert "sarah" in text.lower()
-    assert srt.count(" --> ") == vtt.count(" --> ") == len(segments)
-    assert vtt.startswith("WEBVTT")
+    # Independent parsers read back one cue per segment with text, with its times and text.
+    cues = expected_cues([Segment.model_validate(s) for s in segments])
+    assert cues
+    assert read_srt(srt) == cues
+    assert read_vtt(vtt) == cues
 
     note = json.loads(run("notes", job_id, "--format", "json").output)
     assert (note["provider"], note["model"], note["extractive"]) == ("openai", "gpt-4o-mini", False)

@@ -31,6 +31,7 @@ from audiary.ports import Transcriber
 from audiary.settings import Settings
 from tests.paths import REPO_ROOT
 from tests.speech import require_speech
+from tests.unit.test_subtitles import expected_cues, read_srt, read_vtt
 
 pytestmark = pytest.mark.integration
 
@@ -144,6 +145,30 @@ def test_vtt(client: openai.OpenAI, jfk: Utterance) -> None:
     cues = _cues(body.removeprefix("WEBVTT"), VTT_TIME)
     _assert_timeline([(start, end) for start, end, _ in cues], jfk.duration_s)
     _assert_close_to_reference(" ".join(text for _, _, text in cues), jfk)
+
+
+def test_srt_and_vtt_read_back_as_the_segments(client: openai.OpenAI, jfk: Utterance) -> None:
+    """Independent parsers (`srt`, webvtt-py) find one cue per segment with its times and text.
+
+    The three requests decode the same audio the same way (greedy, one model), so the segments
+    of verbose_json are the ones the subtitles were written from.
+    """
+    result = client.audio.transcriptions.create(
+        file=jfk.audio, model="whisper-1", response_format="verbose_json",
+        timestamp_granularities=["segment"],
+    )
+    assert result.segments
+    segments = [Segment(start=s.start, end=s.end, text=s.text) for s in result.segments]
+    expected = expected_cues(segments)
+    assert expected
+    srt_body = client.audio.transcriptions.create(
+        file=jfk.audio, model="whisper-1", response_format="srt"
+    )
+    vtt_body = client.audio.transcriptions.create(
+        file=jfk.audio, model="whisper-1", response_format="vtt"
+    )
+    assert read_srt(srt_body) == expected
+    assert read_vtt(vtt_body) == expected
 
 
 def test_verbose_json_with_words_and_segments(client: openai.OpenAI, jfk: Utterance) -> None:

@@ -16,7 +16,7 @@ def _t():
 def test_srt():
     assert render(_t(), "srt") == (
         "1\n00:00:00,000 --> 00:00:02,500\nHello there.\n\n"
-        "2\n01:01:01,234 --> 01:01:03,000\nAn hour later.\n"
+        "2\n01:01:01,234 --> 01:01:03,000\nAn hour later.\n\n"
     )
 
 

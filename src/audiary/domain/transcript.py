@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from datetime import timedelta
+from typing import Literal, NamedTuple
 
+import srt  # type: ignore[import-untyped]  # the library ships no type hints
 from pydantic import BaseModel, Field, computed_field
 
 TranscriptFormat = Literal["txt", "json", "srt", "vtt"]
@@ -50,6 +53,10 @@ class Segment(BaseModel):
     compression_ratio: float | None = None
     repetition: bool = False  # the text loops (repeats_itself), as the transcriber saw it
     words: list[Word] | None = None
+    # What the decoder produced, for the OpenAI-compatible endpoint; never stored with a job.
+    tokens: list[int] | None = Field(default=None, exclude=True)  # text token ids
+    token_logprobs: list[float] | None = Field(default=None, exclude=True)  # one per token
+    temperature: float | None = Field(default=None, exclude=True)  # the decode's temperature
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -109,28 +116,70 @@ def assemble(
     )
 
 
-def _timestamp(seconds: float, sep: str) -> str:
-    millis = max(0, round(seconds * 1000))
+class _Cue(NamedTuple):
+    start_ms: int
+    end_ms: int
+    text: str
+
+
+def _cues(transcript: Transcript) -> list[_Cue]:
+    """The subtitle cues of a transcript, the same for SRT and VTT.
+
+    A segment with no text gives no cue. The text goes on one line with its whitespace
+    collapsed: an empty line would end the cue in both formats, and SRT has no escaping, so a
+    line of speech that looked like a cue number or a timing line could start a new cue.
+    Times are whole milliseconds, as both formats write them; a segment that would end at or
+    before its start (zero length after rounding) is given 1 ms rather than dropped, so no words
+    go missing and no player or parser rejects the cue. Cues are ordered by start time, as
+    WebVTT requires; segments in order keep their order.
+    """
+    cues = []
+    for segment in transcript.segments:
+        text = " ".join(segment.text.split())
+        if not text:
+            continue
+        start_ms = max(0, round(segment.start * 1000))
+        end_ms = max(start_ms + 1, round(segment.end * 1000))
+        cues.append(_Cue(start_ms, end_ms, text))
+    return sorted(cues, key=lambda cue: (cue.start_ms, cue.end_ms))
+
+
+def _vtt_timestamp(millis: int) -> str:
     hours, rest = divmod(millis, 3_600_000)
     minutes, rest = divmod(rest, 60_000)
     secs, millis = divmod(rest, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}{sep}{millis:03d}"
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}.{millis:03d}"
 
 
 def to_srt(transcript: Transcript) -> str:
-    blocks = [
-        f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text.strip()}\n"
-        for i, s in enumerate(transcript.segments, start=1)
-    ]
-    return "\n".join(blocks)
+    """The transcript as SubRip subtitles, written by the `srt` library."""
+    composed: str = srt.compose(
+        [
+            srt.Subtitle(
+                index=index,
+                start=timedelta(milliseconds=cue.start_ms),
+                end=timedelta(milliseconds=cue.end_ms),
+                content=cue.text,
+            )
+            for index, cue in enumerate(_cues(transcript), start=1)
+        ],
+        reindex=False,
+    )
+    return composed
 
 
 def to_vtt(transcript: Transcript) -> str:
+    """The transcript as WebVTT (https://www.w3.org/TR/webvtt1/).
+
+    Cue text is escaped (`&`, `<`, `>`), so it is read as plain text, never as markup, and
+    `-->` cannot appear in a cue payload.
+    """
     blocks = [
-        f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text.strip()}\n"
-        for s in transcript.segments
+        f"{_vtt_timestamp(cue.start_ms)} --> {_vtt_timestamp(cue.end_ms)}\n"
+        f"{html.escape(cue.text, quote=False)}\n"
+        for cue in _cues(transcript)
     ]
-    return "WEBVTT\n\n" + "\n".join(blocks)
+    return "\n".join(["WEBVTT\n", *blocks])
 
 
 def render(transcript: Transcript, fmt: TranscriptFormat) -> str:
