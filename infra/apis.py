@@ -14,6 +14,7 @@ REQUIRED_APIS = (
     "cloudbuild.googleapis.com",  # builds the function images
     "cloudfunctions.googleapis.com",
     "cloudscheduler.googleapis.com",  # runs the sweeper and the review sync
+    "cloudtrace.googleapis.com",  # every service's spans
     "firestore.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",  # signBlob: the API and review sign URLs without a key file

