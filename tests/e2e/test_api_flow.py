@@ -1,5 +1,6 @@
 """The API on the native stack: a key made with the CLI, `audiary --api` end to end, and a
-signed webhook checked by an independent receiver."""
+signed webhook checked by an independent receiver (the `standardwebhooks` library, and the
+deprecated Audiary-* headers by the old recipe)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 from click.testing import CliRunner
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from audiary.entrypoints.cli.main import cli
 from tests.media import DEMO_SAMPLE, decode, encode
@@ -21,8 +23,17 @@ from tests.media import DEMO_SAMPLE, decode, encode
 pytestmark = pytest.mark.e2e
 
 
+def library_accepts(secret: str, headers, body: bytes) -> bool:
+    """The README's verification recipe: any Standard Webhooks verifier, here the Python one."""
+    try:
+        Webhook(secret).verify(body, dict(headers))
+    except WebhookVerificationError:
+        return False
+    return True
+
+
 def receiver_accepts(secret: bytes, headers, body: bytes) -> bool:
-    """The README's verification recipe, written out here rather than imported."""
+    """The deprecated Audiary-* headers' recipe, written out here rather than imported."""
     timestamp = headers.get("Audiary-Timestamp", "")
     signature = headers.get("Audiary-Signature", "")
     if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > 300:
@@ -77,6 +88,13 @@ def test_api_drop_wait_notes_and_signed_webhook(stack, svc, tmp_path, receiver):
     assert "sarah" in text.lower()
 
     headers, body = received.get(timeout=60)
+    assert hook["secret"].startswith("whsec_")
+    assert library_accepts(hook["secret"], headers, body)
+    assert not library_accepts("whsec_" + "A" * 43 + "=", headers, body)
+    assert not library_accepts(hook["secret"], headers, body.replace(b"DONE", b"FAIL"))
+    # One id per (job, hook, event), in both the standard and the deprecated header.
+    delivery = f"{job_id}-{hook['webhook_id']}-job.finished"
+    assert headers["webhook-id"] == headers["Audiary-Delivery"] == delivery
     assert receiver_accepts(hook["secret"].encode(), headers, body)
     assert not receiver_accepts(b"wrong secret", headers, body)
     assert not receiver_accepts(hook["secret"].encode(), headers, body.replace(b"DONE", b"FAIL"))

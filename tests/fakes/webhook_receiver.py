@@ -4,8 +4,8 @@
 - `/flaky` answers 503 to the first two POSTs of each delivery id, then 204;
 - `/silent` never answers (holds the request until the receiver stops).
 
-`delivered(path)` counts the 2xx answers per delivery id (`Audiary-Delivery`), so a test can
-check that each (hook, job, event) got through once and only once.
+`delivered(path)` counts the 2xx answers per delivery id (`webhook-id`, the Standard Webhooks
+header), so a test can check that each (hook, job, event) got through once and only once.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class WebhookReceiver(PostServer):
         return f"{self.base_url}{path}"
 
     def answer(self, path: str, headers: Mapping[str, str], body: bytes) -> int | None:
-        delivery = headers.get("Audiary-Delivery", "")
+        delivery = headers.get("webhook-id", "")
         status = self._answer(path, delivery)
         self._record(Post(path, delivery, json.loads(body), status))
         return status

@@ -3,6 +3,7 @@ deletion, pagination, ID tokens, and the OpenAPI document against the routes."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from datetime import UTC, datetime, timedelta
@@ -348,6 +349,10 @@ def test_webhooks_are_registered_per_key(client, settings):
                           json={"url": "https://93.184.216.34/hook"})
     assert created.status_code == 201
     assert len(created.json["secret"]) > 30
+    # A Standard Webhooks secret: whsec_ and the base64 of a key of 24 to 64 bytes.
+    secret = created.json["secret"]
+    assert secret.startswith("whsec_")
+    assert 24 <= len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) <= 64
     listed = client.get("/v1/webhooks", headers=auth(key)).json["webhooks"]
     assert [h["url"] for h in listed] == ["https://93.184.216.34/hook"]
     assert "secret" not in listed[0]
@@ -374,3 +379,26 @@ def test_openapi_document_matches_the_routes(client, settings):
     assert routes == documented
     assert doc == json.loads(json.dumps(openapi_document()))
     assert {op.path for op in OPERATIONS} == set(doc["paths"])
+
+
+def test_openapi_document_describes_the_signed_webhook():
+    import importlib.resources
+
+    import jsonschema
+
+    doc = json.loads(json.dumps(openapi_document()))
+    meta = importlib.resources.files("openapi_spec_validator").joinpath(
+        "resources/schemas/v3.1/schema.json").read_text()
+    jsonschema.Draft202012Validator(json.loads(meta)).validate(doc)
+    hook = doc["webhooks"]["job.finished"]["post"]
+    headers = {p["name"]: p for p in hook["parameters"] if p["in"] == "header"}
+    assert [n for n, p in headers.items() if p["required"]] == [
+        "webhook-id", "webhook-timestamp", "webhook-signature"]
+    assert [n for n, p in headers.items() if p.get("deprecated")] == [
+        "Audiary-Timestamp", "Audiary-Signature", "Audiary-Delivery"]
+    assert "Standard Webhooks" in hook["description"]
+    event = doc["components"]["schemas"]["WebhookEvent"]
+    assert set(event["required"]) == {"event", "job_id", "status", "error", "duration_s",
+                                      "transcript", "notes"}
+    assert "whsec_" in doc["components"]["schemas"]["WebhookCreated"]["properties"]["secret"][
+        "description"]

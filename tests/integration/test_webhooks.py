@@ -1,15 +1,20 @@
 """Webhook deliveries to a real receiver on 127.0.0.1 that checks signatures with its own code.
 
-The receiver runs `verify_audiary_webhook`, the snippet from the `audiary.adapters.webhook_sender`
-docstring, copied here rather than imported from `audiary.adapters.webhook_sender.verify`: it is
-what a user would paste, and a test keeps the copy equal to the documentation.
+The receiver runs the two snippets of the `audiary.adapters.webhook_sender` docstring, copied
+here rather than imported: `verify_webhook` (the `standardwebhooks` library, on the
+Standard Webhooks headers) and `verify_audiary_webhook` (the deprecated Audiary-* headers). They
+are what a user would paste, and tests keep the copies equal to the documentation. A secret
+from before the `whsec_` prefix reaches the library in the form the documentation gives
+(`whsec_form`, also written out here).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import inspect
+import itertools
 import json
 import textwrap
 import threading
@@ -20,10 +25,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 import audiary.adapters.webhook_sender
 from audiary.adapters.memory import MemoryPublisher
-from audiary.adapters.webhook_sender import deliver, sign, verify
+from audiary.adapters.webhook_sender import (
+    DEPRECATED_HEADERS,
+    deliver,
+    sign,
+    sign_legacy,
+    signed_headers,
+    verify,
+    verify_legacy,
+)
+from audiary.domain.keys import new_webhook_secret, standard_webhook_secret
+from audiary.entrypoints.api.schemas import WebhookEvent
 from audiary.ports import DeliveryResult, Stores
 from audiary.services.notify import (
     WEBHOOK_DEAD_LETTER_TOPIC as TOPIC_DEAD,
@@ -34,9 +50,28 @@ from audiary.wire.messages import JobFinished, parse_webhook_delivery
 
 pytestmark = pytest.mark.integration
 
-SECRET = b"whsec_3f9a6c1e8b2d4f70"
+SECRET = new_webhook_secret().encode()
+# A secret as registrations made them before the whsec_ prefix (`secrets.token_urlsafe`): with
+# - and _, which the library's base64 decoding would drop.
+LEGACY_SECRET = b"q-8Zr_T3xWm0-LkV9_c2sPaYb7_NdE4-hUjG1oFi5Rw"
 PAYLOAD = {"job_id": "job-123", "status": "done", "note": {"title": "A walk", "mood": "calm"}}
 TOPIC = "audiary-webhooks-dead-letter"
+
+
+def verify_webhook(secret: str, headers, body: bytes) -> bool:
+    try:
+        Webhook(secret).verify(body, dict(headers))
+    except WebhookVerificationError:
+        return False
+    return True
+
+
+def whsec_form(secret: str) -> str:
+    """The documented rule: a secret without the prefix is its own key, so its Standard
+    Webhooks form is `whsec_` and the base64 of its bytes."""
+    if secret.startswith("whsec_"):
+        return secret
+    return "whsec_" + base64.b64encode(secret.encode()).decode()
 
 
 def verify_audiary_webhook(secret: bytes, headers, body: bytes) -> bool:
@@ -52,16 +87,22 @@ def verify_audiary_webhook(secret: bytes, headers, body: bytes) -> bool:
 
 @dataclass
 class Received:
-    verified: bool
+    standard: bool  # the webhook-* headers, checked by the standardwebhooks library
+    legacy: bool  # the deprecated Audiary-* headers
     body: bytes
     headers: dict[str, str]
+
+    @property
+    def verified(self) -> bool:
+        return self.standard and self.legacy
 
 
 @dataclass
 class Receiver:
-    """Answers 401 to a bad signature, else the next scripted status (200 once it runs out)."""
+    """Answers 401 to a bad signature (either scheme), else the next scripted status (200 once
+    it runs out)."""
 
-    secret: bytes = SECRET
+    secret: bytes = SECRET  # as the owner was given it
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     hold: bool = False  # keep every request waiting until the test ends (timeouts)
     received: list[Received] = field(default_factory=list)
@@ -75,8 +116,11 @@ class Receiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                verified = verify_audiary_webhook(receiver.secret, self.headers, body)
-                receiver.received.append(Received(verified, body, dict(self.headers)))
+                standard = verify_webhook(whsec_form(receiver.secret.decode()), self.headers,
+                                          body)
+                legacy = verify_audiary_webhook(receiver.secret, self.headers, body)
+                verified = standard and legacy
+                receiver.received.append(Received(standard, legacy, body, dict(self.headers)))
                 if receiver.hold:
                     receiver.release.wait(30)
                     return
@@ -141,12 +185,23 @@ class Tampering(httpx.BaseTransport):
         self._inner.close()
 
 
-def test_the_receiver_runs_the_documented_snippet():
+def documented(name: str) -> str:
+    """The function `name` as the webhook_sender docstring shows it."""
     doc = audiary.adapters.webhook_sender.__doc__ or ""
-    start = doc.index("    def verify_audiary_webhook")
+    start = doc.index(f"    def {name}(")
     end = doc.index("\n\n", start)
-    documented = textwrap.dedent(doc[start:end])
-    assert inspect.getsource(verify_audiary_webhook).strip() == documented.strip()
+    return textwrap.dedent(doc[start:end]).strip()
+
+
+def test_the_receiver_runs_the_documented_snippet():
+    assert inspect.getsource(verify_audiary_webhook).strip() == documented("verify_audiary_webhook")
+
+
+def test_the_receiver_runs_the_documented_standard_snippet():
+    assert inspect.getsource(verify_webhook).strip() == documented("verify_webhook")
+    doc = audiary.adapters.webhook_sender.__doc__ or ""
+    assert "from standardwebhooks.webhooks import Webhook, WebhookVerificationError" in doc
+    assert "the Audiary-* headers will be dropped in the next version" in " ".join(doc.split())
 
 
 # Delivery and signatures
@@ -170,6 +225,11 @@ def test_delivered_and_verified(receiver):
     assert got.headers["Content-Type"] == "application/json"
     assert got.headers["Audiary-Signature"].startswith("v1=")
     assert got.headers["Audiary-Delivery"] == result.delivery_id
+    assert got.headers["webhook-id"] == result.delivery_id
+    assert got.headers["webhook-timestamp"] == got.headers["Audiary-Timestamp"]
+    assert got.headers["webhook-signature"].startswith("v1,")
+    assert got.standard
+    assert got.legacy
     assert sleeps == []
 
 
@@ -204,6 +264,156 @@ def test_stale_timestamp_is_rejected_by_the_receiver(receiver):
 
     assert [r.verified for r in receiver.received] == [False]
     assert result.last_status == 401
+
+
+# Standard Webhooks: the library itself checks what the receiver got
+
+
+def test_the_library_verifies_a_real_delivery(receiver):
+    result = deliver(receiver.url, PAYLOAD, SECRET, sleep=Sleeps())
+
+    [got] = receiver.received
+    assert Webhook(SECRET.decode()).verify(got.body, got.headers) == PAYLOAD
+    assert got.headers["webhook-id"] == result.delivery_id
+    assert abs(int(got.headers["webhook-timestamp"]) - time.time()) < 30
+
+
+def test_the_library_refuses_a_tampered_body(receiver):
+    with httpx.Client(transport=Tampering()) as client:
+        deliver(receiver.url, PAYLOAD, SECRET, client=client, sleep=Sleeps())
+
+    [got] = receiver.received
+    assert (got.standard, got.legacy) == (False, False)
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        Webhook(SECRET.decode()).verify(got.body, got.headers)
+    # The body as sent still verifies: only the edit broke it.
+    original = got.body.replace(b'"failed"', b'"done"')
+    assert Webhook(SECRET.decode()).verify(original, got.headers) == PAYLOAD
+
+
+def test_the_library_refuses_another_secret(receiver):
+    deliver(receiver.url, PAYLOAD, new_webhook_secret().encode(), sleep=Sleeps())
+
+    [got] = receiver.received
+    assert (got.standard, got.legacy) == (False, False)
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        Webhook(SECRET.decode()).verify(got.body, got.headers)
+
+
+def test_the_library_refuses_a_stale_timestamp(receiver):
+    ten_minutes_ago = time.time() - 600
+    result = deliver(receiver.url, PAYLOAD, SECRET, now=lambda: ten_minutes_ago, sleep=Sleeps())
+
+    [got] = receiver.received
+    assert (got.standard, got.legacy) == (False, False)
+    assert result.last_status == 401
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        Webhook(SECRET.decode()).verify(got.body, got.headers)
+
+
+def test_retries_carry_one_webhook_id_with_fresh_timestamps_and_signatures(receiver):
+    receiver.script = [(500, {}), (503, {})]
+    start = int(time.time()) - 60
+    clock = itertools.count(start, 20)  # each attempt 20 s after the one before
+
+    result = deliver(receiver.url, PAYLOAD, SECRET, sleep=Sleeps(),
+                     now=lambda: float(next(clock)))
+
+    assert (result.delivered, result.attempts) == (True, 3)
+    assert [r.headers["webhook-id"] for r in receiver.received] == [result.delivery_id] * 3
+    assert [int(r.headers["webhook-timestamp"]) for r in receiver.received] == [
+        start, start + 20, start + 40]
+    assert len({r.headers["webhook-signature"] for r in receiver.received}) == 3
+    for got in receiver.received:
+        assert Webhook(SECRET.decode()).verify(got.body, got.headers) == PAYLOAD
+        assert got.legacy
+
+
+def test_a_secret_from_before_the_prefix_still_verifies(receiver):
+    receiver.secret = LEGACY_SECRET
+    result = deliver(receiver.url, PAYLOAD, LEGACY_SECRET, sleep=Sleeps())
+
+    assert result.delivered
+    [got] = receiver.received
+    assert (got.standard, got.legacy) == (True, True)
+    standard_form = whsec_form(LEGACY_SECRET.decode())
+    assert standard_webhook_secret(LEGACY_SECRET.decode()) == standard_form
+    assert Webhook(standard_form).verify(got.body, got.headers) == PAYLOAD
+    # The key is the secret's own bytes...
+    assert Webhook(LEGACY_SECRET).verify(got.body, got.headers) == PAYLOAD
+    # ...which the library does not take from the bare string: it base64-decodes any string,
+    # dropping - and _, into bad base64 (this one: ValueError) or another key (no match).
+    with pytest.raises((ValueError, WebhookVerificationError)):
+        Webhook(LEGACY_SECRET.decode()).verify(got.body, got.headers)
+
+
+def test_the_deprecated_headers_are_those_of_the_old_scheme_and_go_with_every_delivery(receiver):
+    deliver(receiver.url, PAYLOAD, SECRET, sleep=Sleeps())
+
+    [got] = receiver.received
+    assert DEPRECATED_HEADERS == ("Audiary-Timestamp", "Audiary-Signature", "Audiary-Delivery")
+    assert all(name in got.headers for name in DEPRECATED_HEADERS)
+    timestamp = int(got.headers["Audiary-Timestamp"])
+    assert got.headers["Audiary-Signature"] == "v1=" + hmac.new(
+        SECRET, f"{timestamp}.".encode() + got.body, hashlib.sha256).hexdigest()
+    assert got.headers["Audiary-Delivery"] == got.headers["webhook-id"]
+
+
+# Secrets and the Standard Webhooks signature
+
+
+def test_new_secrets_are_standard_webhooks_secrets():
+    made = {new_webhook_secret() for _ in range(20)}
+    assert len(made) == 20
+    for secret in made:
+        assert secret.startswith("whsec_")
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        assert 24 <= len(key) <= 64
+        assert standard_webhook_secret(secret) == secret
+        assert standard_webhook_secret(secret.encode()) == secret
+
+
+def test_an_old_secret_has_its_own_bytes_as_the_key():
+    assert standard_webhook_secret("s3cret") == "whsec_" + base64.b64encode(b"s3cret").decode()
+    assert base64.b64decode(standard_webhook_secret(LEGACY_SECRET).removeprefix("whsec_"),
+                            validate=True) == LEGACY_SECRET
+
+
+def test_sign_is_the_specs_hmac_over_id_dot_timestamp_dot_body():
+    key = base64.b64decode(SECRET.decode().removeprefix("whsec_"))
+    body = '{"a":"é"}'.encode()
+    mac = hmac.new(key, b"msg_1.1700000000." + body, hashlib.sha256).digest()
+    assert sign(SECRET, "msg_1", 1_700_000_000, body) == "v1," + base64.b64encode(mac).decode()
+    mac = hmac.new(LEGACY_SECRET, b"msg_1.1700000000." + body, hashlib.sha256).digest()
+    assert sign(LEGACY_SECRET, "msg_1", 1_700_000_000, body) == (
+        "v1," + base64.b64encode(mac).decode())
+
+
+def test_verify_checks_the_standard_headers_through_the_library():
+    body = b'{"a":1}'
+    headers = signed_headers(SECRET, "d-1", int(time.time()), body)
+    assert verify(SECRET, headers, body)
+    assert Webhook(SECRET.decode()).verify(body, headers) == {"a": 1}
+    assert not verify(SECRET, headers, b'{"a":2}')
+    assert not verify(new_webhook_secret().encode(), headers, body)
+    assert not verify(SECRET, {**headers, "webhook-id": "d-2"}, body)
+    stale = signed_headers(SECRET, "d-1", int(time.time()) - 301, body)
+    assert not verify(SECRET, stale, body)
+    future = signed_headers(SECRET, "d-1", int(time.time()) + 301, body)
+    assert not verify(SECRET, future, body)
+    for name in ("webhook-id", "webhook-timestamp", "webhook-signature"):
+        assert not verify(SECRET, {k: v for k, v in headers.items() if k != name}, body)
+    for malformed in ("v1", "v1,not base64!", "v2," + headers["webhook-signature"][3:]):
+        assert not verify(SECRET, {**headers, "webhook-signature": malformed}, body)
+    # Only the deprecated headers, as a receiver of the old scheme would see them: not enough.
+    assert not verify(SECRET, {k: v for k, v in headers.items() if k in DEPRECATED_HEADERS},
+                      body)
+
+
+def test_an_empty_secret_is_refused_before_anything_is_sent(receiver):
+    with pytest.raises(ValueError, match="secret may not be empty"):
+        deliver(receiver.url, PAYLOAD, b"", sleep=Sleeps())
+    assert receiver.received == []
 
 
 # Retries
@@ -351,7 +561,7 @@ def test_dead_letter_refuses_a_delivered_result():
         dead_letter(MemoryPublisher(), TOPIC, "https://example.com/", PAYLOAD, delivered)
 
 
-# verify(), the library's own check, agrees with the receiver's
+# verify_legacy(), the project's check of the deprecated headers, agrees with the receiver's
 
 
 def test_verify_and_the_documented_snippet_agree():
@@ -359,9 +569,9 @@ def test_verify_and_the_documented_snippet_agree():
     timestamp = int(time.time())
     headers = {
         "Audiary-Timestamp": str(timestamp),
-        "Audiary-Signature": f"v1={sign(SECRET, timestamp, body)}",
+        "Audiary-Signature": f"v1={sign_legacy(SECRET, timestamp, body)}",
     }
-    assert verify(
+    assert verify_legacy(
         SECRET, headers["Audiary-Timestamp"], headers["Audiary-Signature"], body, now=time.time()
     )
     assert verify_audiary_webhook(SECRET, headers, body)
@@ -385,14 +595,14 @@ def test_verify_and_the_documented_snippet_agree():
     ],
 )
 def test_verify_rejects(timestamp, signature, body, now):
-    sig = sign(SECRET, 1_700_000_000, b'{"a":1}')
+    sig = sign_legacy(SECRET, 1_700_000_000, b'{"a":1}')
     header = None if signature is None else signature.format(sig=sig)
-    assert not verify(SECRET, timestamp, header, body, now=now)
+    assert not verify_legacy(SECRET, timestamp, header, body, now=now)
 
 
 def test_signature_is_hmac_sha256_over_timestamp_dot_body():
     expected = hmac.new(b"k", b"1700000000.{}", hashlib.sha256).hexdigest()
-    assert sign(b"k", 1_700_000_000, b"{}") == expected
+    assert sign_legacy(b"k", 1_700_000_000, b"{}") == expected
 
 
 # notify: the webhooks function's use case, on the in-memory stores with a real receiver -----
@@ -441,6 +651,11 @@ def test_a_failed_job_is_told_once_per_hook_however_often_it_is_announced(receiv
     body = json.loads(receiver.received[0].body)
     assert (body["status"], body["error"]["code"]) == ("FAILED", "transcription_failed")
     assert receiver.received[0].headers["Audiary-Delivery"] == f"{job_id}-h1-job.finished"
+    assert receiver.received[0].headers["webhook-id"] == f"{job_id}-h1-job.finished"
+    got = receiver.received[0]
+    assert Webhook(SECRET.decode()).verify(got.body, got.headers)["job_id"] == job_id
+    # The event as the OpenAPI document describes it (`webhooks`), field for field.
+    assert WebhookEvent.model_validate_json(got.body).status == "FAILED"
 
 
 def test_each_hook_gets_a_message_of_its_own(receiver):

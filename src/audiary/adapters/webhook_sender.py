@@ -1,22 +1,50 @@
 """Signed webhook deliveries: POST an event to a user's URL, retry what may succeed later,
 dead-letter what never does.
 
-Signing scheme (v1)
--------------------
+Signing: Standard Webhooks
+--------------------------
+Deliveries are signed as https://www.standardwebhooks.com/ specifies, by the
+`standardwebhooks` library, so any Standard Webhooks verifier, in any language, checks them.
 Every delivery carries:
 
     Content-Type: application/json
-    Audiary-Timestamp: 1717171717       Unix seconds when this attempt was signed
-    Audiary-Signature: v1=<hex>         HMAC-SHA256, key = the webhook secret
-    Audiary-Delivery: <id>              the same on every attempt of one event
+    webhook-id: <id>                    the same on every attempt of one event
+    webhook-timestamp: 1717171717       Unix seconds when this attempt was signed
+    webhook-signature: v1,<base64>      HMAC-SHA256 of f"{id}.{timestamp}.{body}"
 
-The signed message is the timestamp, a dot, then the raw request body:
-``f"{timestamp}.".encode() + body``. Binding the timestamp into the MAC lets a receiver refuse
-a captured delivery replayed later. Each retry is signed again with a fresh timestamp; use
-`Audiary-Delivery` to ignore an event you already processed.
+Binding the timestamp into the MAC lets a receiver refuse a captured delivery replayed later
+(verifiers refuse one more than 5 minutes off). Each retry is signed again with a fresh
+timestamp; use `webhook-id` to ignore an event you already processed.
+
+The secret returned at registration is `whsec_<base64>`; the key is the bytes it encodes.
+Secrets registered before have no prefix: their key is their own UTF-8 bytes, and their
+`whsec_` form for a verifier is `"whsec_" + base64(secret)` (see `audiary.domain.keys`;
+given the bare old secret, a verifier would base64-decode it into another key).
 
 Verify over the raw body bytes, before parsing the JSON (parsing and re-serialising can change
 them), for example:
+
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+    def verify_webhook(secret: str, headers, body: bytes) -> bool:
+        try:
+            Webhook(secret).verify(body, dict(headers))
+        except WebhookVerificationError:
+            return False
+        return True
+
+Deprecated: the Audiary-* headers
+---------------------------------
+For this one version every delivery also carries the headers of the earlier scheme
+(`DEPRECATED_HEADERS`), computed as before; the Audiary-* headers will be dropped in the next
+version:
+
+    Audiary-Timestamp: 1717171717       as webhook-timestamp
+    Audiary-Signature: v1=<hex>         HMAC-SHA256 of f"{timestamp}." + body
+    Audiary-Delivery: <id>              as webhook-id
+
+Their key is the secret's UTF-8 bytes exactly as it was given, `whsec_` included. The check
+they were documented with:
 
     import hashlib
     import hmac
@@ -32,6 +60,8 @@ them), for example:
         mac = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256)
         return hmac.compare_digest(f"v1={mac.hexdigest()}".encode(), signature.encode())
 
+Retries
+-------
 Delivery succeeds on any 2xx answer. Connection errors, timeouts, 429 and 5xx are retried
 with exponential backoff and jitter (a 429's Retry-After is honoured); other answers,
 redirects included, are final: following a redirect would send the event somewhere the user
@@ -47,42 +77,78 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from tenacity import RetryCallState, Retrying, retry_if_result, wait_exponential_jitter
 
 from audiary.adapters.retry_after import parse_retry_after
 from audiary.adapters.url_fetcher import SafeUrlFetcher
+from audiary.domain.keys import standard_webhook_secret
 from audiary.errors import FetchError, UnsafeUrlError
 from audiary.ports import DeliveryResult, WebhookSender
 from audiary.wire.messages import canonical_json
 
 __all__ = [
-    "DELIVERY_HEADER",
-    "SIGNATURE_HEADER",
-    "TIMESTAMP_HEADER",
+    "DEPRECATED_HEADERS",
+    "LEGACY_DELIVERY_HEADER",
+    "LEGACY_SIGNATURE_HEADER",
+    "LEGACY_TIMESTAMP_HEADER",
+    "WEBHOOK_ID_HEADER",
+    "WEBHOOK_SIGNATURE_HEADER",
+    "WEBHOOK_TIMESTAMP_HEADER",
     "HttpWebhookSender",
     "deliver",
     "sign",
+    "sign_legacy",
+    "signed_headers",
     "verify",
+    "verify_legacy",
 ]
 
 log = logging.getLogger(__name__)
 
-TIMESTAMP_HEADER = "Audiary-Timestamp"
-SIGNATURE_HEADER = "Audiary-Signature"
-DELIVERY_HEADER = "Audiary-Delivery"
-SIGNATURE_VERSION = "v1"
+WEBHOOK_ID_HEADER = "webhook-id"
+WEBHOOK_TIMESTAMP_HEADER = "webhook-timestamp"
+WEBHOOK_SIGNATURE_HEADER = "webhook-signature"
+LEGACY_TIMESTAMP_HEADER = "Audiary-Timestamp"
+LEGACY_SIGNATURE_HEADER = "Audiary-Signature"
+LEGACY_DELIVERY_HEADER = "Audiary-Delivery"
+# Sent beside the Standard Webhooks headers for one version, then dropped.
+DEPRECATED_HEADERS = (LEGACY_TIMESTAMP_HEADER, LEGACY_SIGNATURE_HEADER, LEGACY_DELIVERY_HEADER)
+LEGACY_SIGNATURE_VERSION = "v1"
 USER_AGENT = "audiary-webhooks/1"
 
 
-def sign(secret: bytes, timestamp: int, body: bytes) -> str:
-    """Hex HMAC-SHA256 of `timestamp.body` (without the `v1=` prefix of the header)."""
+def _signer(secret: bytes) -> Webhook:
+    # Always the whsec_ form: handed an old secret as a string, the library would base64-decode
+    # it (dropping its - and _) into a key no receiver has.
+    return Webhook(standard_webhook_secret(secret))
+
+
+def sign(secret: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` value (`v1,<base64>`) of one attempt, made by the library."""
+    return _signer(secret).sign(msg_id, datetime.fromtimestamp(timestamp, UTC), body.decode())
+
+
+def verify(secret: bytes, headers: Mapping[str, str], body: bytes) -> bool:
+    """Whether the Standard Webhooks headers sign `body` with `secret`, checked by the library
+    (which also refuses a timestamp more than 5 minutes from now)."""
+    try:
+        _signer(secret).verify(body, dict(headers), json_parse=False)
+    except (WebhookVerificationError, ValueError):  # ValueError: malformed headers or body
+        return False
+    return True
+
+
+def sign_legacy(secret: bytes, timestamp: int, body: bytes) -> str:
+    """Hex HMAC-SHA256 of `timestamp.body` (the deprecated `Audiary-Signature`, without `v1=`)."""
     return hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
-def verify(
+def verify_legacy(
     secret: bytes,
     timestamp_header: str | None,
     signature_header: str | None,
@@ -91,7 +157,8 @@ def verify(
     now: float,
     tolerance_s: float = 300,
 ) -> bool:
-    """Whether the headers sign `body` with `secret` at a time within `tolerance_s` of `now`."""
+    """Whether the deprecated Audiary-* headers sign `body` with `secret` at a time within
+    `tolerance_s` of `now`."""
     if not timestamp_header or not signature_header:
         return False
     if not (timestamp_header.isascii() and timestamp_header.isdigit()):
@@ -100,8 +167,21 @@ def verify(
     # Future timestamps are refused too: otherwise a forged-clock delivery stays valid forever.
     if abs(now - timestamp) > tolerance_s:
         return False
-    expected = f"{SIGNATURE_VERSION}={sign(secret, timestamp, body)}"
+    expected = f"{LEGACY_SIGNATURE_VERSION}={sign_legacy(secret, timestamp, body)}"
     return hmac.compare_digest(expected.encode(), signature_header.encode())
+
+
+def signed_headers(secret: bytes, delivery_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The signature headers of one attempt: Standard Webhooks, and the deprecated Audiary-*."""
+    return {
+        WEBHOOK_ID_HEADER: delivery_id,
+        WEBHOOK_TIMESTAMP_HEADER: str(timestamp),
+        WEBHOOK_SIGNATURE_HEADER: sign(secret, delivery_id, timestamp, body),
+        LEGACY_TIMESTAMP_HEADER: str(timestamp),
+        LEGACY_SIGNATURE_HEADER:
+            f"{LEGACY_SIGNATURE_VERSION}={sign_legacy(secret, timestamp, body)}",
+        LEGACY_DELIVERY_HEADER: delivery_id,
+    }
 
 
 @dataclass(frozen=True)
@@ -140,6 +220,9 @@ def deliver(
 ) -> DeliveryResult:
     """POST `payload` as signed JSON to `url`, retrying transient failures; never raises for them.
 
+    `secret` is the webhook's secret as its owner was given it, encoded (`whsec_...` or one
+    from before the prefix); every attempt carries the headers of `signed_headers`.
+
     Waits between attempts grow exponentially (1 s, 2 s, 4 s ... plus up to 1 s of jitter, at
     most `max_wait_s`). A 429 waits its Retry-After instead; one longer than `max_wait_s` ends
     the delivery, since retrying sooner would ignore the receiver. `send` makes one POST (the
@@ -148,6 +231,8 @@ def deliver(
     """
     if attempts < 1:
         raise ValueError(f"attempts must be at least 1, got {attempts}")
+    if not secret:
+        raise ValueError("a webhook secret may not be empty")
     body = canonical_json(payload)
     delivery_id = delivery_id or uuid.uuid4().hex
     backoff = wait_exponential_jitter(initial=1, max=max_wait_s, jitter=1)
@@ -242,9 +327,7 @@ def _attempt(
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        TIMESTAMP_HEADER: str(timestamp),
-        SIGNATURE_HEADER: f"{SIGNATURE_VERSION}={sign(secret, timestamp, body)}",
-        DELIVERY_HEADER: delivery_id,
+        **signed_headers(secret, delivery_id, timestamp, body),
     }
     try:
         status, retry_after = send(url, body, headers, timeout_s)

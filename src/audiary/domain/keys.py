@@ -2,10 +2,17 @@
 
 A key looks like `ak_<key_id>_<secret>`. Only sha256(secret) is stored: the secret is shown
 once, at creation. `key_id` is public (it names the key in lists and owns jobs).
+
+A webhook's signing secret is stored as given to its owner (the sender needs it). New ones
+are Standard Webhooks secrets, `whsec_` and the base64 of 32 random bytes, the key being those
+bytes. Secrets made before have no prefix (`secrets.token_urlsafe`) and stay valid: their key
+is their own UTF-8 bytes, as the Audiary-* signatures always used them, so their Standard
+Webhooks form is `whsec_` and the base64 of those bytes (`standard_webhook_secret`).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -15,6 +22,9 @@ from datetime import datetime
 from pydantic import BaseModel
 
 _KEY = re.compile(r"^ak_([0-9a-f]{12})_([A-Za-z0-9_-]{20,})$")
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+# Standard Webhooks asks for 24 to 64 bytes of key.
+WEBHOOK_SECRET_BYTES = 32
 
 
 class ApiKey(BaseModel):
@@ -36,7 +46,7 @@ class Webhook(BaseModel):
     webhook_id: str
     owner: str
     url: str
-    secret: str  # for signing deliveries; shown to the owner once, at registration
+    secret: str  # for signing deliveries; shown to the owner once, at registration (see above)
     created_at: datetime
 
 
@@ -56,3 +66,22 @@ def parse_key(presented: str) -> tuple[str, str] | None:
     """(key_id, secret) of a well-formed key, else None."""
     match = _KEY.match(presented.strip())
     return (match[1], match[2]) if match else None
+
+
+def new_webhook_secret() -> str:
+    """A webhook signing secret in the Standard Webhooks form: `whsec_<base64 of the key>`."""
+    key = secrets.token_bytes(WEBHOOK_SECRET_BYTES)
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(key).decode("ascii")
+
+
+def standard_webhook_secret(secret: str | bytes) -> str:
+    """The `whsec_` form of a webhook secret, new or from before the prefix.
+
+    A secret without the prefix is its own key, byte for byte. Standard Webhooks libraries
+    base64-decode any secret they are given (the Python one silently drops characters such as
+    `-` and `_`), so an old secret must reach them in this form to give the same key.
+    """
+    raw = secret if isinstance(secret, bytes) else secret.encode()
+    if raw.startswith(WEBHOOK_SECRET_PREFIX.encode()):
+        return raw.decode("ascii")
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(raw).decode("ascii")

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from audiary.domain.jobs import Job, JobStatus, utcnow
-from audiary.domain.keys import Webhook
+from audiary.domain.keys import Webhook, new_webhook_secret
 from audiary.domain.transcript import render
 from audiary.entrypoints.api import schemas
 from audiary.entrypoints.api.auth import AuthError, Principal, authenticate, credentials_of
@@ -355,7 +355,7 @@ def create_app(settings_source: Callable[[], Settings] = load_settings) -> Flask
         except AudiaryError as exc:
             raise ApiError(422, "invalid_url", str(exc)) from exc
         hook = Webhook(webhook_id=secrets.token_hex(8), owner=g.principal.owner, url=body.url,
-                       secret=secrets.token_urlsafe(32), created_at=utcnow())
+                       secret=new_webhook_secret(), created_at=utcnow())
         s.keys.put_webhook(hook)
         return _json(schemas.WebhookCreated(**hook.model_dump()), 201)
 

@@ -100,6 +100,43 @@ def _content(kind: type[BaseModel] | str, components: dict[str, Any]) -> dict[st
     return {"application/json": {"schema": _ref(kind, components)}}
 
 
+def _header(name: str, description: str, *, deprecated: bool = False) -> dict[str, Any]:
+    header = {"name": name, "in": "header", "required": not deprecated,
+              "schema": {"type": "string"}, "description": description}
+    return {**header, "deprecated": True} if deprecated else header
+
+
+_WEBHOOK_HEADERS = [
+    _header("webhook-id", "The same on every attempt of one event: drop repeats by it."),
+    _header("webhook-timestamp", "Unix seconds when this attempt was signed."),
+    _header("webhook-signature", "`v1,<base64>`: HMAC-SHA256 of `{webhook-id}.{webhook-"
+            "timestamp}.{raw body}` keyed by the bytes the `whsec_` secret encodes."),
+    _header("Audiary-Timestamp", "As webhook-timestamp. Dropped in the next version.",
+            deprecated=True),
+    _header("Audiary-Signature", "`v1=<hex>`: HMAC-SHA256 of `{timestamp}.{raw body}` keyed by "
+            "the secret as given. Dropped in the next version.", deprecated=True),
+    _header("Audiary-Delivery", "As webhook-id. Dropped in the next version.",
+            deprecated=True),
+]
+
+
+def _webhooks(components: dict[str, Any]) -> dict[str, Any]:
+    """What the API sends to registered URLs (OpenAPI 3.1 `webhooks`)."""
+    return {"job.finished": {"post": {
+        "summary": "One of your jobs ended (DONE, FAILED or REJECTED)",
+        "description": "Signed as Standard Webhooks (https://www.standardwebhooks.com/) with "
+                       "the secret returned at registration: any Standard Webhooks verifier "
+                       "checks it, over the raw body. Retried with backoff on 429, 5xx and "
+                       "timeouts, each attempt signed again with a fresh timestamp.",
+        "operationId": "webhook_job.finished",
+        "security": [],
+        "parameters": _WEBHOOK_HEADERS,
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": _ref(schemas.WebhookEvent, components)}}},
+        "responses": {"2XX": {"description": "Received"}},
+    }}}
+
+
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     components: dict[str, Any] = {}
@@ -138,6 +175,7 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "Audiary API", "version": __version__,
                  "description": "Audio in, transcript and diary note out."},
         "paths": paths,
+        "webhooks": _webhooks(components),
         "components": {
             "schemas": components,
             "securitySchemes": {

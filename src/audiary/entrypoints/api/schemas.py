@@ -127,11 +127,28 @@ class WebhookView(BaseModel):
 
 
 class WebhookCreated(WebhookView):
-    secret: str = Field(description="Signing secret; shown only now.")
+    secret: str = Field(
+        description="Signing secret (`whsec_<base64>`, Standard Webhooks); shown only now. "
+                    "Give it to any Standard Webhooks verifier.")
 
 
 class WebhookList(BaseModel):
     webhooks: list[WebhookView]
+
+
+class WebhookEvent(BaseModel):
+    """What a webhook receives when one of your jobs ends."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: Literal["job.finished"]
+    job_id: str
+    status: Literal["DONE", "FAILED", "REJECTED"]
+    error: ErrorInfo | None = Field(description="Why the job failed or was rejected.")
+    duration_s: float | None
+    transcript: str = Field(description="API path of the transcript.",
+                            examples=["/v1/jobs/j1/transcript"])
+    notes: str = Field(description="API path of the note.", examples=["/v1/jobs/j1/notes"])
 
 
 class Error(BaseModel):
