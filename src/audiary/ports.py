@@ -9,11 +9,11 @@ storage port, so the in-memory fakes can be trusted.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Literal, TypeVar
 
 from numpy.typing import NDArray
 
@@ -391,6 +391,25 @@ class KeyStore(ABC):
         """What `record_delivery` recorded for this id, or None."""
 
 
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode, beyond the language: what a caller of the OpenAI-compatible API may ask.
+
+    The pipeline decodes with the defaults (transcribe, no prompt, greedy)."""
+
+    task: Literal["transcribe", "translate"] = "transcribe"
+    prompt: str | None = None  # text the decoder reads before the audio: names, spellings, style
+    temperature: float = 0.0  # 0 decodes greedily; above 0 samples, more freely the higher
+    logprobs: bool = False  # each segment keeps its tokens' log-probabilities (`token_logprobs`)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.temperature <= 1.0:
+            raise ValueError(f"temperature {self.temperature} is not between 0 and 1")
+
+
+DEFAULT_DECODE = DecodeOptions()
+
+
 class Transcriber(ABC):
     """Speech recognition on 16 kHz mono float32 samples."""
 
@@ -401,9 +420,20 @@ class Transcriber(ABC):
     @abstractmethod
     def transcribe(
         self, samples: NDArray[Any], *, language: str | None = None,
-        word_timestamps: bool | None = None,
+        word_timestamps: bool | None = None, options: DecodeOptions = DEFAULT_DECODE,
     ) -> list[Segment]:
-        """Segments with times relative to the first sample (word times if asked and supported)."""
+        """Segments with times relative to the first sample (word times if asked and supported).
+
+        With `options.task == "translate"` the text is English whatever language is spoken."""
+
+    def transcribe_stream(
+        self, samples: NDArray[Any], *, language: str | None = None,
+        word_timestamps: bool | None = None, options: DecodeOptions = DEFAULT_DECODE,
+    ) -> Iterator[list[Segment]]:
+        """`transcribe`'s segments in order, a group at a time as they are decoded (here: all
+        at once; an engine that decodes in parts yields each part when it is done)."""
+        yield self.transcribe(samples, language=language, word_timestamps=word_timestamps,
+                              options=options)
 
     @property
     def supported_languages(self) -> Sequence[str] | None:
@@ -417,6 +447,10 @@ class Transcriber(ABC):
     def tokenize(self, text: str) -> list[int]:
         """The model's token ids for `text` (empty for a model without a tokenizer)."""
         return []
+
+    def token_bytes(self, tokens: Sequence[int]) -> list[bytes]:
+        """The bytes each token stands for (a token may hold part of a UTF-8 character)."""
+        return [b"" for _ in tokens]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from audiary.evaluation.longform import Utterance, load_manifest
 from audiary.evaluation.wer import wer
 from audiary.local.emulators import ManagedProcess, free_port
 from audiary.local.stack import TRANSCRIBER_APP, TRANSCRIBER_GUNICORN_ARGS
-from audiary.ports import Transcriber
+from audiary.ports import DEFAULT_DECODE, DecodeOptions, Transcriber
 from audiary.settings import Settings
 from tests.paths import REPO_ROOT
 from tests.speech import require_speech
@@ -117,9 +117,9 @@ def test_json(client: openai.OpenAI, jfk: Utterance) -> None:
 
 
 def test_text_with_model_language_and_prompt(client: openai.OpenAI, jfk: Utterance) -> None:
-    """Any model name is accepted; language and prompt are taken."""
+    """The served model by its own name; language and prompt are taken."""
     result = client.audio.transcriptions.create(
-        file=jfk.audio, model="gpt-4o-transcribe", response_format="text", language="en",
+        file=jfk.audio, model="tiny.en", response_format="text", language="en",
         prompt="Inaugural address, 1961.", temperature=0.0,
     )
     assert isinstance(result, str)
@@ -291,7 +291,8 @@ class _SegmentsOnly(Transcriber):
         self.error = error
 
     def transcribe(self, samples: np.ndarray, *, language: str | None = None,
-                   word_timestamps: bool | None = None) -> list[Segment]:
+                   word_timestamps: bool | None = None,
+                   options: DecodeOptions = DEFAULT_DECODE) -> list[Segment]:
         if self.error:
             raise self.error
         return [Segment(start=0.0, end=1.0, text="hello")]

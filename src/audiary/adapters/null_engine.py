@@ -9,12 +9,13 @@ from typing import Any
 from numpy.typing import NDArray
 
 from audiary.domain.transcript import Segment
-from audiary.ports import Transcriber
+from audiary.ports import DEFAULT_DECODE, DecodeOptions, Transcriber
 
 
 class NullTranscriber(Transcriber):
     model_name = "null"
 
     def transcribe(self, samples: NDArray[Any], *, language: str | None = None,
-                   word_timestamps: bool | None = None) -> list[Segment]:
+                   word_timestamps: bool | None = None,
+                   options: DecodeOptions = DEFAULT_DECODE) -> list[Segment]:
         return []

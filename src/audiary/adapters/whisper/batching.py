@@ -26,7 +26,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,8 +41,9 @@ __all__ = ["DecodeKey", "WindowBatcher"]
 
 log = logging.getLogger(__name__)
 
-# (language, word timestamps): what one model call shares.
-DecodeKey = tuple[str | None, bool]
+# What one model call shares (the engine's: language, word timestamps, decode options); any
+# hashable value, compared with ==.
+DecodeKey = Hashable
 # Runs one model call: (worker index, audio of the windows back to back, their clips in
 # seconds, key) -> the decoder's segments, times in that audio.
 DecodeFn = Callable[[int, NDArray[Any], list[dict[str, float]], DecodeKey], list[Any]]

@@ -34,18 +34,20 @@ shares decoded at once, which keeps both cores busy where sequential decoding us
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from audiary.adapters.whisper.batching import DecodeKey, WindowBatcher
+from audiary.adapters.whisper.batching import WindowBatcher
 from audiary.adapters.whisper.planning import (
     MAX_WINDOW_S,
     MIN_PAUSE_S,
@@ -63,7 +65,7 @@ from audiary.adapters.whisper.planning import (
 )
 from audiary.domain.audio import SAMPLE_RATE
 from audiary.domain.transcript import Segment, Word, repeats_itself
-from audiary.ports import Transcriber
+from audiary.ports import DEFAULT_DECODE, DecodeOptions, Transcriber
 from audiary.settings import Settings, load_settings
 
 __all__ = ["WhisperTranscriber", "resolve_compute_type", "resolve_device"]
@@ -87,8 +89,78 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
     return "float16" if device == "cuda" else "int8"
 
 
+@dataclass(frozen=True)
+class _CallKey:
+    """What the windows of one model call share."""
+
+    language: str | None
+    word_timestamps: bool
+    options: DecodeOptions
+
+
+class _Tokens(list[int]):
+    """A segment's text tokens, with the log-probability the decoder gave each (or None)."""
+
+    logprobs: list[float] | None = None
+
+
+class _Decoder:
+    """The CTranslate2 model as the batched pipeline calls it, with what that call leaves out.
+
+    The pipeline passes the temperature but not `sampling_topk`, whose default (1) keeps the
+    best token at any temperature, so a temperature above 0 samples from all tokens here, as
+    Whisper does. When `logits` is set the call also returns each step's logits, from which
+    `token_logprobs` reads the log-probability of each token decoded. One per pipeline, used by
+    one thread at a time (the batcher's dispatcher for that pipeline)."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.logits = False
+        self.results: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def generate(self, *args: Any, **kwargs: Any) -> list[Any]:
+        if kwargs.get("sampling_temperature", 0.0) > 0.0:
+            kwargs["sampling_topk"] = 0
+        if self.logits:
+            kwargs["return_logits_vocab"] = True
+        self.results = list(self._model.generate(*args, **kwargs))
+        return self.results
+
+
+def token_logprobs(result: Any) -> list[float]:
+    """Log-probability of each token of a generation result's first sequence, from the logits
+    of each step (`return_logits_vocab`); suppressed tokens (-FLT_MAX) are out of the sum."""
+    import ctranslate2
+
+    logprobs = []
+    for token, step in zip(result.sequences_ids[0], result.logits[0], strict=False):
+        if step.device != "cpu":
+            step = step.to_device(ctranslate2.Device.cpu)
+        row = np.asarray(step, dtype=np.float64).reshape(-1)
+        allowed = row[row > -1e30]
+        top = allowed.max()
+        logprobs.append(float(row[token] - top - math.log(np.exp(allowed - top).sum())))
+    return logprobs
+
+
+class _ModelView:
+    """The `WhisperModel` a pipeline sees: the shared model, with its own `_Decoder`."""
+
+    def __init__(self, model: Any) -> None:
+        self._shared = model
+        self.model = _Decoder(model.model)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._shared, name)
+
+
 def _tail_keeping_pipeline(model: Any) -> Any:
-    """A `BatchedInferencePipeline` whose windows keep text after their last timestamp."""
+    """A `BatchedInferencePipeline` whose windows keep text after their last timestamp, and
+    that samples above temperature 0 and reads token log-probabilities when asked
+    (`pipeline.model.model.logits = True`)."""
     from faster_whisper import BatchedInferencePipeline
     from faster_whisper.transcribe import get_compression_ratio
 
@@ -97,16 +169,25 @@ def _tail_keeping_pipeline(model: Any) -> Any:
             self, features: Any, tokenizer: Any, chunks_metadata: Any, options: Any
         ) -> list[list[dict[str, Any]]]:
             encoder_output, outputs = self.generate_segment_batched(features, tokenizer, options)
+            decoder: _Decoder = self.model.model
+            if decoder.logits:
+                for output, result in zip(outputs, decoder.results, strict=True):
+                    output["logprobs"] = token_logprobs(result)
             fps = self.model.frames_per_second
             segmented, sizes = [], []
             for meta, output in zip(chunks_metadata, outputs, strict=True):
                 duration, offset = meta["duration"], meta["offset"]
                 sizes.append(int(math.ceil(duration) * fps))
-                tokens = [
-                    t
-                    for t in output["tokens"]
+                kept = [
+                    (t, lp)
+                    for t, lp in zip(output["tokens"],
+                                     output.get("logprobs") or itertools.repeat(None),
+                                     strict=False)
                     if t < tokenizer.eot or t >= tokenizer.timestamp_begin
                 ]
+                tokens = [t for t, _ in kept]
+                text_logprobs = iter(
+                    [lp for t, lp in kept if t < tokenizer.timestamp_begin])
                 pieces = (
                     [(0.0, duration, tokens)]
                     if options.without_timestamps
@@ -118,7 +199,7 @@ def _tail_keeping_pipeline(model: Any) -> Any:
                             "text": tokenizer.decode(text),
                             "avg_logprob": output["avg_logprob"],
                             "no_speech_prob": output["no_speech_prob"],
-                            "tokens": text,
+                            "tokens": _with_logprobs(text, text_logprobs, decoder.logits),
                             "start": offset + start,
                             "end": offset + end,
                             "compression_ratio": get_compression_ratio(tokenizer.decode(text)),
@@ -140,7 +221,15 @@ def _tail_keeping_pipeline(model: Any) -> Any:
                 )
             return segmented
 
-    return _Pipeline(model)
+    return _Pipeline(_ModelView(model))
+
+
+def _with_logprobs(text: list[int], logprobs: Iterator[float | None], wanted: bool) -> _Tokens:
+    """`text` as `_Tokens`, taking one log-probability per token from `logprobs` if `wanted`."""
+    tokens = _Tokens(text)
+    if wanted:
+        tokens.logprobs = [float(next(logprobs) or 0.0) for _ in text]
+    return tokens
 
 
 class WhisperTranscriber(Transcriber):
@@ -263,6 +352,20 @@ class WhisperTranscriber(Transcriber):
         tokenizer = self.model.hf_tokenizer
         return [int(i) for i in tokenizer.encode(text, add_special_tokens=False).ids]
 
+    def token_bytes(self, tokens: Sequence[int]) -> list[bytes]:
+        """Whisper's tokenizer is byte-level BPE (GPT-2's): each token's string spells bytes,
+        one character per byte; special tokens are their own names."""
+        tokenizer = self.model.hf_tokenizer
+        decoder = _byte_decoder()
+        result = []
+        for token in tokens:
+            piece = tokenizer.id_to_token(int(token)) or ""
+            if all(char in decoder for char in piece):
+                result.append(bytes(decoder[char] for char in piece))
+            else:
+                result.append(piece.encode("utf-8"))
+        return result
+
     def plan(self, samples: NDArray[Any]) -> list[Window]:
         """The windows `transcribe` decodes first for these samples."""
         return plan_windows(
@@ -279,35 +382,72 @@ class WhisperTranscriber(Transcriber):
         *,
         language: str | None = None,
         word_timestamps: bool | None = None,
+        options: DecodeOptions = DEFAULT_DECODE,
     ) -> list[Segment]:
         """Segments of 16 kHz mono float32 `samples`, times relative to the first sample.
 
         Segments come sorted by start; `word_timestamps` (default: the instance's setting)
-        adds word times.
+        adds word times; `options` are the task (translate: English text from any language),
+        the prompt, the temperature and whether to keep token log-probabilities.
         """
+        samples = self._checked(samples, language or self.language, options)
+        return self._transcribe(samples, self.plan(samples), language=language or self.language,
+                                word_timestamps=word_timestamps, options=options)
+
+    def transcribe_stream(
+        self,
+        samples: NDArray[Any],
+        *,
+        language: str | None = None,
+        word_timestamps: bool | None = None,
+        options: DecodeOptions = DEFAULT_DECODE,
+    ) -> Iterator[list[Segment]]:
+        """`transcribe` a batch of windows at a time, in order: each group of `batch_size`
+        windows (with its re-reads) is yielded as soon as it is decoded. One language for all
+        of it: the one asked for, else the one detected on the first window of speech."""
+        samples = self._checked(samples, language or self.language, options)
+        windows = self.plan(samples)
+        if not windows:
+            return
+        language = language or self.language or self._detect(samples, windows)[0]
+        for first in range(0, len(windows), self.batch_size):
+            group = windows[first:first + self.batch_size]
+            yield self._transcribe(samples, group, language=language,
+                                   word_timestamps=word_timestamps, options=options)
+
+    def _checked(self, samples: NDArray[Any], language: str | None,
+                 options: DecodeOptions) -> NDArray[Any]:
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         if not np.isfinite(samples).all():
             raise ValueError("the audio holds NaN or infinite samples: it is damaged")
-        language = language or self.language
         known = list(self.model.supported_languages)
         if language is not None and language not in known:
             raise ValueError(f"{self.model_name} does not know the language {language!r}; "
                              f"it knows {', '.join(known)}")
-        windows = self.plan(samples)
+        if options.task == "translate" and not self.multilingual:
+            raise ValueError(f"{self.model_name} is an English-only model: it cannot translate; "
+                             "serve a multilingual model (AUDIARY_MODEL) to translate")
+        return samples
+
+    def _transcribe(self, samples: NDArray[Any], windows: Sequence[Window], *,
+                    language: str | None, word_timestamps: bool | None,
+                    options: DecodeOptions) -> list[Segment]:
+        """Decode `windows` of `samples` and re-read what they left without text."""
         if not windows:
             return []
         words = self.word_timestamps if word_timestamps is None else word_timestamps
         if language is None:  # one language for every window, as a shared model call needs
             language = self._detect(samples, windows)[0]
         rounds = 0
-        result = self._decode(samples, windows, language, words)
+        result = self._decode(samples, windows, _CallKey(language, words, options))
         pending, unread = windows, self._unread(samples, windows, result)
         while unread and rounds < self.retries:
             # Pieces from far apart share these windows; word times tell which piece each
             # word came from, so no text lands at another piece's time.
             pending = pack_windows(unread, self.max_window_s)
             again = split_at_pieces(
-                self._decode(samples, pending, language, True), unread, keep_words=words
+                self._decode(samples, pending, _CallKey(language, True, options)), unread,
+                keep_words=words
             )
             result += again
             unread = self._unread(samples, pending, again)
@@ -333,18 +473,13 @@ class WhisperTranscriber(Transcriber):
         ]
 
     def _decode(
-        self,
-        samples: NDArray[Any],
-        windows: Sequence[Window],
-        language: str | None,
-        word_timestamps: bool,
+        self, samples: NDArray[Any], windows: Sequence[Window], key: _CallKey
     ) -> list[Segment]:
         """Decode windows through the batcher (with other calls' windows, if any wait)."""
         rendered = render_windows(samples, windows)
         bounds = np.cumsum([0, *(w.length for w in windows)])
         decoded = self._batcher.decode(
-            [rendered[lo:hi] for lo, hi in itertools.pairwise(bounds)],
-            (language, word_timestamps))
+            [rendered[lo:hi] for lo, hi in itertools.pairwise(bounds)], key)
         time_map = TimeMap(windows)
         duration = len(samples) / SAMPLE_RATE
         return [
@@ -355,17 +490,22 @@ class WhisperTranscriber(Transcriber):
         ]
 
     def _model_call(self, worker: int, audio: NDArray[Any], clips: list[dict[str, float]],
-                    key: DecodeKey) -> list[Any]:
+                    key: Hashable) -> list[Any]:
         """One batched model call on worker `worker`'s pipeline (the batcher's dispatcher for
         that worker is its only caller)."""
-        language, word_timestamps = key
-        segments, _ = self._pipelines[worker].transcribe(
+        assert isinstance(key, _CallKey)
+        pipeline = self._pipelines[worker]
+        pipeline.model.model.logits = key.options.logprobs
+        segments, _ = pipeline.transcribe(
             audio,
-            language=language,
+            language=key.language,
+            task=key.options.task,
             beam_size=self.beam_size,
             batch_size=len(clips),
+            temperature=key.options.temperature,
+            initial_prompt=key.options.prompt,
             without_timestamps=False,
-            word_timestamps=word_timestamps,
+            word_timestamps=key.word_timestamps,
             vad_filter=False,
             clip_timestamps=clips,
             hotwords=self.hotwords,
@@ -390,6 +530,22 @@ class WhisperTranscriber(Transcriber):
             )
             raw = list(segments)
         return [_to_segment(seg, _identity, len(samples) / SAMPLE_RATE) for seg in raw]
+
+
+@functools.cache
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, character -> byte: printable bytes stand for themselves,
+    the others for characters from 256 up (openai/gpt-2 encoder.py `bytes_to_unicode`)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    chars = list(printable)
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(char): byte for byte, char in zip(printable, chars, strict=True)}
 
 
 def _is_silence(segment: Any) -> bool:
@@ -427,6 +583,7 @@ def _to_segment(segment: Any, time_map: Callable[..., float], duration: float, *
             words.append(
                 Word(start=word_start, end=word_end, word=word.word, probability=word.probability)
             )
+    tokens = segment.tokens
     return Segment(
         start=start,
         end=end,
@@ -437,4 +594,7 @@ def _to_segment(segment: Any, time_map: Callable[..., float], duration: float, *
                            if segment.compression_ratio is not None else None),
         repetition=repeats_itself(segment.text),
         words=words,
+        tokens=list(tokens) if tokens is not None else None,
+        token_logprobs=getattr(tokens, "logprobs", None),
+        temperature=segment.temperature,
     )

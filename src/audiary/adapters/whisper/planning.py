@@ -276,6 +276,9 @@ def split_at_pieces(
                         "end": max(start, min(words[-1].end, hi)),
                         "text": "".join(w.word for w in words).strip(),
                         "words": words if keep_words else None,
+                        # The decoder's tokens were the whole segment's, not this part's.
+                        "tokens": None,
+                        "token_logprobs": None,
                     }
                 )
             )

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from flask import Flask, Response, jsonify, request
 
 from audiary.entrypoints.transcriber.drain import DRAIN, Drain
-from audiary.entrypoints.transcriber.openai import openai_blueprint
+from audiary.entrypoints.transcriber.openai import install_openai_errors, openai_blueprint
 from audiary.errors import BadEventError
 from audiary.observability import metrics, telemetry
 from audiary.observability.http import instrument_flask
@@ -87,6 +87,7 @@ def create_app(load_model: Callable[[], Transcriber] | None = None,
     app = Flask("audiary-transcriber")
     instrument_flask(app, SERVICE, untraced={"push", "healthz"})
     app.register_blueprint(openai_blueprint(holder.get, load_settings))
+    install_openai_errors(app)  # unknown routes and wrong methods answer as OpenAI's API does
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:

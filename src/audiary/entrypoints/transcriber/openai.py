@@ -1,11 +1,27 @@
-"""OpenAI-compatible speech to text on the transcriber service: `POST /v1/audio/transcriptions`.
+"""OpenAI's audio API on the transcriber service: transcriptions, translations and models.
 
 Clients written for OpenAI's API work unchanged: the official SDK with
-`base_url="http://<host>/v1"`, or curl with a multipart form (`file`, `model`, `language`,
-`prompt`, `temperature`, `response_format`, `timestamp_granularities[]`). Responses and errors
-have OpenAI's shapes: `json` -> `{"text", "usage"}`; `text`, `srt`, `vtt` -> plain text;
-`verbose_json` -> task, language, duration, text, `segments` (unless only word granularity is
-asked for), `words` (when asked for), usage; errors -> `{"error": {message, type, param, code}}`.
+`base_url="http://<host>/v1"`, or curl with a multipart form.
+
+- `GET /v1/models`, `GET /v1/models/{id}`: the model this instance serves (its registry name,
+  e.g. `base` or `meetings@3`) and `whisper-1`, an alias of it for clients that hard-code
+  OpenAI's name. A request naming another model gets 404 `model_not_found`.
+- `POST /v1/audio/transcriptions`: `file`, `model`, `language` (else detected on the first
+  window of speech), `prompt` (the decoder's initial prompt: names, spellings, punctuation
+  style), `temperature` (0 decodes greedily; above 0 samples), `response_format` (`json`,
+  `text`, `srt`, `vtt`, `verbose_json`), `timestamp_granularities[]` (`segment`, `word`),
+  `include[]=logprobs` (json and streams), `stream=true` (Server-Sent Events: one
+  `transcript.text.delta` per segment as each batch of windows is decoded, then
+  `transcript.text.done`).
+- `POST /v1/audio/translations`: English text from speech in any language the model knows
+  (`file`, `model`, `prompt`, `temperature`, `response_format`); needs a multilingual model.
+
+Responses have OpenAI's shapes and content types: `json` -> `{"text", "usage"}` (and
+`logprobs`), `text` -> text/plain, `srt` -> application/x-subrip, `vtt` -> text/vtt,
+`verbose_json` -> task, language, duration, text, `segments` with the decoder's own tokens,
+average log-probability, compression ratio, no-speech probability and temperature, `words` with
+their times. Every error, on any route of the service (unknown paths and wrong methods too), is
+`{"error": {message, type, param, code}}` (`install_openai_errors`).
 
 The request is synchronous, so it takes files up to a size and a duration limit
 (`sync_max_upload_bytes`, `sync_max_duration_s`); larger ones get a 413 that points to the
@@ -13,55 +29,74 @@ bucket flow, which cuts a recording into chunks and transcribes them in parallel
 decoded and validated by content with the same PyAV path as ingest, with ingest's error codes.
 
 Where it differs from OpenAI, and why:
-- `model` may say anything: the loaded model transcribes, and nothing echoes the name asked for.
-- `prompt` and `temperature` are checked but not used: `WhisperTranscriber` takes no initial
-  prompt and always decodes at temperature 0.
-- A segment's `tokens` are its text encoded with the model's tokenizer (no timestamp tokens);
-  `seek` is the 10 ms frame the segment starts at, since segments come from windows packed from
-  speech pieces rather than from one seek position; `temperature` is 0.0.
-- `verbose_json`'s `language` is the language decoded in: the one asked for, else the
-  configured one, else the one Whisper detects on the first 30 s (then used for the whole file).
-- `diarized_json` and `stream=true` are refused with 400.
+- A segment's `seek` is the 10 ms frame the segment starts at: segments come from windows
+  packed from speech pieces, not from one seek position.
+- A segment re-read on its own (a piece the first pass left without text) keeps its text and
+  times but not the first pass's tokens: its `tokens` are its text encoded by the model's
+  tokenizer and it has no log-probabilities.
+- `logprobs` are the decoder's log-probabilities of the text tokens it chose (timestamp
+  tokens left out), read from the logits of each step.
+- `diarized_json`, `chunking_strategy` and `known_speaker_*` are refused with 400: one voice
+  model, no diarization. Streams carry no `usage` (Whisper is billed by duration, which the
+  stream's `done` event has no field for).
 
 Access control is the platform's (Cloud Run IAM: an identity token works as the SDK's api_key).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, cast, get_args
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request, stream_with_context
 from numpy.typing import NDArray
 from werkzeug.datastructures import FileStorage, MultiDict
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from audiary.domain.audio import SAMPLE_RATE, WAV_HEADER_BYTES, pcm_to_float
 from audiary.domain.transcript import Segment, Transcript, render
 from audiary.errors import AudiaryError, RejectedInputError
 from audiary.observability.telemetry import inference
-from audiary.ports import Transcriber
+from audiary.ports import DecodeOptions, Transcriber
 from audiary.services.decode import AudioLimits, decode_to_canonical
 from audiary.settings import Settings
 
 __all__ = [
+    "OPENAI_ALIAS",
     "ApiError",
     "SyncLimits",
+    "install_openai_errors",
     "openai_blueprint",
 ]
 
 log = logging.getLogger(__name__)
 
+Task = Literal["transcribe", "translate"]
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 Granularity = Literal["word", "segment"]
+# The content type of each response format (OpenAI sends text/plain for text).
+CONTENT_TYPES: dict[str, str] = {
+    "text": "text/plain; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+    "vtt": "text/vtt; charset=utf-8",
+}
+# The name OpenAI's clients send by default; here it means the model this instance serves.
+OPENAI_ALIAS = "whisper-1"
+# Form fields of OpenAI's API that this server does not do anything with, and why.
+_REFUSED_FIELDS = {
+    "chunking_strategy": "audio is cut into windows at pauses by the server itself",
+    "known_speaker_names[]": "the model does not tell speakers apart (no diarization)",
+    "known_speaker_references[]": "the model does not tell speakers apart (no diarization)",
+}
 
 _FORM_OVERHEAD_BYTES = 64 * 1024  # the other form fields and the multipart boundaries
 # An over-limit body is read and dropped up to this size before answering 413: clients such
@@ -116,19 +151,44 @@ class ApiError(AudiaryError):
         self.param = param
         self.code = code
 
+    @property
+    def body(self) -> dict[str, dict[str, str | None]]:
+        return {"error": {"message": self.message, "type": self.error_type,
+                          "param": self.param, "code": self.code}}
+
     def response(self) -> Response:
         """`{"error": {...}}` with this error's status."""
-        response = jsonify(
-            error={
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.code,
-            }
-        )
+        response = jsonify(self.body)
         response.status_code = self.status
         if self.status == 503:
             response.headers["Retry-After"] = str(_RETRY_AFTER_S)
+        return response
+
+
+def install_openai_errors(app: Flask) -> None:
+    """Every HTTP error of `app` (unknown route, wrong method, body too large...) answers in
+    OpenAI's error shape, as its SDK expects: `{"error": {message, type, param, code}}`."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        allowed = ", ".join(sorted(exc.valid_methods or [])) if isinstance(
+            exc, MethodNotAllowed) else ""
+        if status == 404:
+            message = (f"Unknown route {request.method} {request.path}. This server offers "
+                       "GET /v1/models, GET /v1/models/{model}, POST /v1/audio/transcriptions "
+                       "and POST /v1/audio/translations.")
+        elif status == 405:
+            message = (f"{request.method} is not allowed on {request.path}"
+                       + (f"; use {allowed}." if allowed else "."))
+        else:
+            message = exc.description or exc.name
+        response = ApiError(
+            status, message, error_type="server_error" if status >= 500 else
+            "invalid_request_error", code={404: "unknown_url", 405: "method_not_allowed"}.get(
+                status)).response()
+        if allowed:
+            response.headers["Allow"] = allowed
         return response
 
 
@@ -160,17 +220,26 @@ class SyncLimits:
 
 @dataclass(frozen=True)
 class Options:
-    """The form fields of a transcription request, checked."""
+    """The form fields of a transcription or translation request, checked."""
 
+    task: Task
+    model: str | None
     response_format: ResponseFormat
     granularities: frozenset[Granularity]
     language: str | None
     prompt: str | None
     temperature: float
+    logprobs: bool
+    stream: bool
 
     @property
     def words(self) -> bool:
         return "word" in self.granularities
+
+    @property
+    def decode(self) -> DecodeOptions:
+        return DecodeOptions(task=self.task, prompt=self.prompt, temperature=self.temperature,
+                             logprobs=self.logprobs)
 
 
 def openai_blueprint(
@@ -186,33 +255,85 @@ def openai_blueprint(
     then gets a 503 with Retry-After, which the SDK retries.
     """
     blueprint = Blueprint("openai", __name__, url_prefix="/v1")
+    loaded_at: list[int] = []  # when this server first had its model: the models' `created`
+
+    def served() -> Transcriber:
+        transcriber = _loaded(get_model, model_wait_s)
+        if not loaded_at:
+            loaded_at.append(int(time.time()))
+        return transcriber
+
+    def model_objects(transcriber: Transcriber) -> list[dict[str, object]]:
+        return [{"id": name, "object": "model", "created": loaded_at[0], "owned_by": "audiary"}
+                for name in _model_ids(transcriber)]
+
+    @blueprint.get("/models")
+    def list_models() -> Response:
+        return _answering(lambda: jsonify(object="list", data=model_objects(served())))
+
+    @blueprint.get("/models/<path:model_id>")
+    def retrieve_model(model_id: str) -> Response:
+        def answer() -> Response:
+            found = [m for m in model_objects(served()) if m["id"] == model_id]
+            if not found:
+                raise _unknown_model(model_id, served())
+            return jsonify(found[0])
+
+        return _answering(answer)
 
     @blueprint.post("/audio/transcriptions")
     def create_transcription() -> Response:
-        request_id = f"req_{uuid.uuid4().hex}"
-        try:
-            response = _transcribe_request(get_model, get_settings(), model_wait_s)
-        except ApiError as exc:
-            log.info("transcription request %s refused: %s", request_id, exc.message)
-            response = exc.response()
-        except HTTPException as exc:
-            response = ApiError(exc.code or 400, exc.description or exc.name).response()
-        except Exception:
-            log.exception("transcription request %s failed", request_id)
-            response = ApiError(
-                500,
-                f"The transcription failed on the server (request {request_id}). "
-                "Try again; if it keeps failing, report the request id.",
-                error_type="server_error",
-            ).response()
-        response.headers["x-request-id"] = request_id
-        return response
+        return _answering(lambda: _audio_request("transcribe", served, get_settings()))
+
+    @blueprint.post("/audio/translations")
+    def create_translation() -> Response:
+        return _answering(lambda: _audio_request("translate", served, get_settings()))
 
     return blueprint
 
 
-def _transcribe_request(
-    get_model: Callable[[float], Transcriber], settings: Settings, model_wait_s: float
+def _answering(handle: Callable[[], Response]) -> Response:
+    """Run a route, turning whatever it raises into an OpenAI error with a request id."""
+    request_id = f"req_{uuid.uuid4().hex}"
+    try:
+        response = handle()
+    except ApiError as exc:
+        log.info("request %s refused: %s", request_id, exc.message)
+        response = exc.response()
+    except HTTPException as exc:
+        response = ApiError(exc.code or 400, exc.description or exc.name).response()
+    except Exception:
+        log.exception("request %s failed", request_id)
+        response = _server_error(request_id).response()
+    response.headers["x-request-id"] = request_id
+    return response
+
+
+def _server_error(request_id: str) -> ApiError:
+    return ApiError(
+        500,
+        f"The transcription failed on the server (request {request_id}). "
+        "Try again; if it keeps failing, report the request id.",
+        error_type="server_error",
+    )
+
+
+def _model_ids(transcriber: Transcriber) -> list[str]:
+    return [transcriber.model_name, OPENAI_ALIAS]
+
+
+def _unknown_model(model_id: str, transcriber: Transcriber) -> ApiError:
+    return ApiError(
+        404,
+        f"The model {model_id!r} does not exist on this server; it serves "
+        f"{' and '.join(repr(m) for m in _model_ids(transcriber))} (GET /v1/models).",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def _audio_request(
+    task: Task, served: Callable[[], Transcriber], settings: Settings
 ) -> Response:
     limits = SyncLimits.from_settings(settings)
     if (request.content_length or 0) > limits.max_upload_bytes + _FORM_OVERHEAD_BYTES:
@@ -235,7 +356,7 @@ def _transcribe_request(
             ) from exc
         _drain()  # sent without Content-Length and ran past the limit
         raise _too_large(limits) from exc
-    options = _parse_options(form)
+    options = _parse_options(form, task)
     upload = files.get("file")
     if upload is None:
         raise ApiError(
@@ -243,25 +364,52 @@ def _transcribe_request(
             "No file was uploaded: send the audio as the multipart form field 'file'.",
             param="file",
         )
-    if options.prompt or options.temperature:
-        log.debug("prompt and temperature are accepted but not used by this transcriber")
     started = time.monotonic()
     samples, duration_s = _decode_upload(upload, limits, settings)
-    transcriber = _loaded(get_model, model_wait_s)
+    transcriber = served()
+    if options.model is not None and options.model not in _model_ids(transcriber):
+        raise _unknown_model(options.model, transcriber)
+    if task == "translate" and _english_only(transcriber):
+        raise ApiError(
+            400,
+            f"The model {transcriber.model_name!r} is English-only and cannot translate; "
+            "translations need a multilingual model (set AUDIARY_MODEL, e.g. to base).",
+            param="model",
+            code="model_cannot_translate",
+        )
+    if options.words and not transcriber.word_timestamps_supported:
+        raise ApiError(
+            400,
+            "The loaded model does not give word timestamps; ask for 'segment' only.",
+            param="timestamp_granularities",
+            code="unsupported_value",
+        )
     language = _resolve_language(options.language, transcriber, samples)
-    segments = _run(transcriber, samples, language, words=options.words)
+    if options.stream:
+        return _stream(transcriber, samples, language, options)
+    segments = _run(transcriber, samples, language, options)
     log.info(
-        "transcribed %.1f s of audio in %.1f s (%s, %d segments, %s)",
+        "%s %.1f s of audio in %.1f s (%s, %d segments, %s)",
+        "translated" if task == "translate" else "transcribed",
         duration_s,
         time.monotonic() - started,
         transcriber.model_name,
         len(segments),
         options.response_format,
     )
-    return _render(options, segments, language, duration_s, transcriber.tokenize)
+    return _render(options, segments, language, duration_s, transcriber)
 
 
-def _parse_options(form: MultiDict[str, str]) -> Options:
+def _english_only(transcriber: Transcriber) -> bool:
+    supported = transcriber.supported_languages
+    return supported is not None and list(supported) == ["en"]
+
+
+def _parse_options(form: MultiDict[str, str], task: Task) -> Options:
+    for field, why in _REFUSED_FIELDS.items():
+        if field in form or field.removesuffix("[]") in form:
+            raise ApiError(400, f"{field.removesuffix('[]')} is not supported: {why}.",
+                           param=field.removesuffix("[]"), code="unsupported_parameter")
     response_format = form.get("response_format") or "json"
     if response_format not in get_args(ResponseFormat):
         raise ApiError(
@@ -271,11 +419,7 @@ def _parse_options(form: MultiDict[str, str]) -> Options:
             param="response_format",
             code="unsupported_value",
         )
-    granularities = [
-        value
-        for key in ("timestamp_granularities[]", "timestamp_granularities")
-        for value in form.getlist(key)
-    ]
+    granularities = _list_field(form, "timestamp_granularities")
     if unknown := sorted(set(granularities) - set(get_args(Granularity))):
         raise ApiError(
             400,
@@ -289,17 +433,50 @@ def _parse_options(form: MultiDict[str, str]) -> Options:
             "timestamp_granularities needs response_format 'verbose_json'.",
             param="timestamp_granularities",
         )
-    if form.get("stream", "false").lower() == "true":
-        raise ApiError(
-            400, "Streaming is not supported; leave 'stream' unset.", param="stream"
-        )
+    include = _list_field(form, "include")
+    if unknown := sorted(set(include) - {"logprobs"}):
+        raise ApiError(400, f"include {unknown} is not supported; the one choice is 'logprobs'.",
+                       param="include", code="unsupported_value")
+    logprobs = "logprobs" in include
+    stream = _parse_bool(form.get("stream"), "stream")
+    if task == "translate":
+        for field in ("language", "include", "timestamp_granularities"):
+            if _list_field(form, field) or form.get(field):
+                raise ApiError(400, f"{field} is not a parameter of translations (the output "
+                               "is English, the input language is detected).", param=field)
+        if stream:
+            raise ApiError(400, "Translations do not stream; leave 'stream' unset.",
+                           param="stream")
+    if logprobs and response_format != "json":
+        raise ApiError(400, "include[]=logprobs needs response_format 'json' (or a stream).",
+                       param="include")
+    if stream and response_format not in ("json", "text"):
+        raise ApiError(400, "stream=true answers with text events: use response_format "
+                       "'json' or 'text'.", param="stream")
     return Options(
+        task=task,
+        model=(form.get("model") or "").strip() or None,
         response_format=cast(ResponseFormat, response_format),
         granularities=frozenset(cast(list[Granularity], granularities)) or frozenset({"segment"}),
         language=_parse_language(form.get("language")),
         prompt=form.get("prompt") or None,
         temperature=_parse_temperature(form.get("temperature")),
+        logprobs=logprobs,
+        stream=stream,
     )
+
+
+def _list_field(form: MultiDict[str, str], name: str) -> list[str]:
+    """A list form field, sent as `name[]` (OpenAI's SDK) or `name` (repeated)."""
+    return [value for key in (f"{name}[]", name) for value in form.getlist(key)]
+
+
+def _parse_bool(value: str | None, name: str) -> bool:
+    if value is None or value.strip().lower() in ("", "false", "0"):
+        return False
+    if value.strip().lower() in ("true", "1"):
+        return True
+    raise ApiError(400, f"{name} {value!r} must be true or false.", param=name)
 
 
 def _parse_language(value: str | None) -> str | None:
@@ -437,18 +614,70 @@ def _resolve_language(
     return language
 
 
-def _run(
-    transcriber: Transcriber, samples: NDArray[Any], language: str | None, *, words: bool
-) -> list[Segment]:
-    if words and not transcriber.word_timestamps_supported:
-        raise ApiError(
-            400,
-            "The loaded model does not give word timestamps; ask for 'segment' only.",
-            param="timestamp_granularities",
-            code="unsupported_value",
-        )
+def _run(transcriber: Transcriber, samples: NDArray[Any], language: str | None,
+         options: Options) -> list[Segment]:
     with inference(transcriber, samples.size / SAMPLE_RATE):
-        return transcriber.transcribe(samples, language=language, word_timestamps=words)
+        return transcriber.transcribe(samples, language=language, word_timestamps=options.words,
+                                      options=options.decode)
+
+
+def _stream(transcriber: Transcriber, samples: NDArray[Any], language: str | None,
+            options: Options) -> Response:
+    """Server-Sent Events as OpenAI sends them: a `transcript.text.delta` per segment, as each
+    batch of windows is decoded, then `transcript.text.done` with the whole text. A failure
+    after the first byte is an event `{"error": {...}}`, which the SDK raises as APIError."""
+    request_id = f"req_{uuid.uuid4().hex}"
+
+    def events() -> Iterator[str]:
+        texts: list[str] = []
+        logprobs: list[dict[str, object]] = []
+        try:
+            with inference(transcriber, samples.size / SAMPLE_RATE):
+                for group in transcriber.transcribe_stream(
+                        samples, language=language, options=options.decode):
+                    for segment in group:
+                        text = segment.text.strip()
+                        if not text:
+                            continue
+                        event: dict[str, object] = {
+                            "type": "transcript.text.delta",
+                            "delta": text if not texts else " " + text}
+                        texts.append(text)
+                        if options.logprobs:
+                            event["logprobs"] = _logprobs(transcriber, [segment])
+                            logprobs.extend(cast(list[dict[str, object]], event["logprobs"]))
+                        yield _sse(event)
+            done: dict[str, object] = {"type": "transcript.text.done", "text": " ".join(texts)}
+            if options.logprobs:
+                done["logprobs"] = logprobs
+            yield _sse(done)
+        except Exception as exc:
+            log.exception("streamed request %s failed", request_id)
+            error = (ApiError(400, str(exc), param="file") if isinstance(exc, ValueError)
+                     else _server_error(request_id))
+            yield _sse(error.body)
+
+    response = Response(stream_with_context(events()), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["x-request-id"] = request_id
+    return response
+
+
+def _sse(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _logprobs(transcriber: Transcriber, segments: Sequence[Segment]) -> list[dict[str, object]]:
+    """OpenAI's logprobs items (token, logprob, bytes) for the segments' decoded tokens."""
+    items: list[dict[str, object]] = []
+    for segment in segments:
+        if not segment.tokens or segment.token_logprobs is None:
+            continue  # a piece read again on its own: see the module docstring
+        for raw, logprob in zip(transcriber.token_bytes(segment.tokens), segment.token_logprobs,
+                                strict=True):
+            items.append({"token": raw.decode("utf-8", errors="replace"),
+                          "logprob": logprob, "bytes": list(raw)})
+    return items
 
 
 def _render(
@@ -456,23 +685,29 @@ def _render(
     segments: list[Segment],
     language: str | None,
     duration_s: float,
-    tokenize: Callable[[str], list[int]],
+    transcriber: Transcriber,
 ) -> Response:
     transcript = Transcript(job_id="sync", language=language, segments=segments)
     usage = {"type": "duration", "seconds": math.ceil(duration_s)}
     if options.response_format == "json":
+        if options.logprobs:
+            return jsonify(text=transcript.text, logprobs=_logprobs(transcriber, segments),
+                           usage=usage)
         return jsonify(text=transcript.text, usage=usage)
     if options.response_format == "verbose_json":
         body: dict[str, object] = {
-            "task": "transcribe",
-            "language": _LANGUAGE_NAMES.get(language or "", language or "unknown"),
+            "task": options.task,
+            # A translation's language is its output's (OpenAI says "english").
+            "language": "english" if options.task == "translate"
+            else _LANGUAGE_NAMES.get(language or "", language or "unknown"),
             "duration": round(duration_s, 3),
             "text": transcript.text,
             "usage": usage,
         }
         if "segment" in options.granularities:
             body["segments"] = [
-                _segment_body(index, segment, tokenize) for index, segment in enumerate(segments)
+                _segment_body(index, segment, transcriber, options.temperature)
+                for index, segment in enumerate(s for s in segments if s.text.strip())
             ]
         if options.words:
             body["words"] = [
@@ -482,11 +717,11 @@ def _render(
             ]
         return jsonify(body)
     fmt = "txt" if options.response_format == "text" else options.response_format
-    return Response(render(transcript, fmt), mimetype="text/plain")
+    return Response(render(transcript, fmt), content_type=CONTENT_TYPES[options.response_format])
 
 
 def _segment_body(
-    index: int, segment: Segment, tokens: Callable[[str], list[int]]
+    index: int, segment: Segment, transcriber: Transcriber, temperature: float
 ) -> dict[str, object]:
     text = " " + segment.text.strip()  # Whisper's segments keep their leading space
     return {
@@ -495,10 +730,11 @@ def _segment_body(
         "start": segment.start,
         "end": segment.end,
         "text": text,
-        "tokens": tokens(text),
-        "temperature": 0.0,
+        "tokens": segment.tokens if segment.tokens is not None else transcriber.tokenize(text),
+        "temperature": segment.temperature if segment.temperature is not None else temperature,
         "avg_logprob": segment.avg_logprob if segment.avg_logprob is not None else 0.0,
-        "compression_ratio": _compression_ratio(text),
+        "compression_ratio": (segment.compression_ratio if segment.compression_ratio is not None
+                              else _compression_ratio(text)),
         "no_speech_prob": segment.no_speech_prob if segment.no_speech_prob is not None else 0.0,
     }
 
