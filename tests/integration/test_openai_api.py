@@ -9,6 +9,7 @@ Spanish spoken by espeak-ng.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 from collections.abc import Iterator
@@ -388,3 +389,30 @@ def test_an_english_only_model_does_not_translate(client: openai.OpenAI,
         client.audio.translations.create(file=foreign["de"], model="whisper-1")
     assert caught.value.code == "model_cannot_translate"
     assert "multilingual" in caught.value.message
+
+
+def test_the_engine_streams_its_windows_in_groups_in_order() -> None:
+    """Two windows first, then a batch at a time; each group's words lie in its windows, and
+    the groups together say what one whole decode says."""
+    from audiary.adapters.whisper.engine import STREAM_FIRST_WINDOWS
+    from audiary.domain.audio import SAMPLE_RATE
+    from tests.media import DEMO_SAMPLE, decode
+
+    engine = WhisperTranscriber("tiny.en", device="cpu", workers=1, batch_size=3,
+                                max_window_s=10.0)
+    samples = decode(DEMO_SAMPLE)
+    windows = engine.plan(samples)
+    assert len(windows) > STREAM_FIRST_WINDOWS + 3
+    groups = list(engine.transcribe_stream(samples))
+    bounds = [0, STREAM_FIRST_WINDOWS, *range(STREAM_FIRST_WINDOWS + 3, len(windows), 3),
+              len(windows)]
+    assert len(groups) == len(bounds) - 1
+    for group, (lo, hi) in zip(groups, itertools.pairwise(bounds), strict=True):
+        first = windows[lo].pieces[0].start / SAMPLE_RATE
+        last = windows[hi - 1].pieces[-1].end / SAMPLE_RATE
+        assert group
+        assert all(first - 0.05 <= s.start <= s.end <= last + 0.05 for s in group)
+    streamed = [s for group in groups for s in group]
+    assert [s.start for s in streamed] == sorted(s.start for s in streamed)
+    whole = " ".join(s.text for s in engine.transcribe(samples))
+    assert wer([whole], [" ".join(s.text for s in streamed)]).wer < 0.05

@@ -72,6 +72,9 @@ __all__ = ["WhisperTranscriber", "resolve_compute_type", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
+# A stream's first group of windows: up to 50 s of speech decoded before its first words.
+STREAM_FIRST_WINDOWS = 2
+
 
 def resolve_device(device: str) -> str:
     """'auto' becomes 'cuda' when CTranslate2 sees a GPU, else 'cpu'."""
@@ -402,17 +405,19 @@ class WhisperTranscriber(Transcriber):
         word_timestamps: bool | None = None,
         options: DecodeOptions = DEFAULT_DECODE,
     ) -> Iterator[list[Segment]]:
-        """`transcribe` a batch of windows at a time, in order: each group of `batch_size`
-        windows (with its re-reads) is yielded as soon as it is decoded. One language for all
-        of it: the one asked for, else the one detected on the first window of speech."""
+        """`transcribe` a group of windows at a time, in order, each group (with its re-reads)
+        yielded as soon as it is decoded: the first `STREAM_FIRST_WINDOWS` windows, so that the
+        first words come early, then `batch_size` at a time. One language for all of it: the
+        one asked for, else the one detected on the first window of speech."""
         samples = self._checked(samples, language or self.language, options)
         windows = self.plan(samples)
         if not windows:
             return
         language = language or self.language or self._detect(samples, windows)[0]
-        for first in range(0, len(windows), self.batch_size):
-            group = windows[first:first + self.batch_size]
-            yield self._transcribe(samples, group, language=language,
+        first = min(STREAM_FIRST_WINDOWS, self.batch_size)
+        bounds = [0, *range(first, len(windows), self.batch_size), len(windows)]
+        for lo, hi in itertools.pairwise(bounds):
+            yield self._transcribe(samples, windows[lo:hi], language=language,
                                    word_timestamps=word_timestamps, options=options)
 
     def _checked(self, samples: NDArray[Any], language: str | None,
