@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -195,6 +196,13 @@ def documented(name: str) -> str:
 
 def test_the_receiver_runs_the_documented_snippet():
     assert inspect.getsource(verify_audiary_webhook).strip() == documented("verify_audiary_webhook")
+
+
+def test_the_readme_gives_the_same_standard_snippet():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("def verify_webhook(")
+    block = readme[start:readme.index("```", start)]
+    assert textwrap.dedent(block).strip() == documented("verify_webhook")
 
 
 def test_the_receiver_runs_the_documented_standard_snippet():
