@@ -12,6 +12,7 @@ from cloudevents.http import CloudEvent
 
 from audiary.errors import BadEventError
 from audiary.observability import telemetry
+from audiary.observability.http import consuming_event
 from audiary.services.deadletters import handle_dead_letter, source_subscription
 from audiary.settings import load_settings
 from audiary.wire.messages import decode_push
@@ -29,8 +30,8 @@ def deadletters(cloud_event: CloudEvent) -> None:
     settings = load_settings()
     envelope = cloud_event.get_data()
     consumer = envelope.get("subscription") if isinstance(envelope, dict) else None
-    with telemetry.cloud_event(SERVICE, cloud_event, settings, topic="dead-letters",
-                               span="deadletters"):
+    with consuming_event(SERVICE, cloud_event, settings, topic="dead-letters",
+                         handler="deadletters"):
         try:
             data, attributes, _ = decode_push(envelope)
         except BadEventError as exc:

@@ -13,6 +13,7 @@ from cloudevents.http import CloudEvent
 
 from audiary.errors import BadEventError
 from audiary.observability import telemetry
+from audiary.observability.http import consuming_event
 from audiary.services.ingest import ingest as run_ingest
 from audiary.settings import load_settings
 from audiary.wire.storage_events import parse_storage_event
@@ -32,8 +33,8 @@ def ingest(cloud_event: CloudEvent) -> None:
     never succeed. Any other error propagates, so the platform retries within its policy.
     """
     settings = load_settings()
-    with telemetry.cloud_event(SERVICE, cloud_event, settings,
-                               topic=settings.topic_audio_uploaded, span="ingest"):
+    with consuming_event(SERVICE, cloud_event, settings,
+                         topic=settings.topic_audio_uploaded, handler="ingest"):
         try:
             event = parse_storage_event(cloud_event["type"], cloud_event.get_data())
         except BadEventError as exc:

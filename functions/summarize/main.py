@@ -13,6 +13,7 @@ from cloudevents.http import CloudEvent
 
 from audiary.errors import BadEventError
 from audiary.observability import telemetry
+from audiary.observability.http import consuming_event
 from audiary.services.summarize import summarize as run_summarize
 from audiary.settings import load_settings
 from audiary.wire.messages import cloud_event_data, parse_transcript_ready
@@ -32,8 +33,8 @@ def summarize(cloud_event: CloudEvent) -> None:
     propagates so Pub/Sub retries, until the job's attempt limit ends it FAILED.
     """
     settings = load_settings()
-    with telemetry.cloud_event(SERVICE, cloud_event, settings,
-                               topic=settings.topic_transcript_ready, span="summarize"):
+    with consuming_event(SERVICE, cloud_event, settings,
+                         topic=settings.topic_transcript_ready, handler="summarize"):
         try:
             ready = parse_transcript_ready(cloud_event_data(cloud_event.get_data()))
         except BadEventError as exc:

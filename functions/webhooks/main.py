@@ -13,6 +13,7 @@ from cloudevents.http import CloudEvent
 
 from audiary.errors import BadEventError
 from audiary.observability import telemetry
+from audiary.observability.http import consuming_event
 from audiary.services.notify import deliver, fan_out
 from audiary.settings import load_settings
 from audiary.wire.messages import decode_push, parse_job_finished, parse_webhook_delivery
@@ -34,8 +35,8 @@ def webhooks(cloud_event: CloudEvent) -> None:
         log.error("dropping malformed event %s: %s", cloud_event["id"], exc)
         return
     one_hook = "webhook_id" in attributes
-    with telemetry.cloud_event(
-        SERVICE, cloud_event, settings, span="webhook delivery" if one_hook else "webhooks",
+    with consuming_event(
+        SERVICE, cloud_event, settings, handler="webhook delivery" if one_hook else "webhooks",
         topic=settings.topic_webhook_delivery if one_hook else settings.topic_job_finished,
     ):
         try:

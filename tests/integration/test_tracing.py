@@ -3,7 +3,9 @@
 Every hop runs in this process through its real entry point (the watcher, the functions under
 functions-framework's test client, the transcriber app with the real Whisper model) on the
 in-memory adapters; each message is handed to the next hop exactly as it was published,
-attributes included, in a Pub/Sub push envelope.
+attributes included, in a Pub/Sub push envelope like those of a subscription with a dead-letter
+policy (which carry `deliveryAttempt`). Each publish is a PRODUCER span `send <topic>` and each
+delivery a CONSUMER span `process <topic>` under it (OpenTelemetry's messaging conventions).
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ def lines() -> Iterator[list[dict[str, Any]]]:
     logger.removeHandler(handler)
 
 
+ATTEMPT = 2  # as if the first delivery of every message had failed
+
+
 def push(client: Any, message: PublishedMessage) -> int:
     """Deliver a published message as a Pub/Sub push subscription would."""
     status: int = client.post("/", json={
@@ -95,6 +100,7 @@ def push(client: Any, message: PublishedMessage) -> int:
             "publishTime": datetime.now(UTC).isoformat(),
         },
         "subscription": f"projects/{PROJECT}/subscriptions/test",
+        "deliveryAttempt": ATTEMPT,
     }).status_code
     return status
 
@@ -142,20 +148,58 @@ def test_one_trace_from_the_drop_to_the_webhooks(svc, exporter, lines, tmp_path)
         return [s for s in spans if s.name == name and s.parent is not None
                 and s.parent.span_id == parent.context.span_id]
 
-    ingest = only(spans, "ingest")
-    assert children(upload, "ingest") == [ingest]
-    assert ingest.kind is SpanKind.CONSUMER
+    def child(parent: ReadableSpan, name: str) -> ReadableSpan:
+        [found] = children(parent, name)
+        return found
+
+    def hop(parent: ReadableSpan, topic: str, message: PublishedMessage) -> ReadableSpan:
+        """The `send` span of `message` under `parent`, and its one `process` span."""
+        sends = [span for span in children(parent, f"send {topic}")
+                 if span.attributes["messaging.message.id"] == message.message_id]
+        assert len(sends) == 1, [span.name for span in spans]
+        [send] = sends
+        assert send.kind is SpanKind.PRODUCER
+        assert dict(send.attributes or {}).items() >= {
+            "messaging.system": "gcp_pubsub", "messaging.operation.type": "send",
+            "messaging.operation.name": "send", "messaging.destination.name": topic,
+            "messaging.message.id": message.message_id,
+            "messaging.message.body.size": len(message.data),
+        }.items()
+        # The message carries the producer span's context, not its caller's.
+        assert message.attributes["traceparent"].split("-")[2] == f"{send.context.span_id:016x}"
+        process = child(send, f"process {topic}")
+        assert process.kind is SpanKind.CONSUMER
+        assert dict(process.attributes or {}).items() >= {
+            "messaging.system": "gcp_pubsub", "messaging.operation.type": "process",
+            "messaging.operation.name": "process", "messaging.destination.name": topic,
+            "messaging.destination.subscription.name": "test",
+            "messaging.message.id": message.message_id,
+            "messaging.gcp_pubsub.message.delivery_attempt": ATTEMPT,
+            "messaging.message.body.size": len(message.data),
+        }.items()
+        return process
+
+    ingest = hop(upload, s.topic_audio_uploaded, notification)
+    assert ingest.attributes["audiary.handler"] == "ingest"
     assert len(children(ingest, "decode")) == 1
-    chunks = children(ingest, "transcribe chunk")
+    chunks = [hop(ingest, s.topic_transcribe_chunk, task) for task in tasks]
     assert sorted(c.attributes["audiary.chunk"] for c in chunks) == list(range(len(tasks)))
     for chunk in chunks:
+        assert chunk.attributes["audiary.handler"] == "transcribe chunk"
         assert len(children(chunk, "inference")) == 1
     last = next(c for c in chunks if c.attributes["audiary.chunk"] == len(tasks) - 1)
-    summarize = only(spans, "summarize")
-    assert children(last, "summarize") == [summarize]
-    assert children(summarize, "webhooks") == [only(spans, "webhooks")]
+    summarize = hop(last, s.topic_transcript_ready, ready)
+    assert summarize.attributes["audiary.handler"] == "summarize"
+    webhooks = hop(summarize, s.topic_job_finished, finished)
+    assert webhooks.attributes["audiary.handler"] == "webhooks"
     for span in (ingest, *chunks, summarize):
         assert span.attributes["audiary.job_id"] == job_id
+    # Messages published for a job carry its id as correlation id; GCS's notification has none.
+    for span in (*chunks, summarize, webhooks):
+        assert span.attributes["messaging.message.conversation_id"] == job_id
+    assert "messaging.message.conversation_id" not in (ingest.attributes or {})
+    consumers = [span for span in spans if span.kind is SpanKind.CONSUMER]
+    assert sorted(consumers, key=id) == sorted([ingest, *chunks, summarize, webhooks], key=id)
 
     trace_field = f"projects/{PROJECT}/traces/{upload.context.trace_id:032x}"
     assert len(lines) >= 2 + 2 * len(tasks)  # at least a line per hop and two per chunk

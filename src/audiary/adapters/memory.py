@@ -36,6 +36,7 @@ from audiary.domain.models import ModelRecord
 from audiary.domain.notes import Feedback, NoteRecord
 from audiary.domain.review import ReviewItem
 from audiary.errors import NotFoundError, StateError
+from audiary.observability import messaging
 from audiary.ports import (
     DELIVERED,
     BlobInfo,
@@ -226,7 +227,11 @@ class MemoryPublisher(Publisher):
         return cls()
 
     def publish(self, topic: str, data: bytes, attributes: Mapping[str, str] | None = None) -> str:
-        attrs = dict(attributes or {})
+        """Record the message, in a `send <topic>` span as the Pub/Sub publisher does."""
+        return messaging.send(topic, data, attributes,
+                              lambda attrs: self._record(topic, data, attrs))
+
+    def _record(self, topic: str, data: bytes, attrs: dict[str, str]) -> str:
         # Pub/Sub only carries string attributes; fail here as the real client would.
         for name, value in attrs.items():
             if not isinstance(name, str) or not isinstance(value, str):

@@ -6,12 +6,20 @@
   CloudEvent functions, the watcher).
 - `setup_in_workers(service)`: the same in every process forked from this one, so a gunicorn
   worker serves its metrics before its first event.
-- `cloud_event(...)` and `consuming(...)`: one delivered message, handled as a span of the trace
-  its publisher started (W3C `traceparent`/`tracestate` in the message attributes, put there by
-  `messages.attributes_for`), with its queue lag, the request count and the job id for logs.
+- `consuming(...)` (and `http.consuming_event(...)` around it): one delivered message, handled as a
+  CONSUMER span `process <topic>` (OpenTelemetry's messaging conventions, see `messaging`)
+  that is a child of the PRODUCER span `send <topic>` which published it (W3C
+  `traceparent`/`tracestate` in the message attributes), with its queue lag and the job id for
+  logs.
 
 Spans are recorded even with the exporter `none`: their ids still correlate log lines and
-travel in messages, so turning an exporter on later needs no other change.
+travel in messages, so turning an exporter on later needs no other change. With the exporter
+`gcp` (Cloud Trace) the resource also says where the process runs (Cloud Run service or
+function, revision, region: Google's resource detector), and an incoming request's
+`X-Cloud-Trace-Context` is read besides `traceparent`, so a request through Google's front end
+continues the trace the front end started. Every trace is recorded, also under a front end that
+did not sample its own span: the pipeline is low-volume and its traces are what tell a job's
+story.
 """
 
 from __future__ import annotations
@@ -24,34 +32,45 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind
+from opentelemetry.util.types import AttributeValue
 
 from audiary.domain.jobs import utcnow
 from audiary.errors import ConfigError
 from audiary.observability import metrics
 from audiary.observability.logs import job_context, setup_logging
-from audiary.wire.messages import parse_time
+from audiary.observability.messaging import (
+    PROCESS,
+    PUSHED,
+    Delivery,
+    consumer_attributes,
+    span_name,
+)
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from opentelemetry.propagators.textmap import TextMapPropagator
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
 
     from audiary.ports import Transcriber
     from audiary.settings import Settings
 
 __all__ = [
-    "cloud_event",
     "consuming",
     "inference",
+    "propagator",
     "serve_metrics",
     "setup",
     "setup_in_workers",
     "span_exporter",
     "tracer",
+    "tracer_provider",
 ]
 
 log = logging.getLogger(__name__)
@@ -128,17 +147,70 @@ def serve_metrics(port: int, host: str = "127.0.0.1") -> WSGIServer:
 
 
 def _install_tracing(service: str, settings: Settings) -> None:
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         return  # installed before in this interpreter (a forked worker inherits it)
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: f"audiary-{service}"}))
+    provider = tracer_provider(service, settings)
+    propagate.set_global_textmap(propagator(settings))
+    trace.set_tracer_provider(provider)
+
+
+def tracer_provider(service: str, settings: Settings) -> TracerProvider:
+    """A tracer provider for `service` that exports to `otel_exporter` (not installed)."""
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+
+    resource = Resource.create({SERVICE_NAME: f"audiary-{service}"})
+    if settings.otel_exporter == "gcp":
+        resource = _google_cloud_resource(resource)
+    provider = TracerProvider(
+        resource=resource, sampler=ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON))
     exporter = span_exporter(settings)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _google_cloud_resource(resource: Resource) -> Resource:
+    """`resource` plus what Google's detector finds: the Cloud Run service or function, its
+    revision, instance and region, and the project (nothing off Google Cloud)."""
+    from opentelemetry.sdk.resources import get_aggregated_resources
+
+    detector = _optional("opentelemetry.resourcedetector.gcp_resource_detector",
+                         "opentelemetry-resourcedetector-gcp")
+    return get_aggregated_resources([detector.GoogleCloudResourceDetector()],
+                                    initial_resource=resource)
+
+
+def propagator(settings: Settings) -> TextMapPropagator:
+    """How trace context is read from requests and messages and written into them: W3C trace
+    context and baggage; with Cloud Trace also `X-Cloud-Trace-Context`, which Google's front
+    end sets (read first, so a `traceparent` that is also there wins)."""
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    propagators: list[TextMapPropagator] = [TraceContextTextMapPropagator(),
+                                            W3CBaggagePropagator()]
+    if settings.otel_exporter == "gcp":
+        cloud = _optional("opentelemetry.propagators.cloud_trace_propagator",
+                          "opentelemetry-propagator-gcp")
+        propagators.insert(0, cloud.CloudTraceFormatPropagator())
+    return CompositePropagator(propagators)
+
+
+def _optional(module: str, package: str) -> Any:
+    """A module of the `gcp` extra, imported by name: it ships no type information."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(
+            f"AUDIARY_OTEL_EXPORTER=gcp needs the package {package} (the gcp extra); "
+            "install it, or send OTLP to a collector with AUDIARY_OTEL_EXPORTER=otlp"
+        ) from exc
 
 
 def span_exporter(settings: Settings) -> SpanExporter | None:
@@ -149,73 +221,41 @@ def span_exporter(settings: Settings) -> SpanExporter | None:
         endpoint = settings.otel_endpoint
         return OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces" if endpoint else None)
     if settings.otel_exporter == "gcp":
-        try:
-            # Imported by name: the package is optional and ships no type information.
-            cloud_trace = importlib.import_module("opentelemetry.exporter.cloud_trace")
-        except ImportError as exc:
-            raise ConfigError(
-                "AUDIARY_OTEL_EXPORTER=gcp needs the package opentelemetry-exporter-gcp-trace; "
-                "install it, or send OTLP to a collector with AUDIARY_OTEL_EXPORTER=otlp"
-            ) from exc
+        cloud_trace = _optional("opentelemetry.exporter.cloud_trace",
+                                "opentelemetry-exporter-gcp-trace")
         exporter: SpanExporter = cloud_trace.CloudTraceSpanExporter(project_id=settings.project_id)
         return exporter
     return None
 
 
-class CloudEventLike(Protocol):
-    """What is read of a `cloudevents.http.CloudEvent`."""
-
-    def get_data(self) -> Any: ...
-
-    def get(self, key: str, default: Any = None) -> Any: ...
-
-
-@contextmanager
-def cloud_event(
-    service: str, event: CloudEventLike, settings: Settings, *, topic: str, span: str
-) -> Iterator[Span]:
-    """One call of a CloudEvent function: set up, then handle the event's Pub/Sub message as
-    span `span` of its publisher's trace, counted as a request (200, or 500 when it raises)."""
-    setup(service, settings)
-    data = event.get_data()
-    message = data.get("message") if isinstance(data, Mapping) else None
-    message = message if isinstance(message, Mapping) else {}
-    raw = message.get("attributes")
-    attributes = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
-    # A Pub/Sub push converted by functions-framework has the publish time in both places;
-    # an Eventarc storage event only has `time` (when the object was finalized).
-    published = parse_time(message.get("publishTime")) or parse_time(event.get("time"))
-    started = time.perf_counter()
-    status = "500"
-    try:
-        with consuming(service, span, attributes, topic=topic, published_at=published) as current:
-            yield current
-        status = "200"
-    finally:
-        metrics.REQUESTS.labels(service, "/", "POST", status).inc()
-        metrics.REQUEST_SECONDS.labels(service, "/").observe(time.perf_counter() - started)
-
-
 @contextmanager
 def consuming(
     service: str,
-    span: str,
+    handler: str,
     attributes: Mapping[str, str],
     *,
     topic: str,
     published_at: datetime | None,
+    delivery: Delivery | None = None,
 ) -> Iterator[Span]:
-    """Handle one message: its queue lag is observed, the span continues the trace in its
-    attributes (a new trace when they carry none) and its `job_id` tags the log lines."""
+    """Handle one message of `topic` in a CONSUMER span `process <topic>`.
+
+    Its queue lag is observed, the span continues the trace in its attributes (a new trace
+    when they carry none) and its `job_id` tags the log lines. `handler` (`audiary.handler`)
+    says what handles it. What `delivery` lacks (message id, subscription, delivery attempt,
+    body size) comes from the push being handled (`messaging.PUSHED`, which
+    `http.instrument_flask` sets for a push endpoint).
+    """
     if published_at is not None:
         lag = (utcnow() - published_at).total_seconds()
         metrics.QUEUE_LAG_SECONDS.labels(topic, service).observe(max(lag, 0.0))
     parent = propagate.extract(attributes)
+    found = (delivery or Delivery()).merged(PUSHED.get() or Delivery())
+    span_attributes: dict[str, AttributeValue] = {
+        **consumer_attributes(topic, attributes, found), "audiary.handler": handler}
     with tracer().start_as_current_span(
-        span,
-        context=parent,
-        kind=SpanKind.CONSUMER,
-        attributes={"messaging.system": "gcp_pubsub", "messaging.destination.name": topic},
+        span_name(PROCESS, topic), context=parent, kind=SpanKind.CONSUMER,
+        attributes=span_attributes,
     ) as current, job_context(attributes.get("job_id")):
         yield current
 

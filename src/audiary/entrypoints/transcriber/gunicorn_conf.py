@@ -6,7 +6,8 @@
 One worker holds the model; `AUDIARY_TRANSCRIBER_CONCURRENCY` threads serve pushes at once.
 On SIGTERM (Cloud Run scale-in, 10 s before the kill) requests in flight get
 `graceful_timeout`, within which each push handler finishes its chunk or hands it back (see
-drain).
+drain). Every line gunicorn logs, its access log too, is a Cloud Logging JSON line from the
+first one on (`logconfig_dict`, audiary.observability.logs), in the master as in the worker.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from audiary.entrypoints.transcriber.drain import install_sigterm_hook
+from audiary.observability import logs
 from audiary.settings import load_settings
 
+_settings = load_settings()
 workers = 1
 # Each thread serves one push at a time; their chunks share model calls (WindowBatcher).
-threads = load_settings().transcriber_concurrency
+threads = _settings.transcriber_concurrency
 timeout = 0  # a chunk may take minutes; Pub/Sub's ack deadline bounds it
 # Below Cloud Run's 10 s: handlers give up at AUDIARY_SHUTDOWN_GRACE_S (7 s) and answer.
 graceful_timeout = 9
@@ -26,6 +29,8 @@ graceful_timeout = 9
 # failed push when it has to reconnect to a server that closed the idle connection (see
 # audiary.local.emulators).
 keepalive = 75
+# Also turns the access log on (one line per request, through the same JSON handler).
+logconfig_dict = logs.dict_config(_settings.project_id)
 
 
 def post_worker_init(worker: Any) -> None:
