@@ -26,7 +26,7 @@ from audiary.observability.logs import (
 )
 from audiary.settings import Settings
 
-NAMES = ("", "audiary", "gunicorn.error", "gunicorn.access", "py.warnings")
+NAMES = ("", "audiary", "gunicorn.error", "gunicorn.access", "py.warnings", "google")
 
 
 @pytest.fixture(autouse=True)
@@ -85,6 +85,9 @@ def test_setup_sends_libraries_warnings_and_gunicorn_to_one_json_handler(capsys)
     own._gunicorn = True  # type: ignore[attr-defined]  # as gunicorn's Logger.setup marks it
     gunicorn.addHandler(own)
     gunicorn.propagate = False
+    # What google-auth and google-api-core do to an unconfigured "google" logger.
+    logging.getLogger("google").setLevel(logging.NOTSET)
+    logging.getLogger("google").propagate = False
     setup_logging(project="p")
     setup_logging(project="p")  # again: nothing is added twice
 
@@ -108,8 +111,9 @@ def test_setup_sends_libraries_warnings_and_gunicorn_to_one_json_handler(capsys)
     assert warning["severity"] == "WARNING"
     assert "DeprecationWarning: old API" in warning["message"]
     ids = span.get_span_context()
-    assert entries[-1][TRACE_FIELD] == f"projects/p/traces/{ids.trace_id:032x}"
-    assert entries[-1][SPAN_FIELD] == f"{ids.span_id:016x}"
+    [in_span] = [e for e in entries if e["message"] == "in a span"]
+    assert in_span[TRACE_FIELD] == f"projects/p/traces/{ids.trace_id:032x}"
+    assert in_span[SPAN_FIELD] == f"{ids.span_id:016x}"
 
 
 def test_an_uncaught_exception_in_a_thread_is_one_json_line(capsys):
@@ -131,6 +135,7 @@ def test_an_uncaught_exception_in_a_thread_is_one_json_line(capsys):
 
 def test_the_gunicorn_dict_config_routes_gunicorns_loggers_to_the_root(capsys):
     logging.config.dictConfig(dict_config("p"))
+    assert logging.getLogger("google").propagate
     access = logging.getLogger("gunicorn.access")
     assert access.handlers == []
     assert access.propagate

@@ -37,6 +37,9 @@ LABELS_FIELD = "logging.googleapis.com/labels"
 # Libraries whose lines go to the root handler at INFO; gunicorn's loggers keep gunicorn's level.
 ROOT_LEVEL = logging.INFO
 GUNICORN_LOGGERS = ("gunicorn.error", "gunicorn.access")
+# Google's client libraries stop their "google" logger from propagating unless it has been
+# configured (a level, a handler) before they look; a level set here keeps their lines flowing.
+GOOGLE_LOGGER = "google"
 
 JOB_ID: ContextVar[str | None] = ContextVar("audiary_job_id", default=None)
 """The job being handled in this context (thread or task); None outside a handler."""
@@ -134,7 +137,10 @@ def dict_config(project: str | None = None) -> dict[str, Any]:
         "handlers": {"stderr": {"()": StderrHandler, "formatter": "json"}},
         "root": {"level": logging.getLevelName(ROOT_LEVEL), "handlers": ["stderr"]},
         # Their level stays what gunicorn sets (its --log-level); only the handlers go.
-        "loggers": {name: {"handlers": [], "propagate": True} for name in GUNICORN_LOGGERS},
+        "loggers": {
+            **{name: {"handlers": [], "propagate": True} for name in GUNICORN_LOGGERS},
+            GOOGLE_LOGGER: {"level": logging.getLevelName(ROOT_LEVEL), "propagate": True},
+        },
     }
 
 
@@ -144,7 +150,8 @@ def setup_logging(level: int = logging.INFO, *, project: str | None = None) -> N
     The root logger gets one `StderrHandler` with a `JsonFormatter` (or keeps the one it has,
     e.g. from `dict_config`); console handlers others put there (functions-framework's,
     `logging.basicConfig`'s) are removed, so no line is written twice or as text. gunicorn's
-    loggers lose their own handlers and propagate; warnings are captured; uncaught exceptions,
+    loggers lose their own handlers and propagate, and so does Google's libraries' "google"
+    logger (which they stop from propagating); warnings are captured; uncaught exceptions,
     also in threads, are logged as one line each. `level` is that of the `audiary` loggers;
     `project` (the Google Cloud project id) is needed for the trace fields, and a later call
     may supply it.
@@ -172,6 +179,10 @@ def setup_logging(level: int = logging.INFO, *, project: str | None = None) -> N
             if getattr(handler, "_gunicorn", False):  # what gunicorn's Logger.setup adds
                 gunicorn.removeHandler(handler)
         gunicorn.propagate = True
+    google = logging.getLogger(GOOGLE_LOGGER)
+    if google.level == logging.NOTSET:
+        google.setLevel(ROOT_LEVEL)
+    google.propagate = True
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread
