@@ -96,3 +96,24 @@ def test_every_line_of_the_transcriber_under_gunicorn_is_cloud_logging_json(tmp_
               if e["message"].startswith("model failed to load")]
     assert "Unable to open file 'model.bin'" in load["stack_trace"]
     assert [e for e in entries if e["logger"].startswith("opentelemetry.exporter")]
+
+
+def test_the_training_job_logs_json_and_fails_with_its_reason(tmp_path: Path):
+    """`audiary train` as the Cloud Run job runs it (CLOUD_RUN_JOB set): no progress bar, every
+    line JSON, and a run with nothing to train on ends with exit 1 and the reason."""
+    import subprocess
+
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "audiary"), "train", "--no-fine-tune"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "CLOUD_RUN_JOB": "audiary-train",
+             "AUDIARY_JOB_BACKEND": "memory", "AUDIARY_BLOB_BACKEND": "memory",
+             "AUDIARY_PUBLISHER_BACKEND": "memory", "AUDIARY_STATE_DIR": str(tmp_path),
+             "AUDIARY_PROJECT_ID": PROJECT})
+    assert result.returncode == 1
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert lines
+    records = [json.loads(line) for line in lines]
+    assert all("severity" in record for record in records)
+    (failure,) = [r for r in records if r["severity"] == "ERROR"]
+    assert failure["message"] == "training failed: no dataset yet: run `audiary dataset build` first"

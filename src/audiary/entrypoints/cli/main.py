@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import click
 from rich.console import Console
@@ -526,6 +526,9 @@ def train(version: int | None, force: bool, vocabulary: bool, tune: bool,
     svc = _svc()
     if steps is not None:
         svc = stores(svc.settings.model_copy(update={"train_steps": steps}))
+    if os.environ.get("CLOUD_RUN_JOB"):  # a Cloud Run job execution: Cloud Logging JSON lines
+        _train_as_job(svc, loop, version, force=force, vocabulary=vocabulary, tune=tune)
+        return
     dataset = loop.dataset_for(svc, version, force=force)
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total} steps"),
@@ -539,6 +542,42 @@ def train(version: int | None, force: bool, vocabulary: bool, tune: bool,
     records = [svc.notes.get_model(o.candidate.model_id) or o.candidate for o in outcomes]
     promoted = [r for r in svc.notes.list_models() if r.state.value == "promoted"]
     _show_models([*promoted, *(r for r in records if r not in promoted)])
+
+
+def _train_as_job(svc: Stores, loop: Any, version: int | None, *, force: bool,
+                  vocabulary: bool, tune: bool) -> None:
+    """`audiary train` as the Cloud Run training job runs it: every line a JSON log line (no
+    progress bar, which Cloud Logging would get as one text line per refresh), the run a trace
+    of its own, progress logged at every tenth of the steps."""
+    import logging
+
+    from audiary.observability import telemetry
+
+    telemetry.setup("trainer", svc.settings)
+    log = logging.getLogger("audiary.train")
+    logged: set[int] = set()
+
+    def progress(step: int, total: int, loss: float) -> None:
+        tenth = step * 10 // max(total, 1)
+        if tenth not in logged:
+            logged.add(tenth)
+            log.info("training step %d/%d, loss %.3f", step, total, loss)
+
+    try:
+        with telemetry.tracer().start_as_current_span("train"):
+            dataset = loop.dataset_for(svc, version, force=force)
+            outcomes = loop.run(
+                svc, dataset, vocabulary=vocabulary, fine_tune=tune, progress=progress,
+                say=lambda message: log.info("%s", Text.from_markup(str(message))))
+    except AudiaryError as exc:  # one JSON line with the reason, and the execution fails
+        log.error("training failed: %s", exc)
+        raise SystemExit(1) from exc
+    except Exception as exc:
+        log.exception("training failed: %s", exc)
+        raise SystemExit(1) from exc
+    for outcome in outcomes:
+        record = svc.notes.get_model(outcome.candidate.model_id) or outcome.candidate
+        log.info("candidate %s: %s", record.model_id, record.state.value)
 
 
 @cli.group()
