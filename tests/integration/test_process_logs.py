@@ -116,4 +116,5 @@ def test_the_training_job_logs_json_and_fails_with_its_reason(tmp_path: Path):
     records = [json.loads(line) for line in lines]
     assert all("severity" in record for record in records)
     (failure,) = [r for r in records if r["severity"] == "ERROR"]
-    assert failure["message"] == "training failed: no dataset yet: run `audiary dataset build` first"
+    assert failure["message"] == (
+        "training failed: no dataset yet: run `audiary dataset build` first")
