@@ -100,8 +100,9 @@ def test_malformed_push_gets_400_with_the_reason(body, needle):
     response = client.post("/", data=b"{" if body is None else json.dumps(body),
                            content_type="application/json")
     assert response.status_code == 400
-    assert response.json["error"] == "bad_request"
-    assert needle in response.json["message"]
+    error = response.json["error"]  # the OpenAI error shape, as on every route
+    assert (error["type"], error["code"]) == ("invalid_request_error", "bad_push")
+    assert needle in error["message"]
 
 
 @pytest.mark.usefixtures("memory_backends")

@@ -1,8 +1,9 @@
 """The transcriber service: Pub/Sub push endpoint around faster-whisper.
 
 - `POST /` takes a push envelope with a chunk task. A malformed envelope gets 400 (Pub/Sub
-  does not retry it); 204 only once the result is stored; an unexpected error gets 500 so
-  Pub/Sub redelivers within the subscription's retry policy.
+  does not retry it), in OpenAI's error shape like every error of the service; 204 only once
+  the result is stored; an unexpected error gets 500 so Pub/Sub redelivers within the
+  subscription's retry policy.
 - `GET /healthz` answers 200 only once the model is loaded (startup probe), 503 before.
 - SIGTERM drains (see drain): gunicorn stops accepting; a chunk in flight is finished within
   `AUDIARY_SHUTDOWN_GRACE_S` or handed back (published again, this delivery acknowledged), and
@@ -21,7 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from flask import Flask, Response, jsonify, request
 
 from audiary.entrypoints.transcriber.drain import DRAIN, Drain
-from audiary.entrypoints.transcriber.openai import install_openai_errors, openai_blueprint
+from audiary.entrypoints.transcriber.openai import (
+    ApiError,
+    install_openai_errors,
+    openai_blueprint,
+)
 from audiary.errors import BadEventError
 from audiary.observability import metrics, telemetry
 from audiary.observability.http import instrument_flask
@@ -98,13 +103,13 @@ def create_app(load_model: Callable[[], Transcriber] | None = None,
         return jsonify(status="loading"), 503
 
     @app.post("/")
-    def push() -> tuple[Response | str, int]:
+    def push() -> Response | tuple[str, int]:
         body = request.get_json(silent=True)
         try:
             data, attributes, message_id = messages.decode_push(body)
         except BadEventError as exc:
             log.warning("rejecting push: %s", exc)
-            return jsonify(error="bad_request", message=str(exc)), 400
+            return _bad_push(exc)
         current = load_settings()
         with telemetry.consuming(
             SERVICE, "transcribe chunk", attributes, topic=current.topic_transcribe_chunk,
@@ -114,7 +119,7 @@ def create_app(load_model: Callable[[], Transcriber] | None = None,
                 task = messages.parse_chunk_task(data)
             except BadEventError as exc:
                 log.warning("rejecting push: %s", exc)
-                return jsonify(error="bad_request", message=str(exc)), 400
+                return _bad_push(exc)
             svc = stores(current)
             if drain.draining:
                 hand_back(svc, task, started=False)
@@ -135,3 +140,8 @@ def create_app(load_model: Callable[[], Transcriber] | None = None,
         return "", 204
 
     return app
+
+
+def _bad_push(exc: BadEventError) -> Response:
+    """A push Pub/Sub must not retry: 400, in the error shape of every route of the service."""
+    return ApiError(400, str(exc), code="bad_push").response()
