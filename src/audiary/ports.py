@@ -212,11 +212,15 @@ class JobStore(ABC):
         segments: list[dict[str, object]] | None,
         segments_uri: str | None,
         language: str | None = None,
+        claim: str | None = None,
     ) -> FanIn:
         """Store a chunk result (with the language it was decoded as) and count it toward the
-        job, in one transaction.
+        job, atomically.
 
         A chunk counts once: a repeat delivery returns `counted=False` and changes nothing.
+        `claim` is the `Chunk.claim` that `start_chunk` returned: where the chunk is unchanged
+        since, a store may write without reading it first (no other delivery can have finished
+        it); where it changed, the result is checked against the chunk as it is now.
         """
 
     @abstractmethod

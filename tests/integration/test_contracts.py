@@ -539,6 +539,61 @@ def test_complete_chunk_counts_once(jobs: JobStore) -> None:
         jobs.complete_chunk(job.job_id, 9, text="", segments=None, segments_uri=None)
 
 
+def test_a_claimed_completion_counts_once_whichever_delivery_finishes_first(
+        jobs: JobStore) -> None:
+    """Two deliveries of each chunk start it, then finish in either order with the claims
+    start_chunk gave them (the first one's is stale: the second start changed the chunk)."""
+    job, _ = jobs.create_job(new_job())
+    jobs.put_chunks(job.job_id, plan(job.job_id, 3))
+    results = []
+    for index, order in ((0, (0, 1)), (1, (1, 0))):
+        started = [jobs.start_chunk(job.job_id, index) for _ in range(2)]
+        for which in order:
+            results.append(jobs.complete_chunk(job.job_id, index, text=f"t{index}-{which}",
+                                               segments=None, segments_uri=None,
+                                               claim=started[which].claim))
+    assert [r.counted for r in results] == [True, False, True, False]
+    alone = jobs.start_chunk(job.job_id, 2)
+    last = jobs.complete_chunk(job.job_id, 2, text="t2", segments=None, segments_uri=None,
+                               claim=alone.claim)
+    again = jobs.complete_chunk(job.job_id, 2, text="other", segments=None, segments_uri=None,
+                                claim=alone.claim)  # a repeat with the same claim
+    assert last == FanIn(counted=True, chunks_done=3, chunks_total=3)
+    assert again == FanIn(counted=False, chunks_done=3, chunks_total=3)
+    chunks = jobs.get_chunks(job.job_id)
+    assert [c.text for c in chunks] == ["t0-0", "t1-1", "t2"]
+    assert all(c.status is ChunkStatus.DONE for c in chunks)
+    stored = jobs.get_job(job.job_id)
+    assert stored is not None
+    assert stored.chunks_done == 3
+
+
+@real
+def test_firestore_records_a_claimed_chunk_in_one_write_without_a_transaction(
+        request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    request.getfixturevalue("emulator_env")
+    from audiary.adapters.firestore import FirestoreJobStore
+
+    jobs = FirestoreJobStore.from_settings(Settings(jobs_collection=unique("jobs")))
+    job, _ = jobs.create_job(new_job())
+    jobs.put_chunks(job.job_id, plan(job.job_id, 2))
+    chunk = jobs.start_chunk(job.job_id, 0)
+    assert chunk.claim
+    transactions: list[object] = []
+    original = jobs._client.transaction
+    monkeypatch.setattr(jobs._client, "transaction",
+                        lambda **kw: transactions.append(kw) or original(**kw))
+    fan_in = jobs.complete_chunk(job.job_id, 0, text="t0", segments=None, segments_uri=None,
+                                 claim=chunk.claim)
+    assert fan_in == FanIn(counted=True, chunks_done=1, chunks_total=2)
+    assert transactions == []
+    # A stale claim (the chunk was written since) goes through the transaction, which sees it.
+    again = jobs.complete_chunk(job.job_id, 0, text="t0", segments=None, segments_uri=None,
+                                claim=chunk.claim)
+    assert again == FanIn(counted=False, chunks_done=1, chunks_total=2)
+    assert len(transactions) == 1
+
+
 def test_out_of_order_completion_completes_exactly_once(jobs: JobStore) -> None:
     job, _ = jobs.create_job(new_job())
     jobs.put_chunks(job.job_id, plan(job.job_id, 4))

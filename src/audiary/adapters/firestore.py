@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self, TypeVar
 
 from google.api_core import exceptions as gexc
+from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 from google.cloud.firestore_v1 import DocumentReference, DocumentSnapshot, Transaction
@@ -249,7 +250,12 @@ class FirestoreJobStore(JobStore):
             txn.update(ref, {"attempts": doc["attempts"], "started_at": doc["started_at"]})
             return Chunk.from_doc(doc)
 
-        chunk: Chunk = transact(self._client, run)[0]
+        chunk: Chunk
+        chunk, txn = transact(self._client, run)
+        # The chunk's update time as this commit left it: complete_chunk's precondition.
+        written = txn.write_results or []
+        if len(written) == 1 and written[0].update_time:
+            chunk.claim = written[0].update_time.rfc3339()
         return chunk
 
     def abandon_chunk(self, job_id: str, index: int) -> None:
@@ -275,9 +281,14 @@ class FirestoreJobStore(JobStore):
         segments: list[dict[str, object]] | None,
         segments_uri: str | None,
         language: str | None = None,
+        claim: str | None = None,
     ) -> FanIn:
         job_ref = self._job_ref(job_id)
         chunk_ref = self._chunk_ref(job_id, index)
+        result = chunk_result(text, segments, segments_uri, language)
+        if claim is not None and (fan_in := self._complete_claimed(job_ref, chunk_ref, result,
+                                                                   claim)) is not None:
+            return fan_in
 
         # The transaction reads only the chunk and bumps the job's counter with a server-side
         # increment. Reading the job document too would make every chunk's transaction
@@ -291,7 +302,7 @@ class FirestoreJobStore(JobStore):
                 raise NotFoundError(f"chunk {index} of job {job_id} does not exist")
             if _data(chunk).get("status") == ChunkStatus.DONE.value:
                 return False
-            txn.update(chunk_ref, chunk_result(text, segments, segments_uri, language))
+            txn.update(chunk_ref, result)
             # progress_at is a plain value, so the increment stays the only transform.
             txn.update(job_ref, {"chunks_done": firestore.Increment(1), "progress_at": utcnow()})
             return True
@@ -312,6 +323,31 @@ class FirestoreJobStore(JobStore):
         results = txn.write_results or []
         done = int(results[1].transform_results[0].integer_value)
         return FanIn(counted=True, chunks_done=done, chunks_total=total)
+
+    def _complete_claimed(self, job_ref: DocumentReference, chunk_ref: DocumentReference,
+                          result: dict[str, Any], claim: str) -> FanIn | None:
+        """complete_chunk in one write: the chunk's result on the precondition that its update
+        time is still `claim` (nothing, no other delivery, wrote it since start_chunk), and the
+        job's increment, atomically, without a transaction's read. None when the chunk changed:
+        the caller's transaction then reads it."""
+        batch = self._client.batch()
+        unchanged = self._client.write_option(
+            last_update_time=DatetimeWithNanoseconds.from_rfc3339(claim))  # type: ignore[no-untyped-call]
+        batch.update(chunk_ref, result, option=unchanged)
+        batch.update(job_ref, {"chunks_done": firestore.Increment(1), "progress_at": utcnow()})
+        try:
+            results = batch.commit()
+        except gexc.FailedPrecondition:
+            return None  # another delivery started or finished the chunk since: check it
+        except gexc.NotFound as exc:
+            raise NotFoundError(f"job {job_ref.id} or its chunk {chunk_ref.id} does not exist"
+                                ) from exc
+        job = job_ref.get()
+        if not job.exists:
+            raise NotFoundError(f"job {job_ref.id} does not exist")
+        done = int(results[1].transform_results[0].integer_value)
+        return FanIn(counted=True, chunks_done=done,
+                     chunks_total=int(_data(job).get("chunks_total", 0)))
 
     def list_jobs(
         self, limit: int = 50, *, owner: str | None = None,

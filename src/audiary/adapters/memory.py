@@ -380,6 +380,7 @@ class MemoryJobStore(JobStore):
         segments: list[dict[str, object]] | None,
         segments_uri: str | None,
         language: str | None = None,
+        claim: str | None = None,  # nothing to save here: the check under the lock is exact
     ) -> FanIn:
         with self._lock:
             job = self._job_doc(job_id)

@@ -183,6 +183,9 @@ class Chunk(BaseModel):
     language: str | None = None  # what the chunk was decoded as (detected or configured)
     started_at: datetime | None = None  # by the latest delivery
     completed_at: datetime | None = None
+    # The store's mark of the chunk as `start_chunk` left it (Firestore: its update time),
+    # which `complete_chunk(claim=...)` checks instead of reading the chunk again; not stored.
+    claim: str | None = Field(default=None, exclude=True)
 
     @property
     def samples(self) -> int:

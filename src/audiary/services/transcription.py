@@ -95,8 +95,7 @@ def _handle_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
         )
         return ChunkOutcome("retries exhausted; job FAILED")
     try:
-        return _transcribe_chunk(svc, model, task, chunk.start_sample, chunk.end_sample,
-                                 queued=job.status is JobStatus.QUEUED)
+        return _transcribe_chunk(svc, model, task, chunk, queued=job.status is JobStatus.QUEUED)
     except Exception as exc:
         if not fail_on_last_attempt(svc, task.job_id, attempt, exc, code="transcription_failed",
                                     what=f"chunk {task.index}", stage=STAGE):
@@ -122,13 +121,13 @@ def hand_back(svc: Stores, task: messages.ChunkTask, *, started: bool) -> None:
                     extra={"job_id": task.job_id})
 
 
-def _transcribe_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
-                      start_sample: int, end_sample: int, *, queued: bool) -> ChunkOutcome:
+def _transcribe_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask, chunk: Chunk,
+                      *, queued: bool) -> ChunkOutcome:
     s = svc.settings
     extra = {"job_id": task.job_id}
     if queued:  # the job's first chunks move it on; the others leave its document alone
         advance(svc, task.job_id, JobStatus.TRANSCRIBING)
-    start, end = sample_range_bytes(start_sample, end_sample)
+    start, end = sample_range_bytes(chunk.start_sample, chunk.end_sample)
     try:
         pcm = svc.blobs.read_range(task.audio_bucket, task.audio_key, start, end)
     except NotFoundError as exc:
@@ -160,7 +159,7 @@ def _transcribe_chunk(svc: Stores, model: Transcriber, task: messages.ChunkTask,
     try:
         fan_in = svc.jobs.complete_chunk(
             task.job_id, task.index, text=text, segments=inline, segments_uri=uri,
-            language=language,
+            language=language, claim=chunk.claim,
         )
     except NotFoundError:
         if purge_if_deleted(svc, task.job_id):  # deleted while decoding: remove what we wrote
