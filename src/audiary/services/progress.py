@@ -70,7 +70,9 @@ def advance(
     job = svc.jobs.get_job(job_id)
     if job is not None:
         observe_stage_left(job, status)
-    trace.get_current_span().add_event("job state", {"audiary.status": status.value})
+    span = trace.get_current_span()
+    if span.is_recording():  # not the delivery's span that ended when a drain handed it back
+        span.add_event("job state", {"audiary.status": status.value})
     if status in TERMINAL:
         metrics.JOBS_FINISHED.labels(status.value).inc()
         announce_finished(svc, job_id, status)
