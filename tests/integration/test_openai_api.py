@@ -10,7 +10,6 @@ Spanish spoken by espeak-ng.
 from __future__ import annotations
 
 import itertools
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +28,8 @@ from audiary.entrypoints.transcriber.openai import install_openai_errors, openai
 from audiary.evaluation.diaries import speak
 from audiary.evaluation.longform import Utterance, load_manifest
 from audiary.evaluation.wer import wer
-from audiary.local.emulators import ManagedProcess, free_port
-from audiary.local.stack import TRANSCRIBER_APP, TRANSCRIBER_GUNICORN_ARGS
+from audiary.local.emulators import free_port
+from audiary.local.stack import transcriber_process
 from audiary.ports import DEFAULT_DECODE, DecodeOptions, Transcriber
 from audiary.settings import Settings
 from tests.integration.test_language import SPOKEN
@@ -57,17 +56,11 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The transcriber service as deployed (gunicorn, the whole app), serving tiny.en."""
     state = tmp_path_factory.mktemp("openai-api")
     port = free_port()
-    server = ManagedProcess(
-        name="transcriber",
-        argv=[str(Path(sys.executable).parent / "gunicorn"),
-              "--chdir", str(REPO_ROOT / "containers/transcriber"),
-              "--bind", f"127.0.0.1:{port}", *TRANSCRIBER_GUNICORN_ARGS, TRANSCRIBER_APP],
-        log_path=state / "transcriber.log",
-        ready_url=f"http://127.0.0.1:{port}/healthz",
-        env={"AUDIARY_JOB_BACKEND": "memory", "AUDIARY_BLOB_BACKEND": "memory",
-             "AUDIARY_PUBLISHER_BACKEND": "memory", "AUDIARY_STATE_DIR": str(state),
-             "AUDIARY_MODEL": "tiny.en"},
-    )
+    server = transcriber_process(
+        REPO_ROOT, port, state / "transcriber.log",
+        {"AUDIARY_JOB_BACKEND": "memory", "AUDIARY_BLOB_BACKEND": "memory",
+         "AUDIARY_PUBLISHER_BACKEND": "memory", "AUDIARY_STATE_DIR": str(state),
+         "AUDIARY_MODEL": "tiny.en"})
     with server.start():
         server.wait_ready(120)
         yield f"http://127.0.0.1:{port}/v1"

@@ -7,7 +7,6 @@ clip), scored against its reference transcript.
 from __future__ import annotations
 
 import re
-import sys
 import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,8 +24,8 @@ from audiary.domain.transcript import Segment
 from audiary.entrypoints.transcriber.openai import SyncLimits, openai_blueprint
 from audiary.evaluation.longform import Utterance, load_manifest
 from audiary.evaluation.wer import wer
-from audiary.local.emulators import ManagedProcess, free_port
-from audiary.local.stack import TRANSCRIBER_APP, TRANSCRIBER_GUNICORN_ARGS
+from audiary.local.emulators import free_port
+from audiary.local.stack import transcriber_process
 from audiary.ports import DEFAULT_DECODE, DecodeOptions, Transcriber
 from audiary.settings import Settings
 from tests.paths import REPO_ROOT
@@ -56,17 +55,11 @@ def jfk() -> Utterance:
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     state = tmp_path_factory.mktemp("openai-api")
     port = free_port()
-    server = ManagedProcess(
-        name="transcriber",
-        argv=[str(Path(sys.executable).parent / "gunicorn"),
-              "--chdir", str(REPO_ROOT / "containers/transcriber"),
-              "--bind", f"127.0.0.1:{port}", *TRANSCRIBER_GUNICORN_ARGS, TRANSCRIBER_APP],
-        log_path=state / "transcriber.log",
-        ready_url=f"http://127.0.0.1:{port}/healthz",
+    server = transcriber_process(
+        REPO_ROOT, port, state / "transcriber.log",
         # The endpoint needs no cloud services; the push route's adapters stay in memory.
-        env={"AUDIARY_JOB_BACKEND": "memory", "AUDIARY_BLOB_BACKEND": "memory",
-             "AUDIARY_PUBLISHER_BACKEND": "memory", "AUDIARY_STATE_DIR": str(state)},
-    )
+        {"AUDIARY_JOB_BACKEND": "memory", "AUDIARY_BLOB_BACKEND": "memory",
+         "AUDIARY_PUBLISHER_BACKEND": "memory", "AUDIARY_STATE_DIR": str(state)})
     with server.start():
         server.wait_ready(120)
         yield f"http://127.0.0.1:{port}/v1"

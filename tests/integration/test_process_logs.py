@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from audiary.local.emulators import ManagedProcess, free_port
-from audiary.local.stack import TRANSCRIBER_APP, TRANSCRIBER_GUNICORN_ARGS
+from audiary.local.emulators import free_port
+from audiary.local.stack import transcriber_process
 from audiary.wire import messages
 from tests.e2e.conftest import poll
 from tests.paths import REPO_ROOT
@@ -33,21 +33,15 @@ def test_every_line_of_the_transcriber_under_gunicorn_is_cloud_logging_json(tmp_
     port, nowhere = free_port(), free_port()
     empty = tmp_path / "no-model"
     empty.mkdir()
-    server = ManagedProcess(
-        name="transcriber",
-        argv=[str(Path(sys.executable).parent / "gunicorn"),
-              "--chdir", str(REPO_ROOT / "containers/transcriber"),
-              "--bind", f"127.0.0.1:{port}", *TRANSCRIBER_GUNICORN_ARGS, TRANSCRIBER_APP],
-        log_path=tmp_path / "transcriber.log",  # stdout and stderr both
-        ready_url=f"http://127.0.0.1:{port}/healthz",
-        ready_any_status=True,
-        env={"AUDIARY_JOB_BACKEND": "memory", "AUDIARY_BLOB_BACKEND": "memory",
-             "AUDIARY_PUBLISHER_BACKEND": "memory", "AUDIARY_STATE_DIR": str(tmp_path),
-             "AUDIARY_PROJECT_ID": PROJECT, "AUDIARY_MODEL_PATH": str(empty),
-             "AUDIARY_OTEL_EXPORTER": "otlp",
-             "AUDIARY_OTEL_ENDPOINT": f"http://127.0.0.1:{nowhere}",
-             "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "1"},
-    )
+    server = transcriber_process(
+        REPO_ROOT, port, tmp_path / "transcriber.log",  # stdout and stderr both
+        {"AUDIARY_JOB_BACKEND": "memory", "AUDIARY_BLOB_BACKEND": "memory",
+         "AUDIARY_PUBLISHER_BACKEND": "memory", "AUDIARY_STATE_DIR": str(tmp_path),
+         "AUDIARY_PROJECT_ID": PROJECT, "AUDIARY_MODEL_PATH": str(empty),
+         "AUDIARY_OTEL_EXPORTER": "otlp",
+         "AUDIARY_OTEL_ENDPOINT": f"http://127.0.0.1:{nowhere}",
+         "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "1"},
+        ready_any_status=True)
     base = f"http://127.0.0.1:{port}"
     with server.start():
         server.wait_ready(60)

@@ -8,9 +8,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -24,19 +21,15 @@ from audiary.observability import telemetry
 from audiary.settings import Settings
 from audiary.wire import messages
 from tests.integration.conftest import LocalServers
+from tests.spans import finished_spans
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    telemetry.setup("tests", Settings())
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield exporter
-    exporter.shutdown()  # the processor stays, and passes the spans of later tests to nothing
+    with finished_spans() as exporter:
+        yield exporter
 
 
 def test_a_published_message_carries_its_send_span(emulator_env: LocalServers, spans) -> None:

@@ -19,9 +19,7 @@ from typing import Any
 
 import functions_framework
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -29,13 +27,13 @@ from audiary.adapters.memory import PublishedMessage
 from audiary.domain.jobs import JobStatus
 from audiary.entrypoints.transcriber.app import create_app
 from audiary.local.watcher import BucketWatcher
-from audiary.observability import telemetry
 from audiary.observability.logs import SPAN_FIELD, TRACE_FIELD, JsonFormatter
 from audiary.ports import Stores
 from audiary.settings import Settings
 from audiary.wiring import stores
 from tests.e2e.conftest import poll
 from tests.media import DEMO_SAMPLE, REPO, decode, encode
+from tests.spans import finished_spans
 
 pytestmark = pytest.mark.integration
 
@@ -45,13 +43,8 @@ PROJECT = "audiary-trace"
 @pytest.fixture(scope="module")
 def exporter() -> Iterator[InMemorySpanExporter]:
     """Every span this process finishes, from here on (added to the provider `setup` made)."""
-    telemetry.setup("tests", Settings(project_id=PROJECT))
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    spans = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    yield spans
-    spans.shutdown()
+    with finished_spans(Settings(project_id=PROJECT)) as spans:
+        yield spans
 
 
 @pytest.fixture

@@ -7,10 +7,8 @@ import dataclasses
 import json
 import os
 import signal
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,8 +17,8 @@ from audiary.adapters.memory import MemoryPublisher
 from audiary.adapters.pubsub import ensure_topic
 from audiary.domain.jobs import ChunkStatus, JobStatus
 from audiary.entrypoints.transcriber.app import create_app
-from audiary.local.emulators import ManagedProcess, free_port
-from audiary.local.stack import TRANSCRIBER_APP, TRANSCRIBER_GUNICORN_ARGS
+from audiary.local.emulators import free_port
+from audiary.local.stack import transcriber_process
 from audiary.ports import Transcriber
 from audiary.services.ingest import ingest
 from audiary.settings import Settings
@@ -215,15 +213,8 @@ def test_sigterm_lets_the_request_in_flight_finish(emulator_env, tmp_path):
     first_task = held.messages(settings.topic_transcribe_chunk)[0].data
 
     port = free_port()
-    server = ManagedProcess(
-        name="transcriber",
-        argv=[str(Path(sys.executable).parent / "gunicorn"),
-              "--chdir", str(REPO_ROOT / "containers/transcriber"),
-              "--bind", f"127.0.0.1:{port}", *TRANSCRIBER_GUNICORN_ARGS, TRANSCRIBER_APP],
-        log_path=tmp_path / "transcriber.log",
-        ready_url=f"http://127.0.0.1:{port}/healthz",
-        env={**emulator_env.env, "AUDIARY_STATE_DIR": str(tmp_path)},
-    )
+    server = transcriber_process(REPO_ROOT, port, tmp_path / "transcriber.log",
+                                 {**emulator_env.env, "AUDIARY_STATE_DIR": str(tmp_path)})
     with server.start(), ThreadPoolExecutor(1) as pool:
         server.wait_ready(120)
         pending = pool.submit(httpx.post, f"http://127.0.0.1:{port}/",

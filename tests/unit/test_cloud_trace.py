@@ -11,14 +11,13 @@ from google.auth.credentials import AnonymousCredentials
 from opentelemetry import propagate, trace
 from opentelemetry.exporter.cloud_trace import CloudTraceSpanExporter
 from opentelemetry.resourcedetector.gcp_resource_detector import _metadata
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from audiary.observability import telemetry
 from audiary.observability.http import instrument_flask
 from audiary.settings import Settings
+from tests.spans import finished_spans
 
 GCP = Settings(otel_exporter="gcp", project_id="trace-proj")
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -96,13 +95,8 @@ def test_the_front_ends_header_is_read_only_with_cloud_trace_and_traceparent_win
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    telemetry.setup("tests", Settings())
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield exporter
-    exporter.shutdown()  # the processor stays, and passes the spans of later tests to nothing
+    with finished_spans() as exporter:
+        yield exporter
 
 
 @pytest.fixture

@@ -8,28 +8,21 @@ from collections.abc import Iterator
 
 import functions_framework
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from audiary.adapters.memory import MemoryPublisher
 from audiary.observability import telemetry
 from audiary.observability.messaging import Delivery
-from audiary.settings import Settings
 from audiary.wire import messages
+from tests.spans import finished_spans
 
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    telemetry.setup("tests", Settings())
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield exporter
-    exporter.shutdown()  # the processor stays, and passes the spans of later tests to nothing
+    with finished_spans() as exporter:
+        yield exporter
 
 
 def named(spans: InMemorySpanExporter, name: str) -> ReadableSpan:

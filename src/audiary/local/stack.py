@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -195,16 +196,8 @@ class NativeStack:
         ]
         self.processes = [
             *functions,
-            ManagedProcess(
-                name="transcriber",
-                argv=[str(bin_dir / "gunicorn"),
-                      "--chdir", str(project / "containers/transcriber"),
-                      "--bind", f"{s.host}:{s.transcriber_port}",
-                      *TRANSCRIBER_GUNICORN_ARGS, TRANSCRIBER_APP],
-                log_path=self.state_dir / "transcriber.log",
-                ready_url=f"http://{s.host}:{s.transcriber_port}/healthz",
-                env=env,
-            ),
+            transcriber_process(project, s.transcriber_port, self.state_dir / "transcriber.log",
+                                env, host=s.host),
             ManagedProcess(
                 name="watcher",
                 argv=[sys.executable, "-m", "audiary.local.watcher"],
@@ -250,6 +243,24 @@ class NativeStack:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+def transcriber_process(project: Path, port: int, log_path: Path, env: Mapping[str, str], *,
+                        host: str = "127.0.0.1", ready_any_status: bool = False
+                        ) -> ManagedProcess:
+    """The transcriber service as its image serves it: gunicorn with its config module, from
+    `project`'s containers/transcriber, ready once `/healthz` answers 200 (any answer with
+    `ready_any_status`)."""
+    return ManagedProcess(
+        name="transcriber",
+        argv=[str(Path(sys.executable).parent / "gunicorn"),
+              "--chdir", str(project / "containers/transcriber"),
+              "--bind", f"{host}:{port}", *TRANSCRIBER_GUNICORN_ARGS, TRANSCRIBER_APP],
+        log_path=log_path,
+        ready_url=f"http://{host}:{port}/healthz",
+        ready_any_status=ready_any_status,
+        env=env,
+    )
 
 
 def project_dir(settings: Settings) -> Path:

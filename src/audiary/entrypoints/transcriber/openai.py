@@ -441,7 +441,7 @@ def _parse_options(form: MultiDict[str, str], task: Task) -> Options:
     stream = _parse_bool(form.get("stream"), "stream")
     if task == "translate":
         for field in ("language", "include", "timestamp_granularities"):
-            if _list_field(form, field) or form.get(field):
+            if _list_field(form, field):
                 raise ApiError(400, f"{field} is not a parameter of translations (the output "
                                "is English, the input language is detected).", param=field)
         if stream:
@@ -644,8 +644,9 @@ def _stream(transcriber: Transcriber, samples: NDArray[Any], language: str | Non
                             "delta": text if not texts else " " + text}
                         texts.append(text)
                         if options.logprobs:
-                            event["logprobs"] = _logprobs(transcriber, [segment])
-                            logprobs.extend(cast(list[dict[str, object]], event["logprobs"]))
+                            items = _logprobs(transcriber, [segment])
+                            event["logprobs"] = items
+                            logprobs.extend(items)
                         yield _sse(event)
             done: dict[str, object] = {"type": "transcript.text.done", "text": " ".join(texts)}
             if options.logprobs:
