@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(default=20.0, ge=0)
     batch_across_requests: bool = Field(
         default=True, description="Let windows of different chunks share a model call.")
+    batch_merge_windows: bool = Field(
+        default=True,
+        description="With batch_across_requests: short windows of different chunks (a "
+                    "chunk's last, a re-read) share one Whisper window, decoded with word "
+                    "times that send each word back to its chunk.")
     decode_workers: int = Field(
         default=2, ge=1, description="Model copies decoding windows in parallel (one per core)."
     )

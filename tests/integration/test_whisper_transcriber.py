@@ -180,3 +180,34 @@ def test_real_speech_carries_the_quality_signals_and_is_mostly_certain(run: Run)
     unsure = [s for s in run.segments if s.uncertain]
     print(f"{len(unsure)} of {len(run.segments)} segments uncertain")
     assert len(unsure) <= 0.2 * len(run.segments), [s.text for s in unsure]
+
+
+def test_a_window_the_decoder_skipped_is_read_again(monkeypatch):
+    """On the hour built from the speech set (seed 0), tiny.en once decoded a 24 s window of
+    five sentences (1521.6-1545.8 s) as one segment of 8 words; such a sparse segment is read
+    again, and here every sentence comes back."""
+    require_speech()
+    from audiary.adapters.whisper import engine
+    from audiary.evaluation.longform import build_longform
+
+    hour = build_longform(3600.0, seed=0)
+    model = WhisperTranscriber("tiny.en", device="cpu", cpu_threads=os.cpu_count() or 0)
+    windows = model.plan(hour.samples)
+    (at,) = [i for i, w in enumerate(windows) if abs(w.pieces[0].start - 1521.6 * 16000) < 3200]
+    span = windows[at].pieces[0].start / 16000, windows[at].pieces[-1].end / 16000
+    said = [u.text for u in hour.utterances if span[0] - 1 <= u.start_s and u.end_s <= span[1] + 1]
+    assert len(said) >= 3
+
+    def heard(segments: list[Segment]) -> str:
+        return " ".join(s.text for s in segments if span[0] <= s.start < span[1])
+
+    def decoded() -> list[Segment]:  # the window with the 16 around it, as in the hour
+        return model._transcribe(hour.samples, windows[at - 8:at + 8], language="en",
+                                 word_timestamps=False, options=engine.DEFAULT_DECODE)
+
+    assert wer([" ".join(said)], [heard(decoded())]).wer <= 0.2
+    monkeypatch.setattr(engine, "SPARSE_MIN_S", float("inf"))
+    without = wer([" ".join(said)], [heard(decoded())])
+    if without.wer <= 0.2:
+        pytest.skip("this CPU decodes the window whole even without the rule")
+    assert without.deletions > 20

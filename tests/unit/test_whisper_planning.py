@@ -185,3 +185,23 @@ def test_snap_to_quiet_moves_a_start_into_the_nearest_pause():
     snapped = snap_to_quiet(samples, inside_word)
     assert pause_start <= snapped.start < pause_end
     assert snapped.end == inside_word.end
+
+
+def test_a_long_segment_with_few_tokens_is_sparse_and_yields_to_what_covers_it():
+    from types import SimpleNamespace
+
+    from audiary.adapters.whisper.engine import _covered, _is_sparse
+    from audiary.domain.transcript import Segment
+
+    def decoded(start: float, end: float, tokens: int | None) -> SimpleNamespace:
+        return SimpleNamespace(start=start, end=end,
+                               tokens=None if tokens is None else list(range(tokens)))
+
+    assert _is_sparse(decoded(0.0, 24.0, 10))  # 8 words for five sentences
+    assert not _is_sparse(decoded(0.0, 24.0, 60))  # 2.5 tokens a second: speech
+    assert not _is_sparse(decoded(0.0, 6.0, 2))  # short: a word or two may be all there is
+    assert not _is_sparse(decoded(0.0, 24.0, None))  # a part of a shared window: unknown
+    sparse = Segment(start=10.0, end=30.0, text="few words")
+    assert _covered(sparse, [Segment(start=9.0, end=15.0, text="a"),
+                             Segment(start=16.0, end=22.0, text="b")])
+    assert not _covered(sparse, [Segment(start=9.0, end=15.0, text="a")])

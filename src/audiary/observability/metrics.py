@@ -36,6 +36,10 @@ DECODE_BATCH_REQUESTS = Histogram(
     "audiary_decode_batch_requests", "Requests whose windows shared one model call",
     buckets=(1, 2, 3, 4, 6, 8, 16),
 )
+DECODE_SHARED_WINDOWS = Counter(
+    "audiary_decode_shared_windows",
+    "Windows decoded in one model window together with another request's",
+)
 CHUNKS_RETRIED = Counter(
     "audiary_chunks_retried", "Chunk deliveries beyond the first attempt"
 )

@@ -10,11 +10,17 @@ call, so an instance stays busy when chunks are short or jobs small:
   for more when it has fewer than that; with several dispatchers idle, the waiting windows are
   shared between them, so one request alone still uses every worker;
 - results go back to each request by window; a request is answered once all its windows are;
+- short windows of different requests share one model window when together they fit in
+  `merge_s` (a chunk's last window, a re-read of what a window left unread): on a CPU the
+  encoder's cost is per window whatever its length, so this is where cross-request batching
+  saves work rather than only filling a batch. Such windows are decoded with word times,
+  and each word goes back to the request whose audio it is in (each window starts and ends
+  in a pause, so no word spans two);
 - a model call that fails with windows of several requests is run again request by request,
   so one bad chunk fails only itself.
 
 With `across_requests=False` a model call only ever holds windows of one request (the same
-dispatchers, no mixing): what the throughput bench compares against.
+dispatchers, no mixing, no shared model windows): what the throughput bench compares against.
 """
 
 from __future__ import annotations
@@ -45,8 +51,8 @@ log = logging.getLogger(__name__)
 # hashable value, compared with ==.
 DecodeKey = Hashable
 # Runs one model call: (worker index, audio of the windows back to back, their clips in
-# seconds, key) -> the decoder's segments, times in that audio.
-DecodeFn = Callable[[int, NDArray[Any], list[dict[str, float]], DecodeKey], list[Any]]
+# seconds, key, whether word times are needed) -> the decoder's segments, times in that audio.
+DecodeFn = Callable[[int, NDArray[Any], list[dict[str, float]], DecodeKey, bool], list[Any]]
 
 
 @dataclass(eq=False)
@@ -83,11 +89,17 @@ class WindowBatcher:
     """Feeds windows of concurrent `decode` calls into shared model calls (see module doc)."""
 
     def __init__(self, decode: DecodeFn, *, workers: int, max_windows: int, max_wait_s: float,
-                 across_requests: bool = True) -> None:
+                 across_requests: bool = True, merge_s: float = 0.0,
+                 mergeable: Callable[[DecodeKey], bool] = lambda key: True) -> None:
         self._decode = decode
         self.max_windows = max_windows
         self.max_wait_s = max_wait_s
         self.across_requests = across_requests
+        # Windows of different requests share a model window up to this many samples (0:
+        # never), for keys where `mergeable` allows it (not when token log-probabilities are
+        # wanted: a word's share of them is not known).
+        self.merge_samples = int(merge_s * SAMPLE_RATE) if across_requests else 0
+        self._mergeable = mergeable
         self._queue: deque[_Item] = deque()
         self._ready = threading.Condition()
         self._idle = workers
@@ -189,20 +201,89 @@ class WindowBatcher:
                 self._ready.notify_all()
 
     def _call(self, worker: int, batch: list[_Item]) -> None:
-        starts, clips, position = [], [], 0
-        for item in batch:
-            length = len(item.audio)
-            starts.append(position / SAMPLE_RATE)
-            clips.append({"start": position / SAMPLE_RATE,
-                          "end": (position + length) / SAMPLE_RATE})
-            position += length
-        audio = np.concatenate([item.audio for item in batch])
-        per_item: list[list[Any]] = [[] for _ in batch]
-        for segment in self._decode(worker, audio, clips, batch[0].request.key):
-            index = max(0, bisect.bisect_right(starts, segment.start + 1e-6) - 1)
-            per_item[index].append(_shifted(segment, -starts[index]))
-        for item, segments in zip(batch, per_item, strict=True):
+        key = batch[0].request.key
+        merge = len(batch) > 1 and self.merge_samples > 0 and self._mergeable(key)
+        groups = _merged(batch, self.merge_samples) if merge else [[item] for item in batch]
+        starts, clips, position = [], [], 0  # starts: of each item, in batch order
+        order = [item for group in groups for item in group]
+        for group in groups:
+            clips.append({"start": position / SAMPLE_RATE})
+            for item in group:
+                starts.append(position / SAMPLE_RATE)
+                position += len(item.audio)
+            clips[-1]["end"] = position / SAMPLE_RATE
+        shared = sum(len(group) for group in groups if len(group) > 1)
+        if shared:
+            metrics.DECODE_SHARED_WINDOWS.inc(shared)
+        audio = np.concatenate([item.audio for item in order])
+        per_item: list[list[Any]] = [[] for _ in order]
+        ends = [start + len(item.audio) / SAMPLE_RATE for start, item in zip(starts, order,
+                                                                           strict=True)]
+        for segment in self._decode(worker, audio, clips, key, shared > 0):
+            for index, part in _split_at(segment, starts, ends):
+                per_item[index].append(_shifted(part, -starts[index]))
+        for item, segments in zip(order, per_item, strict=True):
             item.request.done(item.index, segments)
+
+
+def _merged(batch: list[_Item], limit: int) -> list[list[_Item]]:
+    """The batch's windows in model windows of at most `limit` samples, fewest first: longest
+    first, each into the fullest model window it fits that holds no other window of its
+    request (those were planned apart on purpose)."""
+    groups: list[list[_Item]] = []
+    used: list[int] = []
+    for item in sorted(batch, key=lambda item: -len(item.audio)):
+        fits = [i for i, group in enumerate(groups)
+                if used[i] + len(item.audio) <= limit
+                and all(other.request is not item.request for other in group)]
+        if fits:
+            best = max(fits, key=lambda i: used[i])
+            groups[best].append(item)
+            used[best] += len(item.audio)
+        else:
+            groups.append([item])
+            used.append(len(item.audio))
+    return groups
+
+
+def _split_at(segment: Any, starts: list[float], ends: list[float]) -> list[tuple[int, Any]]:
+    """A decoder segment as (item index, part): by the item each word starts in (`starts` and
+    `ends` the items' times, in order), or all of it to the item it starts in when it has no
+    words. Times are kept inside the item: a segment's end may fall in the next one's audio."""
+    def item_of(t: float) -> int:
+        return max(0, bisect.bisect_right(starts, t + 1e-6) - 1)
+
+    groups: list[tuple[int, list[Any] | None]] = []
+    if not segment.words:
+        groups.append((item_of(segment.start), None))
+    else:
+        for word in segment.words:
+            index = item_of(word.start)
+            if not groups or groups[-1][0] != index:
+                groups.append((index, []))
+            words = groups[-1][1]
+            assert words is not None
+            words.append(word)
+    if len(groups) == 1 and segment.end <= ends[groups[0][0]] + 1e-6:
+        return [(groups[0][0], segment)]
+    parts = []
+    for index, words in groups:
+        def inside(t: float, index: int = index) -> float:
+            return min(max(t, starts[index]), ends[index])
+
+        if words is None:
+            parts.append((index, dataclasses.replace(segment, end=inside(segment.end))))
+            continue
+        kept = [dataclasses.replace(w, start=inside(w.start), end=inside(w.end)) for w in words]
+        if len(groups) == 1:
+            parts.append((index, dataclasses.replace(
+                segment, start=inside(segment.start), end=inside(segment.end), words=kept)))
+            continue
+        parts.append((index, dataclasses.replace(
+            segment, start=kept[0].start, end=kept[-1].end, words=kept,
+            text="".join(w.word for w in words),
+            tokens=None)))  # the tokens were the whole segment's, not this part's
+    return parts
 
 
 def _shifted(segment: Any, by: float) -> Any:

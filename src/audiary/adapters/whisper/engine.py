@@ -267,6 +267,7 @@ class WhisperTranscriber(Transcriber):
         cache_dir: Path | None = None,
         batch_wait_ms: float = 20.0,
         batch_across_requests: bool = True,
+        batch_merge_windows: bool = True,
     ) -> None:
         from faster_whisper import WhisperModel
 
@@ -305,7 +306,9 @@ class WhisperTranscriber(Transcriber):
         self._pipelines = [_tail_keeping_pipeline(self.model) for _ in range(workers)]
         self._batcher = WindowBatcher(
             self._model_call, workers=workers, max_windows=batch_size,
-            max_wait_s=batch_wait_ms / 1000, across_requests=batch_across_requests)
+            max_wait_s=batch_wait_ms / 1000, across_requests=batch_across_requests,
+            merge_s=max_window_s if batch_merge_windows else 0.0,
+            mergeable=lambda key: isinstance(key, _CallKey) and not key.options.logprobs)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, hotwords: str | None = None
@@ -325,6 +328,7 @@ class WhisperTranscriber(Transcriber):
             cache_dir=settings.state_dir,
             batch_wait_ms=settings.batch_wait_ms,
             batch_across_requests=settings.batch_across_requests,
+            batch_merge_windows=settings.batch_merge_windows,
         )
 
     @property
@@ -444,19 +448,22 @@ class WhisperTranscriber(Transcriber):
         if language is None:  # one language for every window, as a shared model call needs
             language = self._detect(samples, windows)[0]
         rounds = 0
-        result = self._decode(samples, windows, _CallKey(language, words, options))
+        sparse: list[Segment] = []
+        result = self._decode(samples, windows, _CallKey(language, words, options), sparse)
         pending, unread = windows, self._unread(samples, windows, result)
         while unread and rounds < self.retries:
             # Pieces from far apart share these windows; word times tell which piece each
             # word came from, so no text lands at another piece's time.
             pending = pack_windows(unread, self.max_window_s)
             again = split_at_pieces(
-                self._decode(samples, pending, _CallKey(language, True, options)), unread,
-                keep_words=words
+                self._decode(samples, pending, _CallKey(language, True, options), []),
+                unread, keep_words=words
             )
             result += again
             unread = self._unread(samples, pending, again)
             rounds += 1
+        # A sparse segment of the first pass stands where the re-reads found nothing better.
+        result += [seg for seg in sparse if not _covered(seg, result)]
         result.sort(key=lambda seg: seg.start)
         logger.debug(
             "transcribed %.1f s: %d windows, %d retry rounds, %d segments",
@@ -478,26 +485,34 @@ class WhisperTranscriber(Transcriber):
         ]
 
     def _decode(
-        self, samples: NDArray[Any], windows: Sequence[Window], key: _CallKey
+        self, samples: NDArray[Any], windows: Sequence[Window], key: _CallKey,
+        sparse: list[Segment],
     ) -> list[Segment]:
-        """Decode windows through the batcher (with other calls' windows, if any wait)."""
+        """Decode windows through the batcher (with other calls' windows, if any wait).
+
+        Segments that are silence or loops are dropped, so their pieces are read again;
+        sparse ones (`_is_sparse`) too, but kept in `sparse` in case nothing better comes."""
         rendered = render_windows(samples, windows)
         bounds = np.cumsum([0, *(w.length for w in windows)])
         decoded = self._batcher.decode(
             [rendered[lo:hi] for lo, hi in itertools.pairwise(bounds)], key)
         time_map = TimeMap(windows)
         duration = len(samples) / SAMPLE_RATE
-        return [
-            _to_segment(seg, time_map, duration, shift=lo / SAMPLE_RATE)
-            for lo, segments in zip(bounds, decoded, strict=False)
-            for seg in segments
-            if seg.text.strip() and not _is_silence(seg) and not _is_loop(seg)
-        ]
+        kept: list[Segment] = []
+        for lo, segments in zip(bounds, decoded, strict=False):
+            for seg in segments:
+                if not seg.text.strip() or _is_silence(seg) or _is_loop(seg):
+                    continue
+                mapped = _to_segment(seg, time_map, duration, shift=lo / SAMPLE_RATE,
+                                     words=key.word_timestamps)
+                (sparse if _is_sparse(seg) else kept).append(mapped)
+        return kept
 
     def _model_call(self, worker: int, audio: NDArray[Any], clips: list[dict[str, float]],
-                    key: Hashable) -> list[Any]:
+                    key: Hashable, words: bool) -> list[Any]:
         """One batched model call on worker `worker`'s pipeline (the batcher's dispatcher for
-        that worker is its only caller)."""
+        that worker is its only caller); with word times if the key or the batcher (`words`,
+        for windows of several requests in one) needs them."""
         assert isinstance(key, _CallKey)
         pipeline = self._pipelines[worker]
         pipeline.model.model.logits = key.options.logprobs
@@ -510,7 +525,7 @@ class WhisperTranscriber(Transcriber):
             temperature=key.options.temperature,
             initial_prompt=key.options.prompt,
             without_timestamps=False,
-            word_timestamps=key.word_timestamps,
+            word_timestamps=key.word_timestamps or words,
             vad_filter=False,
             clip_timestamps=clips,
             hotwords=self.hotwords,
@@ -566,26 +581,47 @@ def _is_loop(segment: Any) -> bool:
     return bool(segment.compression_ratio > 2.4)
 
 
+# A segment this long (in the decoded window, where pauses over 1 s are cut out) with fewer
+# text tokens per second than this skipped most of what was said: on an hour of real speech,
+# tiny.en once wrote 8 words for a 24 s window of five sentences.
+SPARSE_MIN_S = 8.0
+SPARSE_TOKENS_PER_S = 1.0
+
+
+def _is_sparse(segment: Any) -> bool:
+    """Whether a decoder segment holds far fewer tokens than its length of speech must."""
+    duration = segment.end - segment.start
+    return bool(segment.tokens is not None and duration >= SPARSE_MIN_S
+                and len(segment.tokens) < SPARSE_TOKENS_PER_S * duration)
+
+
+def _covered(segment: Segment, others: Sequence[Segment]) -> bool:
+    """Whether other segments overlap at least half of `segment`'s time."""
+    overlap = sum(max(0.0, min(o.end, segment.end) - max(o.start, segment.start))
+                  for o in others)
+    return overlap >= 0.5 * (segment.end - segment.start)
+
+
 def _identity(t: float, *, is_end: bool = False) -> float:
     return t
 
 
 def _to_segment(segment: Any, time_map: Callable[..., float], duration: float, *,
-                shift: float = 0.0) -> Segment:
+                shift: float = 0.0, words: bool = True) -> Segment:
     """A decoder segment as a transcript one: its times (`shift` seconds into the rendered
-    windows) mapped back to the input's."""
+    windows) mapped back to the input's; its word times only if `words`."""
     def clamp(t: float) -> float:
         return round(min(max(t, 0.0), duration), 3)
 
     start = clamp(time_map(segment.start + shift))
     end = max(start, clamp(time_map(segment.end + shift, is_end=True)))
-    words = None
-    if segment.words:
-        words = []
+    timed = None
+    if segment.words and words:
+        timed = []
         for word in segment.words:
             word_start = clamp(time_map(word.start + shift))
             word_end = max(word_start, clamp(time_map(word.end + shift, is_end=True)))
-            words.append(
+            timed.append(
                 Word(start=word_start, end=word_end, word=word.word, probability=word.probability)
             )
     tokens = segment.tokens
@@ -598,7 +634,7 @@ def _to_segment(segment: Any, time_map: Callable[..., float], duration: float, *
         compression_ratio=(round(segment.compression_ratio, 3)
                            if segment.compression_ratio is not None else None),
         repetition=repeats_itself(segment.text),
-        words=words,
+        words=timed,
         tokens=list(tokens) if tokens is not None else None,
         token_logprobs=getattr(tokens, "logprobs", None),
         temperature=segment.temperature,
