@@ -153,8 +153,9 @@ def test_chunks_delivered_twice_and_out_of_order_count_once(stack, svc, tmp_path
     deliveries = list(reversed(envelopes)) * 2  # last chunk first, every chunk twice
     url = f"http://{svc.settings.host}:{stack.settings.transcriber_port}/"
     with httpx.Client(timeout=600) as client, ThreadPoolExecutor(4) as pool:
-        statuses = list(pool.map(lambda env: client.post(url, json=env).status_code, deliveries))
-    assert statuses == [204] * len(deliveries)
+        answers = list(pool.map(lambda env: client.post(url, json=env), deliveries))
+    assert [a.status_code for a in answers] == [204] * len(deliveries), [
+        a.text[:300] for a in answers if a.status_code != 204]
 
     job = svc.jobs.get_job(job_id)
     assert job.status in {JobStatus.TRANSCRIBED, JobStatus.SUMMARIZING, JobStatus.DONE}

@@ -594,6 +594,40 @@ def test_firestore_records_a_claimed_chunk_in_one_write_without_a_transaction(
     assert len(transactions) == 1
 
 
+@real
+def test_an_aborted_one_write_completion_goes_through_the_transaction_and_counts_once(
+        request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under contention the emulator aborts a plain commit (a lock timeout): that is not an
+    error for the delivery, which then records the chunk in the (retried) transaction."""
+    request.getfixturevalue("emulator_env")
+    from google.api_core import exceptions as gexc
+
+    from audiary.adapters.firestore import FirestoreJobStore
+
+    jobs = FirestoreJobStore.from_settings(Settings(jobs_collection=unique("jobs")))
+    job, _ = jobs.create_job(new_job())
+    jobs.put_chunks(job.job_id, plan(job.job_id, 2))
+    chunk = jobs.start_chunk(job.job_id, 0)
+    original = jobs._client.batch
+
+    def aborting_batch():
+        batch = original()
+
+        def commit(*args, **kwargs):
+            raise gexc.Aborted("Transaction lock timeout.")
+        batch.commit = commit
+        return batch
+
+    monkeypatch.setattr(jobs._client, "batch", aborting_batch)
+    fan_in = jobs.complete_chunk(job.job_id, 0, text="t0", segments=None, segments_uri=None,
+                                 claim=chunk.claim)
+    assert fan_in == FanIn(counted=True, chunks_done=1, chunks_total=2)
+    again = jobs.complete_chunk(job.job_id, 0, text="t0", segments=None, segments_uri=None,
+                                claim=chunk.claim)
+    assert again == FanIn(counted=False, chunks_done=1, chunks_total=2)
+    assert jobs.get_chunks(job.job_id)[0].status is ChunkStatus.DONE
+
+
 def test_out_of_order_completion_completes_exactly_once(jobs: JobStore) -> None:
     job, _ = jobs.create_job(new_job())
     jobs.put_chunks(job.job_id, plan(job.job_id, 4))

@@ -339,6 +339,10 @@ class FirestoreJobStore(JobStore):
             results = batch.commit()
         except gexc.FailedPrecondition:
             return None  # another delivery started or finished the chunk since: check it
+        except gexc.Aborted:
+            # Contention (the emulator: a lock timeout while chunk transactions hold the job
+            # document). Nothing was written: the transaction, which retries, does it.
+            return None
         except gexc.NotFound as exc:
             raise NotFoundError(f"job {job_ref.id} or its chunk {chunk_ref.id} does not exist"
                                 ) from exc

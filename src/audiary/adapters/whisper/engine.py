@@ -9,9 +9,12 @@
 2. Decode: the windows go through faster-whisper's `BatchedInferencePipeline`
    (`clip_timestamps`, no VAD, timestamps on, greedy), fed by the `WindowBatcher`
    (batching.py): the model's workers take windows of every call waiting, so concurrent
-   chunks share model calls. One language per call: detected first when none is set.
+   chunks share model calls, and short windows of different chunks share one Whisper window.
+   One language per call: detected first when none is set.
 3. Re-read (`unread_pieces`): what a window left without text is packed and decoded again,
-   at most `retries` rounds, with word times to put each word back at its own piece.
+   at most `retries` rounds, with word times to put each word back at its own piece. A
+   segment far too sparse for its length (`_is_sparse`: Whisper wrote a sentence for a
+   window of five) counts as unread too; it stays only where the re-reads find nothing.
 
 Why, from measurements on long-form real speech (bench/long_form.py, tiny.en int8, 2 CPU
 cores): sequential decoding skips whole sentences (17 % WER on 10 minutes, against 5 % for
