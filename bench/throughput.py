@@ -54,7 +54,8 @@ def batch_totals(metrics_url: str) -> dict[str, float]:
     values = {}
     for line in httpx.get(metrics_url, timeout=10).text.splitlines():
         name, _, value = line.partition(" ")
-        if name.startswith("audiary_decode_batch_") and name.endswith(("_sum", "_count")):
+        if ((name.startswith("audiary_decode_batch_") and name.endswith(("_sum", "_count")))
+                or name == "audiary_decode_shared_windows_total"):
             values[name] = float(value)
     return values
 
@@ -71,6 +72,8 @@ def batch_means(metrics_url: str, since: dict[str, Any] | None = None) -> dict[s
         means[f"{what}_per_call"] = round(
             delta.get(f"audiary_decode_batch_{what}_sum", 0.0) / count, 2) if count else 0.0
     means["model_calls"] = delta.get("audiary_decode_batch_windows_count", 0.0)
+    means["windows_sharing_a_whisper_window"] = delta.get(
+        "audiary_decode_shared_windows_total", 0.0)
     means["totals"] = now
     return means
 
@@ -155,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         details={
             "target_met": ratio >= TARGET,
             "jobs": args.jobs, "audio_s": round(audio_s, 1), "model": args.model,
+            "merge_windows": Settings().batch_merge_windows,
             "cpu_count": os.cpu_count(),
             "end_to_end_ratio": round(end_to_end, 3),
             "on": best["on"], "off": best["off"],

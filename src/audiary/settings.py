@@ -138,8 +138,10 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(default=20.0, ge=0)
     batch_across_requests: bool = Field(
         default=True, description="Let windows of different chunks share a model call.")
+    # Off by default: on 2 CPU cores it saved no time (bench/throughput.py), and a chunk's
+    # words then depend a little on other chunks', maybe other users', that shared its window.
     batch_merge_windows: bool = Field(
-        default=True,
+        default=False,
         description="With batch_across_requests: short windows of different chunks (a "
                     "chunk's last, a re-read) share one Whisper window, decoded with word "
                     "times that send each word back to its chunk.")

@@ -122,7 +122,8 @@ def test_short_chunks_share_whisper_windows_and_each_gets_its_own_words():
     shorts = [samples[int(a * 16000):int(b * 16000)] for (a, b), _ in SENTENCES]
     said = [sentence for _, sentence in SENTENCES]
     # One worker: all six meet in one model call, packed the same way every run.
-    model = WhisperTranscriber("tiny.en", device="cpu", batch_wait_ms=500, workers=1)
+    model = WhisperTranscriber("tiny.en", device="cpu", batch_wait_ms=500, workers=1,
+                               batch_merge_windows=True)
     alone = [text(model.transcribe(clip, language="en")) for clip in shorts]
     before = shared_windows()
     results = at_once(model, [(clip, "en") for clip in shorts])

@@ -91,6 +91,7 @@ EXPORTED = {
     "audiary_http_requests_total", "audiary_http_request_duration_seconds",
     "audiary_job_stage_seconds", "audiary_queue_lag_seconds", "audiary_chunks_retried_total",
     "audiary_decode_batch_windows", "audiary_decode_batch_requests",
+    "audiary_decode_shared_windows_total",
     "audiary_jobs_finished_total", "audiary_llm_tokens_total", "audiary_llm_cost_usd_total",
     "audiary_llm_failures_total", "audiary_breaker_state", "audiary_dead_letter_messages",
     "audiary_jobs_in_state", "audiary_service_up",

@@ -10,12 +10,13 @@ call, so an instance stays busy when chunks are short or jobs small:
   for more when it has fewer than that; with several dispatchers idle, the waiting windows are
   shared between them, so one request alone still uses every worker;
 - results go back to each request by window; a request is answered once all its windows are;
-- short windows of different requests share one model window when together they fit in
-  `merge_s` (a chunk's last window, a re-read of what a window left unread): on a CPU the
-  encoder's cost is per window whatever its length, so this is where cross-request batching
-  saves work rather than only filling a batch. Such windows are decoded with word times,
-  and each word goes back to the request whose audio it is in (each window starts and ends
-  in a pause, so no word spans two);
+- with `merge_s` set, short windows of different requests share one model window when
+  together they fit in it (a chunk's last window, a re-read of what a window left unread):
+  the encoder's cost is per window whatever its length, so this saves encoder passes rather
+  than only filling a batch. Such windows are decoded with word times, and each word goes
+  back to the request whose audio it is in (each window starts and ends in a pause, so no
+  word spans two). Off unless asked (the engine's `batch_merge_windows`): on 2 CPU cores it
+  saved no time, and a request's words then depend a little on its neighbours';
 - a model call that fails with windows of several requests is run again request by request,
   so one bad chunk fails only itself.
 

@@ -9,7 +9,8 @@
 2. Decode: the windows go through faster-whisper's `BatchedInferencePipeline`
    (`clip_timestamps`, no VAD, timestamps on, greedy), fed by the `WindowBatcher`
    (batching.py): the model's workers take windows of every call waiting, so concurrent
-   chunks share model calls, and short windows of different chunks share one Whisper window.
+   chunks share model calls (and, with `batch_merge_windows`, short windows of different chunks
+   one Whisper window).
    One language per call: detected first when none is set.
 3. Re-read (`unread_pieces`): what a window left without text is packed and decoded again,
    at most `retries` rounds, with word times to put each word back at its own piece. A
@@ -270,7 +271,7 @@ class WhisperTranscriber(Transcriber):
         cache_dir: Path | None = None,
         batch_wait_ms: float = 20.0,
         batch_across_requests: bool = True,
-        batch_merge_windows: bool = True,
+        batch_merge_windows: bool = False,
     ) -> None:
         from faster_whisper import WhisperModel
 
