@@ -231,3 +231,25 @@ def test_sigterm_lets_the_request_in_flight_finish(emulator_env, tmp_path):
     assert chunk.text
     assert exit_code == 0
     assert "Shutting down" in (tmp_path / "transcriber.log").read_text()
+
+
+@pytest.mark.usefixtures("memory_backends")
+def test_a_duplicate_that_meets_the_announcement_is_asked_to_come_again():
+    svc, task = chunk_job("announce-1")
+    model = HeldModel()
+    model.release.set()
+    client = create_app(lambda: model).test_client()
+    poll(lambda: client.get("/healthz").status_code, lambda c: c == 200, 10)
+    assert client.post("/", json=envelope(task)).status_code == 204
+    assert svc.jobs.get_job("announce-1").status is JobStatus.TRANSCRIBED
+    # As if that delivery were still publishing transcript-ready: the same chunk again is not
+    # an error, but not acknowledged either, so Pub/Sub brings it back (and it announces, if
+    # the first delivery died meanwhile).
+    svc.jobs.update_job("announce-1", {"transcript_announced": False})
+    again = client.post("/", json=envelope(task))
+    assert again.status_code == 503
+    assert again.headers["Retry-After"] == "5"
+    error = again.json["error"]
+    assert (error["type"], error["code"]) == ("server_error", "announcement_pending")
+    assert "announcing transcript-ready" in error["message"]
+    assert svc.jobs.get_job("announce-1").chunks_done == 1  # counted once

@@ -3,7 +3,9 @@
 - `POST /` takes a push envelope with a chunk task. A malformed envelope gets 400 (Pub/Sub
   does not retry it), in OpenAI's error shape like every error of the service; 204 only once
   the result is stored; an unexpected error gets 500 so Pub/Sub redelivers within the
-  subscription's retry policy.
+  subscription's retry policy. A duplicate that meets its job just as the delivery that
+  finished it announces the transcript gets 503 (`announcement_pending`, Retry-After), so it
+  comes again and announces in case that delivery dies.
 - `GET /healthz` answers 200 only once the model is loaded (startup probe), 503 before.
 - SIGTERM drains (see drain): gunicorn stops accepting; a chunk in flight is finished within
   `AUDIARY_SHUTDOWN_GRACE_S` or handed back (published again, this delivery acknowledged), and
@@ -31,6 +33,7 @@ from audiary.errors import BadEventError
 from audiary.observability import metrics, telemetry
 from audiary.observability.http import instrument_flask
 from audiary.ports import Transcriber
+from audiary.services.progress import ANNOUNCE_GRACE_S, AnnouncementPending
 from audiary.services.transcription import hand_back, handle_chunk
 from audiary.settings import load_settings
 from audiary.wire import messages
@@ -129,7 +132,14 @@ def create_app(load_model: Callable[[], Transcriber] | None = None,
             running = chunks.submit(
                 contextvars.copy_context().run, handle_chunk, svc, holder.get(), task,
                 delivery_attempt=messages.delivery_attempt(body))
-            outcome = drain.wait(running, current.shutdown_grace_s)
+            try:
+                outcome = drain.wait(running, current.shutdown_grace_s)
+            except AnnouncementPending as exc:
+                # Not a failure: a duplicate met the job just as the delivery that finished it
+                # announces it. Deliver again (any answer but 2xx), in case that one dies.
+                log.info("chunk %d (message %s): %s; delivering again later", task.index,
+                         message_id, exc, extra={"job_id": task.job_id})
+                return _deliver_again(exc)
             if outcome is None:  # still running, and the process must stop
                 hand_back(svc, task, started=True)
                 return "", 204
@@ -140,6 +150,14 @@ def create_app(load_model: Callable[[], Transcriber] | None = None,
         return "", 204
 
     return app
+
+
+def _deliver_again(exc: AnnouncementPending) -> Response:
+    """503 with Retry-After: Pub/Sub delivers the message again, after its backoff."""
+    response = ApiError(503, str(exc), error_type="server_error",
+                        code="announcement_pending").response()
+    response.headers["Retry-After"] = str(int(ANNOUNCE_GRACE_S))
+    return response
 
 
 def _bad_push(exc: BadEventError) -> Response:
