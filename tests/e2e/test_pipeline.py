@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -153,19 +152,16 @@ def test_chunks_delivered_twice_and_out_of_order_count_once(stack, svc, tmp_path
     ]
     deliveries = list(reversed(envelopes)) * 2  # last chunk first, every chunk twice
     url = f"http://{svc.settings.host}:{stack.settings.transcriber_port}/"
-    told_again: list[str] = []
-
     def deliver(envelope: dict) -> int:
         """As Pub/Sub does: again while the transcriber asks for it (503, Retry-After)."""
-        for _ in range(40):
+        def attempt() -> int:
             answer = client.post(url, json=envelope)
-            if answer.status_code != 503:
-                return answer.status_code
-            assert answer.json()["error"]["code"] == "announcement_pending", answer.text
-            assert answer.headers["Retry-After"] == "5"
-            told_again.append(envelope["message"]["messageId"])
-            time.sleep(0.25)
-        return 503
+            if answer.status_code == 503:
+                assert answer.json()["error"]["code"] == "announcement_pending", answer.text
+                assert answer.headers["Retry-After"] == "5"
+            return answer.status_code
+
+        return poll(attempt, lambda status: status != 503, 30)
 
     with httpx.Client(timeout=600) as client, ThreadPoolExecutor(4) as pool:
         statuses = list(pool.map(deliver, deliveries))

@@ -337,11 +337,10 @@ class FirestoreJobStore(JobStore):
         batch.update(job_ref, {"chunks_done": firestore.Increment(1), "progress_at": utcnow()})
         try:
             results = batch.commit()
-        except gexc.FailedPrecondition:
-            return None  # another delivery started or finished the chunk since: check it
-        except gexc.Aborted:
-            # Contention (the emulator: a lock timeout while chunk transactions hold the job
-            # document). Nothing was written: the transaction, which retries, does it.
+        except (gexc.FailedPrecondition, gexc.Aborted):
+            # Another delivery started or finished the chunk since, or contention aborted the
+            # commit (the emulator: a lock timeout while chunk transactions hold the job
+            # document). Nothing was written: the transaction, which reads and retries, does it.
             return None
         except gexc.NotFound as exc:
             raise NotFoundError(f"job {job_ref.id} or its chunk {chunk_ref.id} does not exist"
