@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     state = Path(tempfile.mkdtemp(prefix="audiary-bench-learning-"))
     settings = Settings(
+        model="tiny.en",  # the weak model the diaries' names defeat, whatever AUDIARY_MODEL says
         state_dir=state, blob_backend="memory", job_backend="memory", publisher_backend="memory",
         dataset_splits=(0.6, 0.0, 0.4), dataset_ready_hours=0.01, train_steps=args.steps,
         train_batch_size=4, train_grad_accum=1, train_learning_rate=1e-4,

@@ -12,7 +12,11 @@ requests at once, 2 decode workers), two ways:
   ingest (one process locally) hands them over one at a time.
 
 The two settings alternate `--repeats` times and the fastest run of each counts. Also reported:
-the mean windows and chunks per model call, from the transcriber's /metrics.
+the mean windows and chunks per model call, from the transcriber's /metrics, and the ceiling:
+in this process, with the stack's decode workers and threads, the same first-pass windows
+decoded one per model call against all in shared calls (`batching_ceiling`). Batching across
+requests can save no more than batching any windows saves, so a ceiling under the target
+says the target is out of reach on this CPU whatever the batcher does.
 
 Target: >= 1.5x on 2 cores.
 
@@ -32,8 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+from numpy.typing import NDArray
 
 from audiary.adapters.memory import MemoryPublisher
+from audiary.adapters.whisper.engine import WhisperTranscriber
 from audiary.evaluation.longform import build_longform, write_wav
 from audiary.local.stack import NativeStack
 from audiary.ports import Stores
@@ -108,6 +115,37 @@ def push_all(svc: Stores, settings: Settings, files: list[Path]) -> float:
     return wall_s
 
 
+def batching_ceiling(jobs: list[NDArray[Any]], model: str, windows: int = 16
+                     ) -> dict[str, Any]:
+    """Seconds to decode the first `windows` planned windows of `jobs` (joined) one per model
+    call, `decode_workers` calls at a time, against all of them at once (calls of up to
+    `windows`, spread over the workers); `ceiling` = the ratio: the most batching saves here."""
+    settings = Settings()
+    engine = WhisperTranscriber(model, cpu_threads=settings.cpu_threads,
+                                workers=settings.decode_workers, batch_size=windows,
+                                batch_across_requests=False, cache_dir=settings.state_dir)
+    samples = np.concatenate(jobs)
+    planned = engine.plan(samples)[:windows]
+    engine.decode_windows(samples, planned[:1], language="en")  # warm up
+
+    def alone() -> None:
+        with ThreadPoolExecutor(settings.decode_workers) as pool:
+            list(pool.map(lambda w: engine.decode_windows(samples, [w], language="en"), planned))
+
+    timings = {}
+    for name, decode in (("alone", alone),
+                         ("together", lambda: engine.decode_windows(samples, planned,
+                                                                    language="en"))):
+        started = time.perf_counter()
+        decode()
+        timings[name] = time.perf_counter() - started
+    logger.info("batching ceiling: %d windows in %.1f s one per call, %.1f s together",
+                len(planned), timings["alone"], timings["together"])
+    return {"windows": len(planned), "workers": settings.decode_workers,
+            "alone_s": round(timings["alone"], 2), "together_s": round(timings["together"], 2),
+            "ceiling": round(timings["alone"] / timings["together"], 3)}
+
+
 def run(files: list[Path], state_dir: Path, model: str, across: bool) -> dict[str, Any]:
     settings = bench_settings(state_dir, model=model, batch_across_requests=across)
     with NativeStack(settings) as stack:
@@ -133,12 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="audiary-bench-") as tmp:
-        files, audio_s = [], 0.0
+        files, jobs = [], []
         for i in range(args.jobs):
             seconds = 30.0 + 60.0 * i / max(1, args.jobs - 1)
-            samples = build_longform(seconds, seed=100 + i).samples[: int(seconds * 16000)]
-            files.append(write_wav(Path(tmp) / f"short-{i:02d}.wav", samples))
-            audio_s += len(samples) / 16000
+            jobs.append(build_longform(seconds, seed=100 + i).samples[: int(seconds * 16000)])
+            files.append(write_wav(Path(tmp) / f"short-{i:02d}.wav", jobs[-1]))
+        audio_s = sum(len(samples) for samples in jobs) / 16000
+        ceiling = batching_ceiling(jobs, args.model)
         runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
         for repeat in range(args.repeats):
             for label, across in (("on", True), ("off", False)):
@@ -161,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             "merge_windows": Settings().batch_merge_windows,
             "cpu_count": os.cpu_count(),
             "end_to_end_ratio": round(end_to_end, 3),
+            "batching_ceiling": ceiling,
             "on": best["on"], "off": best["off"],
             "runs_transcriber_alone_s": {label: [r["transcriber_alone_s"] for r in rs]
                                          for label, rs in runs.items()},
@@ -168,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                 audio_s / best["on"]["transcriber_alone_s"], 1),
         },
     )
+    logger.info("throughput: %.2fx with batching across requests (target %.1fx); batching "
+                "saves at most %.2fx on this CPU", ratio, TARGET, ceiling["ceiling"])
     print_results()
     return 0
 

@@ -32,6 +32,7 @@ from tests.media import DEMO_SAMPLE, decode, encode
 pytestmark = pytest.mark.e2e
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -102,6 +103,22 @@ def sign_in(chrome, base: str, key: str) -> None:
     field = wait.until(ec.visibility_of_element_located((By.ID, "api-key")))
     field.send_keys(key)
     chrome.find_element(By.CSS_SELECTOR, "#sign-in-form button").click()
+
+
+PAGE_STATE = """return {url: location.href, signed_in: !!sessionStorage.getItem("audiary.key"),
+  shown: ["sign-in", "jobs", "job", "message"].filter((id) => !document.getElementById(id).hidden),
+  message: document.getElementById("message").textContent}"""
+
+
+def visible(chrome, element_id: str, timeout_s: float = 30):
+    """The element once it is visible; if it never is, a failure that says what the page shows
+    instead (sections, message, whether a key is kept)."""
+    try:
+        return WebDriverWait(chrome, timeout_s).until(
+            ec.visibility_of_element_located((By.ID, element_id)))
+    except TimeoutException as exc:
+        raise AssertionError(f"#{element_id} not visible after {timeout_s} s; the page: "
+                             f"{chrome.execute_script(PAGE_STATE)}") from exc
 
 
 def test_a_wrong_key_is_told_so(browser, stack: NativeStack):
@@ -289,11 +306,10 @@ def test_a_key_revoked_while_signed_in_sends_the_page_back_to_sign_in(
     short_lived = runner.invoke(cli, ["keys", "create", "short-lived"]).stdout.strip()
     short_lived = short_lived.splitlines()[-1]
     sign_in(browser, base, short_lived)
-    WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "jobs")))
+    visible(browser, "jobs")
     assert runner.invoke(cli, ["keys", "revoke", short_lived.split("_")[1]]).exit_code == 0
     browser.refresh()
-    message = WebDriverWait(browser, 30).until(
-        ec.visibility_of_element_located((By.ID, "message")))
+    message = visible(browser, "message")
     assert "Signing in failed" in message.text
     assert "revoked" in message.text
     assert browser.find_element(By.ID, "sign-in").is_displayed()

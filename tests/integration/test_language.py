@@ -80,3 +80,27 @@ def test_a_job_with_no_language_set_is_decoded_and_recorded_in_the_one_spoken(
     assert transcript.language == language
     # Decoded as that language, not translated or transliterated into English.
     assert wer([SPOKEN[language]], [transcript.text]).wer < 0.5
+
+
+def test_detecting_the_language_costs_no_encoder_pass_of_its_own(base, recordings,
+                                                                 monkeypatch):
+    samples = decode(recordings["es"])
+    assert len(base.plan(samples)) == 1
+    encoded: list[int] = []
+    encode = base.model.encode
+
+    def counting(features):
+        encoded.append(len(features) if features.ndim == 3 else 1)
+        return encode(features)
+
+    monkeypatch.setattr(base.model, "encode", counting)
+    alone = base.transcribe(samples, language="es")
+    windows_alone = sum(encoded)
+    encoded.clear()
+    hits = base._encoded.hits
+    language, _ = base.detect_language(samples)
+    detected = base.transcribe(samples, language=language)
+    assert language == "es"
+    assert base._encoded.hits == hits + 1
+    assert sum(encoded) == windows_alone  # the detection's pass is the first window's
+    assert detected == alone  # the same encoder output, so the same decoding

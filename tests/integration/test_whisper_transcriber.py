@@ -133,6 +133,21 @@ def test_segments_land_on_their_utterances(run: Run):
         ), utterance.utt_id
 
 
+def test_one_pass_over_planned_windows_reads_those_windows_only(
+        transcriber: WhisperTranscriber, run: Run):
+    samples = run.longform.samples
+    windows = transcriber.plan(samples)[2:4]
+    spans = [(w.pieces[0].start / SAMPLE_RATE, w.pieces[-1].end / SAMPLE_RATE) for w in windows]
+    segments = transcriber.decode_windows(samples, windows, language="en")
+    assert segments
+    assert all(any(lo - 0.05 <= s.start <= s.end <= hi + 0.05 for lo, hi in spans)
+               for s in segments), (spans, [(s.start, s.end) for s in segments])
+    spoken = [u.text for u in run.longform.utterances
+              if any(lo <= u.start_s and u.end_s <= hi for lo, hi in spans)]
+    assert spoken
+    assert wer([" ".join(spoken)], [" ".join(s.text for s in segments)]).wer < 0.35
+
+
 def test_word_timestamps_lie_inside_their_segments(transcriber: WhisperTranscriber, run: Run):
     first = run.longform.utterances[0]
     clip = run.longform.samples[: round((first.end_s + 1.0) * SAMPLE_RATE)]

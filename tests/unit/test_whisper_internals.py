@@ -4,7 +4,10 @@ written against (faster-whisper 1.2.1, pinned in pyproject.toml).
 `audiary.adapters.whisper.engine._tail_keeping_pipeline` overrides
 `BatchedInferencePipeline.forward` with a copy that keeps text after a window's last timestamp,
 and calls `generate_segment_batched`, `WhisperModel.add_word_timestamps` and
-`faster_whisper.transcribe.get_compression_ratio`. When faster-whisper changes any of them the
+`faster_whisper.transcribe.get_compression_ratio`; language detection computes a window's
+features as `BatchedInferencePipeline.transcribe` does (`feature_extractor`, `pad_or_trim`), so
+that the pipeline's encoder pass finds them (a change there only loses that saving; the
+integration test `test_language.py` counts it). When faster-whisper changes any of them the
 copy may silently decode differently; these checks fail first, with what to do.
 """
 
@@ -14,6 +17,7 @@ import hashlib
 import inspect
 
 import faster_whisper
+import numpy as np
 import pytest
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 
@@ -38,7 +42,6 @@ CALLED = {
     "WhisperModel.transcribe": (
         WhisperModel.transcribe, {"audio", "language", "beam_size", "word_timestamps",
                                   "vad_filter"}),
-    "WhisperModel.detect_language": (WhisperModel.detect_language, {"audio"}),
     "WhisperModel.__init__": (
         WhisperModel.__init__, {"device", "compute_type", "cpu_threads", "num_workers"}),
 }
@@ -65,6 +68,8 @@ def test_the_parameters_the_adapter_passes_exist(name: str):
 
 
 def test_the_helpers_the_copy_imports_exist():
+    from faster_whisper.audio import pad_or_trim
     from faster_whisper.transcribe import get_compression_ratio
 
+    assert pad_or_trim(np.ones((80, 10), dtype=np.float32)).shape == (80, 3000)
     assert get_compression_ratio("ab" * 50) > get_compression_ratio("a quick brown fox")

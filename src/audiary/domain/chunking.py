@@ -16,8 +16,10 @@ _SMOOTH_FRAMES = 20  # judge quietness over 200 ms so a cut never lands between 
 
 
 # Seconds of decoding per second of audio through the pipeline's decoder, by (model, device):
-# CPU int8 on 2 cores from `make bench` (bench/models.py, bench/results/models.json); the GPU
-# figures are estimates for an NVIDIA L4, float16, not measured here.
+# CPU int8 on 2 cores from `make bench` (bench/models.py, bench/results/models.json), the slower
+# of the two CPUs measured (an AMD EPYC with AVX2 only; an Intel Xeon with AVX-512 VNNI and AMX
+# took 0.021 and 0.041), so that a chunk fits its deadline on either; the GPU figures are
+# estimates for an NVIDIA L4, float16, not measured here.
 REALTIME_FACTORS: dict[tuple[str, str], float] = {
     ("tiny.en", "cpu"): 0.028,
     ("base", "cpu"): 0.052,

@@ -39,10 +39,12 @@ shares decoded at once, which keeps both cores busy where sequential decoding us
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import logging
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,18 +155,69 @@ def token_logprobs(result: Any) -> list[float]:
     return logprobs
 
 
-class _ModelView:
-    """The `WhisperModel` a pipeline sees: the shared model, with its own `_Decoder`."""
+class _EncoderCache:
+    """Encoder outputs of windows that language detection heard, kept for the model call that
+    decodes the same window next, so that detecting costs no encoder pass of its own (on CPU
+    the encoder pass is most of a window's cost). Keyed by the window's log-mel features, as
+    the batched pipeline computes them; each output is taken once, and past `capacity` the
+    oldest go. CPU only: the outputs are kept as NumPy arrays. Thread safe."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[bytes, NDArray[Any]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    @staticmethod
+    def _key(features: NDArray[Any]) -> bytes:
+        return hashlib.blake2b(np.ascontiguousarray(features).tobytes(), digest_size=16).digest()
+
+    def put(self, features: NDArray[Any], encoded: NDArray[Any]) -> None:
+        """Keep `encoded`, the encoder output of one window's `features` ([n_mels, frames])."""
+        key = self._key(features)
+        with self._lock:
+            self._items[key] = encoded
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def encode(self, encode: Callable[[NDArray[Any]], Any], features: NDArray[Any]) -> Any:
+        """`encode(features)` for a batch of windows' features, with the outputs kept for any of
+        them taken from here and only the others encoded."""
+        if not self._items:  # the common case: nothing kept, nothing to look up
+            return encode(features)
+        rows = features if features.ndim == 3 else features[np.newaxis]
+        keys = [self._key(row) for row in rows]
+        with self._lock:
+            found = [self._items.pop(key, None) for key in keys]
+        missing = [i for i, out in enumerate(found) if out is None]
+        if len(missing) == len(rows):
+            return encode(features)
+        self.hits += len(rows) - len(missing)
+        fresh = iter(np.asarray(encode(rows[missing])) if missing else [])
+        outputs = [out if out is not None else next(fresh) for out in found]
+        import ctranslate2
+
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(outputs)))
+
+
+class _ModelView:
+    """The `WhisperModel` a pipeline sees: the shared model, with its own `_Decoder`, and
+    encoder passes that take what language detection already encoded (`_EncoderCache`)."""
+
+    def __init__(self, model: Any, encoded: _EncoderCache) -> None:
         self._shared = model
+        self._encoded = encoded
         self.model = _Decoder(model.model)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._shared, name)
 
+    def encode(self, features: NDArray[Any]) -> Any:
+        return self._encoded.encode(self._shared.encode, features)
 
-def _tail_keeping_pipeline(model: Any) -> Any:
+
+def _tail_keeping_pipeline(model: Any, encoded: _EncoderCache) -> Any:
     """A `BatchedInferencePipeline` whose windows keep text after their last timestamp, and
     that samples above temperature 0 and reads token log-probabilities when asked
     (`pipeline.model.model.logits = True`)."""
@@ -228,7 +281,7 @@ def _tail_keeping_pipeline(model: Any) -> Any:
                 )
             return segmented
 
-    return _Pipeline(_ModelView(model))
+    return _Pipeline(_ModelView(model, encoded))
 
 
 def _with_logprobs(text: list[int], logprobs: Iterator[float | None], wanted: bool) -> _Tokens:
@@ -307,7 +360,9 @@ class WhisperTranscriber(Transcriber):
             cpu_threads=cpu_threads,
             num_workers=workers,
         )
-        self._pipelines = [_tail_keeping_pipeline(self.model) for _ in range(workers)]
+        self._encoded = _EncoderCache()
+        self._pipelines = [_tail_keeping_pipeline(self.model, self._encoded)
+                           for _ in range(workers)]
         self._batcher = WindowBatcher(
             self._model_call, workers=workers, max_windows=batch_size,
             max_wait_s=batch_wait_ms / 1000, across_requests=batch_across_requests,
@@ -355,9 +410,18 @@ class WhisperTranscriber(Transcriber):
         """`detect_language` on samples already planned into `windows`."""
         if not self.multilingual:
             return "en", 1.0
-        heard = render_windows(samples, windows[:1]) if windows else samples
-        language, probability, _ = self.model.detect_language(audio=heard)
-        return str(language), float(probability)
+        from faster_whisper.audio import pad_or_trim
+
+        extractor = self.model.feature_extractor
+        heard = render_windows(samples, windows[:1]) if windows else samples[:extractor.n_samples]
+        # The features BatchedInferencePipeline.transcribe computes for this window, so that
+        # the model call that decodes it finds its encoder output in `_encoded`.
+        features = pad_or_trim(extractor(heard)[..., :-1])
+        encoded = self.model.encode(features)
+        (token, probability), *_ = self.model.model.detect_language(encoded)[0]
+        if windows and self.device == "cpu":
+            self._encoded.put(features, np.asarray(encoded)[0])
+        return str(token)[2:-2], float(probability)
 
     def tokenize(self, text: str) -> list[int]:
         tokenizer = self.model.hf_tokenizer
@@ -427,6 +491,15 @@ class WhisperTranscriber(Transcriber):
         for lo, hi in itertools.pairwise(bounds):
             yield self._transcribe(samples, windows[lo:hi], language=language,
                                    word_timestamps=word_timestamps, options=options)
+
+    def decode_windows(self, samples: NDArray[Any], windows: Sequence[Window], *,
+                       language: str) -> list[Segment]:
+        """One decoding pass over planned `windows` of `samples` (no re-reads): what batching
+        is measured on. All of them go to the batcher at once, so they share model calls of up
+        to `batch_size` windows, spread over the idle workers."""
+        samples = self._checked(samples, language, DEFAULT_DECODE)
+        return self._decode(samples, windows,
+                            _CallKey(language, self.word_timestamps, DEFAULT_DECODE), [])
 
     def _checked(self, samples: NDArray[Any], language: str | None,
                  options: DecodeOptions) -> NDArray[Any]:
