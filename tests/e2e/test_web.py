@@ -124,8 +124,7 @@ def visible(chrome, element_id: str, timeout_s: float = 30):
 def test_a_wrong_key_is_told_so(browser, stack: NativeStack):
     base = f"http://{stack.settings.host}:{stack.settings.api_port}"
     sign_in(browser, base, "ak_nosuchkey_0000")
-    message = WebDriverWait(browser, 20).until(
-        ec.visibility_of_element_located((By.ID, "message")))
+    message = visible(browser, "message", 20)
     assert "Signing in failed" in message.text
     assert message.text == "Signing in failed: the API key is malformed"  # the API's words
     assert browser.find_element(By.ID, "sign-in").is_displayed()
@@ -273,7 +272,7 @@ def test_an_oversized_file_and_a_failed_transfer_say_what_happened(
     s = stack.settings
     base = f"http://{s.host}:{s.api_port}"
     sign_in(browser, base, key)
-    WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "drop-zone")))
+    visible(browser, "drop-zone")
     big = tmp_path / "too-big.wav"
     with big.open("wb") as out:  # sparse: the size is what matters
         out.truncate(s.max_upload_bytes + 1)

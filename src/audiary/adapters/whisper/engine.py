@@ -190,10 +190,10 @@ class _EncoderCache:
         keys = [self._key(row) for row in rows]
         with self._lock:
             found = [self._items.pop(key, None) for key in keys]
+            self.hits += sum(out is not None for out in found)
         missing = [i for i, out in enumerate(found) if out is None]
         if len(missing) == len(rows):
             return encode(features)
-        self.hits += len(rows) - len(missing)
         fresh = iter(np.asarray(encode(rows[missing])) if missing else [])
         outputs = [out if out is not None else next(fresh) for out in found]
         import ctranslate2
