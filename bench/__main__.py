@@ -21,6 +21,8 @@ def main() -> int:
     models.main([])
     long_form.main([])
     long_form.main(["--model", "base", "--repeats", "1"])
+    long_form.main(["--busy", "1"])  # the same on a busy machine: a core taken by another process
+    long_form.main(["--model", "base", "--repeats", "1", "--busy", "1"])
     long_form.main(["--hour"])
     long_form.main(["--hour", "--model", "base"])
     throughput.main([])

@@ -1,9 +1,11 @@
 """`long_form`: WhisperTranscriber's windowed, batched decoding vs plain faster-whisper.
 
 A >= 10-minute file is built from the shared real speech (utterances with varied silences).
-In one run, with one model instance and the same threads, it measures WER and time of:
-sequential `WhisperModel.transcribe` on the whole file (the baseline, beam 5), the same
-greedy (beam 1, for context), `BatchedInferencePipeline` (batch 8, its default VAD), each
+In one run it measures WER and time of: sequential `WhisperModel.transcribe` on the whole file
+(beam 5), with one thread as each of the strategy's workers has (`sequential`) and with a
+thread per core (`sequential_all_cores`), the faster of the two being the baseline (on 2 cores
+one thread is the faster: two cost more in handing work between them than they gain); the
+same greedy (beam 1, for context); `BatchedInferencePipeline` (batch 8, its default VAD); each
 utterance alone (the quality reference) and `WhisperTranscriber.transcribe`.
 
 Targets: the strategy >= 2x faster than sequential, and its WER <= 1.2 x one-by-one WER.
@@ -15,17 +17,23 @@ by the strategy twice (the two WERs must be identical) and as the pipeline does 
 chunks (`plan_chunks`, 300 s) assembled into one transcript; against one by one (each distinct
 utterance decoded once: the same audio gives the same text). Its target is the WER ratio.
 
-    .venv/bin/python -m bench.long_form --minutes 10 [--repeats 3] [--model base]
+`--busy N` measures on a busy machine: N other processes, each keeping one core busy with
+arithmetic, run beside every method for the whole measurement and stop with it, so the two
+decoders compete for the cores as they would beside other work on the host.
+
+    .venv/bin/python -m bench.long_form --minutes 10 [--repeats 3] [--model base] [--busy 1]
     .venv/bin/python -m bench.long_form --hour [--model base]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import multiprocessing
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +81,36 @@ class Measurement:
         }
 
 
+def _spin(stop: Any) -> None:
+    """Keep one core busy until `stop` is set (the load of `--busy`)."""
+    x = 0
+    while not stop.is_set():
+        for i in range(100_000):
+            x = (x + i * i) % 1_000_003
+
+
+@contextlib.contextmanager
+def busy(processes: int) -> Iterator[None]:
+    """`processes` other processes each keep a core busy while the block runs."""
+    if processes <= 0:
+        yield
+        return
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    workers = [context.Process(target=_spin, args=(stop,), daemon=True)
+               for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.kill()
+
+
 def _timed(fn: Callable[[], list[str]]) -> tuple[list[str], float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     texts = fn()
@@ -84,21 +122,25 @@ def _text(segments: list[Segment]) -> str:
 
 
 def measure(
-    transcriber: WhisperTranscriber, longform: LongForm, language: str, repeats: int = 1
+    transcriber: WhisperTranscriber, longform: LongForm, language: str, repeats: int = 1,
+    wide: WhisperTranscriber | None = None,
 ) -> list[Measurement]:
-    """Run every method on `longform`; the two compared for speed `repeats` times each.
+    """Run every method on `longform`; those compared for speed `repeats` times each.
 
-    Those repeats alternate between the two, and the fastest run of each counts, so that a
-    burst of load from other processes does not decide the ratio. WER is from the first run.
+    Those repeats alternate, and the fastest run of each counts, so that a burst of load from
+    other processes does not decide the ratio. WER is from the first run. `wide`, the same
+    model on a thread per core, runs sequential decoding as `sequential_all_cores`.
     """
     from faster_whisper import BatchedInferencePipeline
 
     samples = longform.samples
-    batched = BatchedInferencePipeline(transcriber.model)
+    # One batched call at a time: it runs best with every core's thread, as `wide` has.
+    batched = BatchedInferencePipeline((wide or transcriber).model)
 
-    def sequential(beam_size: int) -> Callable[[], list[str]]:
+    def sequential(beam_size: int, engine: WhisperTranscriber = transcriber
+                   ) -> Callable[[], list[str]]:
         def run() -> list[str]:
-            segments = transcriber.transcribe_sequential(
+            segments = engine.transcribe_sequential(
                 samples, language=language, beam_size=beam_size
             )
             return [_text(segments)]
@@ -117,12 +159,13 @@ def measure(
 
     methods: list[tuple[str, Callable[[], list[str]]]] = [
         ("sequential", sequential(5)),
+        *([("sequential_all_cores", sequential(5, wide))] if wide else []),
         ("sequential_greedy", sequential(1)),
         ("batched_vad", batched_vad),
         ("one_by_one", one_by_one),
         ("strategy", strategy),
     ]
-    repeated = {"sequential", "strategy"}
+    repeated = {"sequential", "sequential_all_cores", "strategy"}
     order = [name for name, _ in methods if name not in repeated]
     order += [name for _ in range(repeats) for name, _ in methods if name in repeated]
     functions = dict(methods)
@@ -219,23 +262,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cpu-threads", type=int, default=os.cpu_count() or 0)
+    parser.add_argument("--cpu-threads", type=int, default=0,
+                        help="threads per decode worker (0: the cores shared out among them)")
     parser.add_argument("--beam-size", type=int, default=1, help="the strategy's beam")
     parser.add_argument("--batch-size", type=int, default=16, help="the strategy's batch")
     parser.add_argument(
         "--repeats", type=int, default=3, help="runs of sequential and strategy (fastest counts)"
     )
     parser.add_argument("--name", default=None,
-                        help="result file name (default: long_form[_hour][_<model>])")
+                        help="result file name (default: long_form[_hour][_<model>][_busy<N>])")
     parser.add_argument("--model", default="tiny.en", help="packaged name, hub name or path")
     parser.add_argument("--hour", action="store_true", help="the 1-hour accuracy case")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="other processes keeping a core busy each during the measurement")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     settings = Settings()
     name = args.name or "_".join(
         ["long_form", *(["hour"] if args.hour else []),
-         *([] if args.model == "tiny.en" else [args.model.replace(".", "_")])])
+         *([] if args.model == "tiny.en" else [args.model.replace(".", "_")]),
+         *([f"busy{args.busy}"] if args.busy else [])])
     longform = build_longform(3600.0 if args.hour else args.minutes * 60, seed=args.seed)
     transcriber = WhisperTranscriber(
         args.model,
@@ -252,12 +299,21 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.hour:
         return _report_hour(name, transcriber, longform, language, settings, args)
+    wide = None
+    if (os.cpu_count() or 1) != transcriber.cpu_threads:
+        wide = WhisperTranscriber(args.model, device=settings.device,
+                                  compute_type=settings.compute_type,
+                                  cpu_threads=os.cpu_count() or 1, workers=1)
+        wide.transcribe_sequential(warm_up, language=language)
     load_before = os.getloadavg()
-    measurements = measure(transcriber, longform, language, args.repeats)
-    load_after = os.getloadavg()
+    with busy(args.busy):
+        measurements = measure(transcriber, longform, language, args.repeats, wide)
+        load_after = os.getloadavg()
 
     by_name = {m.name: m for m in measurements}
-    baseline, reference, ours = by_name["sequential"], by_name["one_by_one"], by_name["strategy"]
+    baseline = min((by_name[n] for n in ("sequential", "sequential_all_cores") if n in by_name),
+                   key=lambda m: m.wall_s)
+    reference, ours = by_name["one_by_one"], by_name["strategy"]
     speedup = baseline.wall_s / ours.wall_s
     wer_ratio = ours.wer.wer / reference.wer.wer if reference.wer.wer else float("inf")
     speed_met, wer_met = speedup >= SPEEDUP_TARGET, wer_ratio <= WER_RATIO_TARGET
@@ -269,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
             baseline.wall_s,
             f"long_form: {longform.duration_s / 60:.1f} min, {len(longform.utterances)} "
             f"utterances, {args.model} "
-            f"{transcriber.compute_type} on {transcriber.device}, {args.cpu_threads} threads",
+            f"{transcriber.compute_type} on {transcriber.device}, "
+            f"{transcriber.cpu_threads} threads per worker"
+            + (f", {args.busy} busy processes beside" if args.busy else ""),
         )
     )
     console.print(
@@ -293,10 +351,12 @@ def main(argv: list[str] | None = None) -> int:
             "reference_words": reference.wer.words,
             "seed": args.seed,
             "repeats": args.repeats,
+            "baseline": baseline.name,
+            "busy_processes": args.busy,
             "model": transcriber.model_name,
             "device": transcriber.device,
             "compute_type": transcriber.compute_type,
-            "cpu_threads": args.cpu_threads,
+            "cpu_threads": transcriber.cpu_threads,
             "cpu_count": os.cpu_count(),
             "strategy": {
                 "beam_size": transcriber.beam_size,
@@ -347,7 +407,7 @@ def _report_hour(name: str, transcriber: WhisperTranscriber, longform: LongForm,
             "model": transcriber.model_name,
             "device": transcriber.device,
             "compute_type": transcriber.compute_type,
-            "cpu_threads": args.cpu_threads,
+            "cpu_threads": transcriber.cpu_threads,
             "realtime_factor": round(by_name["strategy"].wall_s / longform.duration_s, 4),
             "methods": {m.name: {k: v for k, v in m.as_dict(1.0).items()
                                  if k != "speedup_vs_sequential"} for m in measurements},

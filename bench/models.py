@@ -44,7 +44,7 @@ def measure_model(name: str, minutes: float, seed: int) -> dict[str, Any]:
     longform = build_longform(minutes * 60, seed=seed)
     try:
         started = time.perf_counter()
-        engine = WhisperTranscriber(name, device="cpu", cpu_threads=os.cpu_count() or 0)
+        engine = WhisperTranscriber(name, device="cpu")
         load_s = time.perf_counter() - started
     except (ConfigError, OSError, RuntimeError, ValueError) as exc:  # not loadable here
         return {"model": name, "available": False,

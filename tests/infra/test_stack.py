@@ -540,7 +540,7 @@ def test_cpu_variant_has_no_gpu(cpu: Deployment) -> None:
     assert template["maxInstanceRequestConcurrency"] == 1
     env = env_of(container)
     assert (env["AUDIARY_DEVICE"], env["AUDIARY_COMPUTE_TYPE"]) == ("cpu", "int8")
-    assert env["AUDIARY_CPU_THREADS"] == "8"
+    assert env["AUDIARY_CPU_THREADS"] == "4"  # 8 CPUs shared by the 2 decode workers
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
 
 
