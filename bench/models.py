@@ -4,8 +4,9 @@ model that can be loaded here: WER, real-time factor and peak memory, one table.
 The file is the long-form set of bench/long_form.py (10 minutes of the shared real speech with
 varied silences, seed 0), decoded by `WhisperTranscriber.transcribe` with the settings' decoding
 options (beam 1, batches of 16 windows, 2 workers of one thread each on 2 cores), int8 on the
-CPU. Each model runs in a process of its own, so that its peak resident memory is its own. Decoding is deterministic:
-the WER column is the same on every run; the real-time factor is wall time over audio time.
+CPU. Each model runs in a process of its own, so that its peak resident memory is its own.
+Decoding is deterministic: the WER column is the same on every run; the real-time factor is
+wall time over audio time.
 
 Models that cannot be loaded here are listed with the reason (small: its packages are cut
 short, see audiary.adapters.model_store; hub names: no network).
