@@ -1,10 +1,11 @@
 """`overhead`: drop → TRANSCRIBED on the native stack ÷ raw faster-whisper on the same file.
 
 Both sides use the same model, device, compute type and beam size, measured in the same run;
-the raw side runs with the stack's threads and with one thread, and the faster counts (on 2
-cores one thread is the faster for plain faster-whisper). The stack is started first and its
-model loaded (its `/healthz` is green) so that the ratio is about the pipeline — upload,
-notification, ingest, fan-out, range reads, fan-in, transcript — not about process start-up.
+the raw side runs with `AUDIARY_CPU_THREADS` as plain faster-whisper takes it (0: CTranslate2's
+default) and with one thread, and the faster counts (on 2 cores one thread is the faster). The
+stack is started first and its model loaded (its `/healthz` is green) so that the ratio is
+about the pipeline — upload, notification, ingest, fan-out, range reads, fan-in, transcript —
+not about process start-up.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import pulumi
 from pulumi_gcp import projects, pubsub, storage
 
 from audiary import names
+from audiary.adapters.whisper.engine import cpu_threads_per_worker
 from audiary.settings import Settings
 from infra.alerts import Alerts, AlertsArgs
 from infra.apis import ProjectApis, ProjectApisArgs
@@ -359,11 +360,12 @@ class Audiary(pulumi.ComponentResource):
             # Explicit, so a revision that lost its GPU fails loudly instead of crawling on CPU.
             env.update(AUDIARY_DEVICE="cuda", AUDIARY_COMPUTE_TYPE="float16")
         else:
-            # The instance's CPUs shared out among the decode workers: more threads than
-            # cores only slow CTranslate2 down (audiary.adapters.whisper.engine).
-            workers = Settings.model_fields["decode_workers"].default
+            # The instance's CPUs shared out among the decode workers, as the engine does
+            # with the cores it sees (a container may see the host's).
+            threads = cpu_threads_per_worker(0, Settings.model_fields["decode_workers"].default,
+                                             "cpu", cores=cfg.transcriber_cpu)
             env.update(AUDIARY_DEVICE="cpu", AUDIARY_COMPUTE_TYPE="int8",
-                       AUDIARY_CPU_THREADS=str(max(1, cfg.transcriber_cpu // workers)))
+                       AUDIARY_CPU_THREADS=str(threads))
         if cfg.model_path:
             env["AUDIARY_MODEL_PATH"] = cfg.model_path
         env["AUDIARY_TRANSCRIBER_CONCURRENCY"] = str(cfg.transcriber_concurrency)

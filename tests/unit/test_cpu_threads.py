@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from audiary.adapters.whisper.engine import cpu_threads_per_worker
@@ -25,6 +27,4 @@ def test_set_threads_are_kept_and_a_gpu_leaves_them_to_ctranslate2() -> None:
 
 
 def test_the_machine_cores_are_used_when_none_are_given() -> None:
-    import os
-
     assert cpu_threads_per_worker(0, 1, "cpu") == len(os.sched_getaffinity(0))

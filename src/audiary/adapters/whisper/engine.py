@@ -363,20 +363,19 @@ class WhisperTranscriber(Transcriber):
         self.retries = retries
         self.hotwords = hotwords
         self.cpu_threads = cpu_threads_per_worker(cpu_threads, workers, self.device)
-        cpu_threads = self.cpu_threads
         self._lock = threading.Lock()
         logger.info(
             "loading whisper model %s on %s (%s, %d cpu threads)",
             model_path,
             self.device,
             self.compute_type,
-            cpu_threads,
+            self.cpu_threads,
         )
         self.model = WhisperModel(
             model_path,
             device=self.device,
             compute_type=self.compute_type,
-            cpu_threads=cpu_threads,
+            cpu_threads=self.cpu_threads,
             num_workers=workers,
         )
         self._encoded = _EncoderCache()
